@@ -1,0 +1,130 @@
+"""Backends: the one thing that differs between PyTorch, onnxruntime and TensorRT.
+
+A backend computes ``gradient(x, objective) -> (dL/dx, score)``; everything else (octaves,
+jitter, feedback) lives outside it. A backend may also run several ascent steps at once
+(:meth:`Backend.ascend`), which is where a CUDA graph or an engine with the update baked in
+pays off. Backends are listed in one table and imported lazily, so heavy optional
+dependencies (TensorRT) are only touched when asked for.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import torch
+from torch import Tensor
+
+from live.dreamer import ascent_steps
+from live.errors import LiveError, UnavailableError, UsageError
+from live.objectives import Objective
+
+if TYPE_CHECKING:
+    from live.model import Model
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class BackendStats:
+    """Counters of expensive set-up work, so tests and logs can see nothing is rebuilt per change."""
+
+    net_builds: int = 0  # networks prepared (copied to the device, cast, compiled or built)
+    buffer_allocs: int = 0  # objective-weight buffer sets allocated (one per layer set)
+    graph_captures: int = 0  # CUDA graphs captured (one per shape, layer set and step count)
+    gradient_calls: int = 0
+
+
+class Backend(ABC):
+    """Computes the dream gradient on one device. Subclasses register in :data:`BACKENDS`."""
+
+    name: str = "?"
+    size_multiple: int = 1  # dream sizes must be multiples of this (static-shape engines: 32)
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.stats = BackendStats()
+
+    @abstractmethod
+    def gradient(self, x: Tensor, objective: Objective) -> tuple[Tensor, Tensor]:
+        """dL/dx for ``x`` (N, 3, H, W, float32, model space) and the score L (0-d tensor)."""
+
+    def ascend(
+        self,
+        x: Tensor,
+        objective: Objective,
+        steps: int,
+        step: Tensor,
+        jitter: int,
+        lo: Tensor,
+        hi: Tensor,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        """Run ``steps`` ascent steps (see :func:`live.dreamer.ascent_steps`); backends may fuse them."""
+        return ascent_steps(lambda z: self.gradient(z, objective)[0], x, steps, step, jitter, lo, hi, generator)
+
+    def describe(self) -> str:
+        return f"{self.name} on {self.device}"
+
+
+# name -> module holding a ``create(model, device) -> Backend`` function; imported on first use.
+BACKENDS: dict[str, str] = {
+    "torch": "live.backends.torch_backend",
+}
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` → the first CUDA device if there is one, else the CPU; explicit names are checked."""
+    if device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        log.info("no CUDA device visible to PyTorch %s: dreaming on the CPU", torch.__version__)
+        return torch.device("cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError as e:
+        raise UsageError(f"--device {device!r}: expected auto, cpu, cuda or cuda:N ({e})") from e
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise UnavailableError(
+            f"--device {device}: this PyTorch ({torch.__version__}) sees no CUDA device. "
+            "Install a CUDA build of PyTorch and check `nvidia-smi`, or use --device cpu."
+        )
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise UnavailableError(f"--device {device}: only {torch.cuda.device_count()} CUDA device(s) present")
+    if dev.type not in ("cpu", "cuda"):
+        raise UsageError(f"--device {device!r}: expected auto, cpu, cuda or cuda:N")
+    return dev
+
+
+def open_backend(name: str, model: Model, device: str = "auto") -> Backend:
+    """Create a backend by name. ``auto`` tries the fastest first and logs why others were skipped;
+    an explicitly named backend that cannot run raises with its reason."""
+    if name == "auto":
+        failures: list[str] = []
+        for candidate in BACKENDS:
+            try:
+                backend = _create(candidate, model, device)
+            except LiveError as e:
+                failures.append(f"{candidate}: {e}")
+                continue
+            for reason in failures:
+                log.info("backend skipped - %s", reason)
+            log.info("backend: %s", backend.describe())
+            return backend
+        raise UnavailableError("no backend could start:\n  " + "\n  ".join(failures))
+    if name not in BACKENDS:
+        raise UsageError(f"unknown backend {name!r}; expected auto or one of: {', '.join(BACKENDS)}")
+    backend = _create(name, model, device)
+    log.info("backend: %s", backend.describe())
+    return backend
+
+
+def _create(name: str, model: Model, device: str) -> Backend:
+    try:
+        module = importlib.import_module(BACKENDS[name])
+    except ImportError as e:
+        raise UnavailableError(f"backend {name} needs a package that is not installed: {e}") from e
+    return module.create(model, resolve_device(device))

@@ -1,0 +1,168 @@
+"""The PyTorch backend: autograd through the truncated, folded GoogLeNet.
+
+On CPU it runs eagerly in float32. On CUDA it computes in fp16 (updates stay fp32), lets cuDNN
+autotune, and captures the whole few-step ascent as one CUDA graph per (shape, layer set,
+steps): eager PyTorch is launch-bound at ~8 ms a step, a replayed graph is not (DESIGN.md).
+Objective weights, step size, jitter and bounds live in static device buffers that are
+overwritten before each replay, so changing them never recaptures.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from live.backends import Backend
+from live.dreamer import ascent_steps
+from live.model import Model
+from live.objectives import Objective
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Captured:
+    graph: torch.cuda.CUDAGraph
+    x: Tensor
+    step: Tensor
+    jitter: Tensor
+    lo: Tensor
+    hi: Tensor
+    out: Tensor
+
+
+class TorchBackend(Backend):
+    """Autograd on CPU or CUDA.
+
+    ``dtype`` is the compute precision: fp16 on CUDA and fp32 on CPU unless given (tests use
+    float64). Updates always happen in the dtype of the image passed in.
+    """
+
+    name = "torch"
+
+    def __init__(
+        self, model: Model, device: torch.device, *, dtype: torch.dtype | None = None, cuda_graphs: bool = True
+    ) -> None:
+        super().__init__(device)
+        self.dtype = dtype or (torch.float16 if device.type == "cuda" else torch.float32)
+        self.net = copy.deepcopy(model.net).to(device=device, dtype=self.dtype).requires_grad_(False).eval()
+        self.stats.net_builds += 1
+        self.cuda_graphs = cuda_graphs and device.type == "cuda"
+        self._weights: dict[tuple[str, ...], dict[str, Tensor]] = {}
+        self._graphs: dict[tuple, _Captured | None] = {}
+        self._capture_failed_logged = False
+        if device.type == "cuda":
+            torch.backends.cudnn.benchmark = True
+
+    def describe(self) -> str:
+        mode = str(self.dtype).removeprefix("torch.")
+        graphs = ", CUDA graphs" if self.cuda_graphs else ""
+        return f"torch on {self.device} ({mode}{graphs})"
+
+    # ----- objective weights: one buffer set per layer set, refilled in place
+    def load_objective(self, objective: Objective) -> dict[str, Tensor]:
+        """Copy the objective's numbers into this layer set's device buffers (allocated once)."""
+        bufs = self._weights.get(objective.layers)
+        if bufs is None:
+            wdtype = torch.promote_types(self.dtype, torch.float32)  # fp32 weights for fp16 compute
+            bufs = {name: torch.zeros(len(w), device=self.device, dtype=wdtype) for name, w in objective.terms.items()}
+            self._weights[objective.layers] = bufs
+            self.stats.buffer_allocs += 1
+        for name, buf in bufs.items():
+            buf.copy_(torch.from_numpy(objective.weights(name)))
+        return bufs
+
+    def _gradient(self, x: Tensor, weights: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+        self.stats.gradient_calls += 1
+        xc = x.detach().to(self.dtype).requires_grad_(True)
+        acts = self.net(xc, weights.keys())
+        # Seed the backward with the activation itself, scaled so the largest map gets ~2·w:
+        # dL/da = 2·w·a/n is tiny for big maps and underflows in fp16. The common factor n_max is
+        # divided out again in fp32 below.
+        counts = {name: a.shape[0] * a.shape[2] * a.shape[3] for name, a in acts.items()}
+        n_max = max(counts.values())
+        seeds, score = [], torch.zeros((), device=x.device, dtype=x.dtype)
+        for name, a in acts.items():
+            w = weights[name]
+            a_det = a.detach().to(x.dtype)
+            score = score + (a_det.square().sum(dim=(0, 2, 3)) * w).sum() / counts[name]
+            seeds.append((a_det * (w * (2.0 * n_max / counts[name])).view(1, -1, 1, 1)).to(a.dtype))
+        (g,) = torch.autograd.grad(list(acts.values()), xc, seeds)
+        return g.to(x.dtype) / n_max, score
+
+    def gradient(self, x: Tensor, objective: Objective) -> tuple[Tensor, Tensor]:
+        return self._gradient(x, self.load_objective(objective))
+
+    def ascend(
+        self,
+        x: Tensor,
+        objective: Objective,
+        steps: int,
+        step: Tensor,
+        jitter: int,
+        lo: Tensor,
+        hi: Tensor,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        weights = self.load_objective(objective)
+        if self.cuda_graphs and steps > 0:
+            captured = self._graph_for(tuple(x.shape), objective.layers, steps, weights)
+            if captured is not None:
+                captured.x.copy_(x)
+                captured.step.copy_(step)
+                captured.jitter.fill_(jitter)
+                captured.lo.copy_(lo)
+                captured.hi.copy_(hi)
+                captured.graph.replay()
+                return captured.out.clone()
+        return ascent_steps(lambda z: self._gradient(z, weights)[0], x, steps, step, jitter, lo, hi, generator)
+
+    # ----- CUDA graphs
+    def _graph_for(self, shape: tuple, layers: tuple[str, ...], steps: int, weights: dict[str, Tensor]) -> _Captured | None:
+        key = (shape, layers, steps)
+        if key in self._graphs:
+            return self._graphs[key]
+        try:
+            captured = self._capture(shape, steps, weights)
+            self.stats.graph_captures += 1
+            log.info("captured a CUDA graph for %s, layers %s, %d steps", "x".join(map(str, shape)), "+".join(layers), steps)
+        except Exception as e:  # capture can fail in many driver-specific ways; eager always works
+            captured = None
+            if not self._capture_failed_logged:
+                log.warning("CUDA graph capture failed (%s: %s); running eagerly, which is slower", type(e).__name__, e)
+                self._capture_failed_logged = True
+            torch.cuda.synchronize(self.device)
+        self._graphs[key] = captured
+        return captured
+
+    def _capture(self, shape: tuple, steps: int, weights: dict[str, Tensor]) -> _Captured:
+        dev = self.device
+        x = torch.zeros(shape, device=dev)
+        step = torch.zeros(1, 3, 1, 1, device=dev)
+        jitter = torch.zeros((), device=dev)
+        lo = torch.full((1, 3, 1, 1), -1.0, device=dev)
+        hi = torch.full((1, 3, 1, 1), 1.0, device=dev)
+
+        def run() -> Tensor:
+            # generator=None: the default CUDA generator is the one graph replay advances.
+            return ascent_steps(lambda z: self._gradient(z, weights)[0], x, steps, step, jitter, lo, hi, None)
+
+        side = torch.cuda.Stream(dev)
+        side.wait_stream(torch.cuda.current_stream(dev))
+        with torch.cuda.stream(side):
+            for _ in range(2):  # warm-up: cuDNN autotuning and allocator pools settle outside capture
+                run()
+        torch.cuda.current_stream(dev).wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            out = run()
+        return _Captured(graph, x, step, jitter, lo, hi, out)
+
+
+def create(model: Model, device: torch.device) -> TorchBackend:
+    """Registry entry point (see :data:`live.backends.BACKENDS`)."""
+    return TorchBackend(model, device)

@@ -1,0 +1,43 @@
+"""Errors an operator can act on, each with the exit code the command line returns.
+
+Exit codes follow BSD ``sysexits.h`` so scripts and systemd can tell causes apart.
+Library code raises these; only the command line turns them into exit codes.
+"""
+
+from __future__ import annotations
+
+
+class LiveError(Exception):
+    """Base for errors whose message is meant for the operator, not a traceback."""
+
+    exit_code = 1
+
+
+class UsageError(LiveError):
+    """A wrong name or value on the command line, in a config file or from a controller."""
+
+    exit_code = 64  # EX_USAGE
+
+
+class DataError(LiveError):
+    """An input file exists but its contents are not what was expected (corrupt weights)."""
+
+    exit_code = 65  # EX_DATAERR
+
+
+class InputError(LiveError):
+    """An input (image, camera, weights file) is missing or cannot be read."""
+
+    exit_code = 66  # EX_NOINPUT
+
+
+class UnavailableError(LiveError):
+    """Something needed is not reachable here: offline download, missing backend."""
+
+    exit_code = 69  # EX_UNAVAILABLE
+
+
+class OutputError(LiveError):
+    """An output path cannot be created or written."""
+
+    exit_code = 73  # EX_CANTCREAT

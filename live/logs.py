@@ -1,0 +1,17 @@
+"""The one place that sets the log format. Modules only call ``logging.getLogger(__name__)``."""
+
+from __future__ import annotations
+
+import logging
+
+LEVELS = ("debug", "info", "warning", "error")
+
+
+def configure(level: str = "info") -> None:
+    """Log to stderr as ``time level module: message``; systemd's journal adds its own timestamps."""
+    logging.basicConfig(
+        level=getattr(logging, level.upper()),
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+        force=True,
+    )

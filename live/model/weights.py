@@ -1,0 +1,245 @@
+"""Where GoogLeNet's weights come from: the on-disk cache, a download, a local file, or random.
+
+Weights are never committed. The first use downloads torchvision's ImageNet checkpoint into the
+cache (progress on stderr, checksum checked, written atomically); ``--weights FILE`` loads a
+local file; ``--weights random[:SEED]`` makes a seeded random network for tests and offline
+demos, announced as such wherever its output goes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import sys
+import tempfile
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from live.errors import DataError, InputError, UnavailableError, UsageError
+from live.model.googlenet import BasicConv2d, TorchvisionGoogLeNet
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_NAME = "googlenet-1378be20.pth"
+CHECKPOINT_URL = f"https://download.pytorch.org/models/{CHECKPOINT_NAME}"
+# torchvision names its files after the first 8 hex digits of their sha256 (torch.hub checks the same).
+CHECKPOINT_SHA256_PREFIX = "1378be20"
+CHECKPOINT_BYTES = 52_147_035  # 49.7 MiB; only for the progress bar
+
+
+@dataclass(frozen=True)
+class WeightsInfo:
+    """What the network was loaded from, for logs and output metadata."""
+
+    kind: str  # "imagenet" | "file" | "random"
+    source: str  # path, or "seed N"
+
+    @property
+    def is_random(self) -> bool:
+        return self.kind == "random"
+
+    def describe(self) -> str:
+        if self.is_random:
+            return f"RANDOM weights ({self.source}) - not a trained network, for tests and demos only"
+        return f"{self.kind} weights from {self.source}"
+
+
+def cache_dir() -> Path:
+    """The weights cache: ``$DEEPDREAM_LIVE_CACHE``, else ``$XDG_CACHE_HOME/deepdream-live``."""
+    if os.environ.get("DEEPDREAM_LIVE_CACHE"):
+        return Path(os.environ["DEEPDREAM_LIVE_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "deepdream-live"
+
+
+def _torch_hub_copy() -> Path:
+    # A user who ever ran torchvision's googlenet(weights=...) already has the file here.
+    return Path(torch.hub.get_dir()) / "checkpoints" / CHECKPOINT_NAME
+
+
+def find_cached_checkpoint() -> Path | None:
+    """The cached ImageNet checkpoint (ours, else torch hub's), or None."""
+    for candidate in (cache_dir() / CHECKPOINT_NAME, _torch_hub_copy()):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def checkpoint_url() -> str:
+    """Where the ImageNet checkpoint is downloaded from; ``$DEEPDREAM_LIVE_WEIGHTS_URL`` names a mirror."""
+    return os.environ.get("DEEPDREAM_LIVE_WEIGHTS_URL") or CHECKPOINT_URL
+
+
+def download_checkpoint(
+    url: str | None = None,
+    dest: Path | None = None,
+    sha256_prefix: str = CHECKPOINT_SHA256_PREFIX,
+    timeout: float = 30.0,
+    progress: bool = True,
+) -> Path:
+    """Download ``url`` to ``dest`` (default: the cache), verify its sha256 prefix, write atomically.
+
+    Raises :class:`UnavailableError` when offline (with the URL and where to put the file by
+    hand) and :class:`DataError` when the download does not match its checksum.
+    """
+    url = url or checkpoint_url()
+    dest = dest or cache_dir() / CHECKPOINT_NAME
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UnavailableError(f"cannot create the weights cache {dest.parent}: {e.strerror}") from e
+    log.info("downloading %s to %s", url, dest)
+    digest = hashlib.sha256()
+    fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            try:
+                response = urllib.request.urlopen(url, timeout=timeout)
+            except (urllib.error.URLError, OSError) as e:
+                reason = getattr(e, "reason", e)
+                raise UnavailableError(
+                    f"no cached GoogLeNet weights and the download failed ({reason}).\n"
+                    f"  Download {url} on a machine with internet access and put it at {dest}\n"
+                    f"  (or pass --weights FILE; --weights random runs an untrained network for demos)."
+                ) from e
+            with response:
+                total = int(response.headers.get("Content-Length") or 0) or None
+                bar = _progress_bar(total, dest.name, progress)
+                try:
+                    while chunk := response.read(1 << 20):
+                        out.write(chunk)
+                        digest.update(chunk)
+                        bar.update(len(chunk))
+                finally:
+                    bar.close()
+        got = digest.hexdigest()
+        if not got.startswith(sha256_prefix):
+            raise DataError(
+                f"downloaded {url} but its sha256 is {got[:16]}…, expected {sha256_prefix}…; "
+                f"the download was corrupted or the file changed upstream. Nothing was kept; try again."
+            )
+        os.replace(tmp, dest)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    log.info("saved %s (sha256 %s)", dest, got)
+    return dest
+
+
+def _progress_bar(total: int | None, name: str, enabled: bool):
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="B", unit_scale=True, desc=name, disable=not enabled, file=sys.stderr)
+
+
+def read_checkpoint(path: Path) -> TorchvisionGoogLeNet:
+    """Load a torchvision-format GoogLeNet checkpoint into the reference network.
+
+    Every error names the file and what was expected: missing, unreadable, not a PyTorch file
+    (corrupt or truncated), not GoogLeNet (missing or mis-shaped keys), or non-finite values.
+    """
+    if not path.exists():
+        raise InputError(f"weights file {path} does not exist")
+    if not path.is_file() or not os.access(path, os.R_OK):
+        raise InputError(f"weights file {path} is not a readable file")
+    expected = f"a torchvision GoogLeNet ImageNet checkpoint such as {CHECKPOINT_NAME} ({CHECKPOINT_URL})"
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises many types for a bad file; all mean the same to the operator
+        raise DataError(f"weights file {path} is corrupt or truncated ({type(e).__name__}: {e}); expected {expected}") from e
+    state = obj
+    if isinstance(obj, dict):
+        for key in ("state_dict", "model"):  # common training-script wrappers
+            if isinstance(obj.get(key), dict):
+                state = obj[key]
+    if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
+        raise DataError(f"weights file {path} holds a {type(obj).__name__}, not a state dict; expected {expected}")
+    state = {k.removeprefix("module."): v for k, v in state.items()}
+    state = {k: v for k, v in state.items() if not k.endswith("num_batches_tracked")}
+
+    net = TorchvisionGoogLeNet()
+    wanted = {k: v.shape for k, v in net.state_dict().items() if not k.endswith("num_batches_tracked")}
+    optional = {k for k in wanted if k.startswith(("aux1.", "aux2.", "fc."))}  # not used for dreaming
+    missing = sorted(k for k in wanted if k not in state and k not in optional)
+    if missing:
+        raise DataError(
+            f"weights file {path} is not a torchvision GoogLeNet: {len(missing)} of its keys are missing "
+            f"(first: {', '.join(missing[:3])}); expected {expected}"
+        )
+    wrong = [f"{k} {tuple(state[k].shape)} (expected {tuple(s)})" for k, s in wanted.items() if k in state and state[k].shape != s]
+    if wrong:
+        raise DataError(f"weights file {path} has tensors of the wrong shape: {'; '.join(wrong[:3])}; expected {expected}")
+    unexpected = sorted(set(state) - set(wanted))
+    if unexpected:
+        log.warning("weights file %s has %d keys GoogLeNet does not use (ignored), e.g. %s", path, len(unexpected), unexpected[0])
+    bad = [k for k in wanted if k in state and not torch.isfinite(state[k]).all()]
+    if bad:
+        raise DataError(f"weights file {path} contains NaN or infinite values in {bad[0]}; the file is damaged")
+    net.load_state_dict({k: state[k] for k in wanted if k in state}, strict=False)
+    return net.eval()
+
+
+def random_reference(seed: int = 0) -> TorchvisionGoogLeNet:
+    """A seeded, untrained GoogLeNet whose activations keep their scale through depth.
+
+    He-initialised convolutions and non-trivial batch-norm statistics, so folding is exercised and
+    every layer's activations (and gradients) are of ordinary size - torchvision's own init
+    (std 0.01) fades to nothing by inception5b.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    net = TorchvisionGoogLeNet()
+    with torch.no_grad():
+        for module in net.modules():
+            if isinstance(module, nn.Conv2d):
+                fan_in = module.weight[0].numel()
+                module.weight.copy_(torch.randn(module.weight.shape, generator=gen) * (2.0 / fan_in) ** 0.5)
+            elif isinstance(module, nn.Linear):
+                module.weight.copy_(torch.randn(module.weight.shape, generator=gen) / module.in_features**0.5)
+                module.bias.zero_()
+            elif isinstance(module, BasicConv2d):
+                c = module.bn.num_features
+                module.bn.weight.copy_(0.8 + 0.4 * torch.rand(c, generator=gen))
+                module.bn.bias.copy_(0.1 * torch.randn(c, generator=gen))
+                module.bn.running_mean.copy_(0.1 * torch.randn(c, generator=gen))
+                module.bn.running_var.copy_(0.5 + torch.rand(c, generator=gen))
+    return net.eval()
+
+
+def load_reference(spec: str | None = None, *, progress: bool = True) -> tuple[TorchvisionGoogLeNet, WeightsInfo]:
+    """Resolve a ``--weights`` value to the unfolded reference network.
+
+    ``None``/``"imagenet"``: the cached ImageNet checkpoint, downloaded on first use.
+    ``"auto"``: like ``imagenet``, but offline with no cache falls back to random weights, loudly.
+    ``"random"`` or ``"random:SEED"``: a seeded untrained network. Anything else: a file path.
+    """
+    spec = (spec or "imagenet").strip()
+    if spec == "random" or spec.startswith("random:"):
+        seed_text = spec.partition(":")[2] or "0"
+        if not seed_text.isdigit():
+            raise UsageError(f"--weights {spec!r}: expected 'random' or 'random:SEED' with an integer SEED")
+        info = WeightsInfo("random", f"seed {int(seed_text)}")
+        log.warning("using %s", info.describe())
+        return random_reference(int(seed_text)), info
+    if spec in ("imagenet", "auto"):
+        path = find_cached_checkpoint()
+        if path is None:
+            try:
+                path = download_checkpoint(progress=progress)
+            except UnavailableError as e:
+                if spec == "imagenet":
+                    raise
+                log.warning("%s\nfalling back to random weights", e)
+                return load_reference("random")
+        try:
+            return read_checkpoint(path), WeightsInfo("imagenet", str(path))
+        except DataError as e:
+            raise DataError(f"{e}\n  The cached file is damaged: delete {path} and run again to download it anew.") from e
+    path = Path(spec).expanduser()
+    return read_checkpoint(path), WeightsInfo("file", str(path))

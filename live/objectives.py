@@ -1,0 +1,190 @@
+"""What the dream maximises: a weighted sum over layers and channels of mean squared activations.
+
+    score = Σ_l Σ_c w[l, c] · mean_{y,x}(act[l][c]²)
+
+An :class:`Objective` is just those numbers (one weight vector per layer), so switching layer,
+focusing a channel or cross-fading between two objectives is arithmetic on weights: backends
+take them as runtime inputs and never rebuild for them.
+
+String form, as typed on the command line or sent over OSC::
+
+    inception4c                 the whole layer (every channel weighted 1/C)
+    inception4c:97              one channel
+    inception4c:97,12  4c:0..9  several channels, a range
+    0.5*inception3b + mixed4c   weighted sums (aliases resolve to catalog names)
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+
+import numpy as np
+
+from live.errors import UsageError
+from live.model import catalog
+
+
+class Objective:
+    """Per-layer channel weights (canonical layer name → float32 vector of the layer's width).
+
+    Immutable by convention: every operation returns a new objective.
+    """
+
+    __slots__ = ("_terms",)
+
+    def __init__(self, terms: Mapping[str, np.ndarray]) -> None:
+        checked: dict[str, np.ndarray] = {}
+        for name, weights in terms.items():
+            layer = catalog.resolve(name)
+            w = np.asarray(weights, dtype=np.float32)
+            if w.shape != (layer.channels,):
+                raise UsageError(f"weights for {layer.name} must have {layer.channels} entries, got shape {w.shape}")
+            checked[layer.name] = checked.get(layer.name, 0) + w
+        self._terms = dict(sorted(checked.items(), key=lambda kv: catalog.BY_NAME[kv[0]].index))
+
+    # ----- construction
+    @classmethod
+    def layer(cls, name: str) -> Objective:
+        """The whole layer: mean of the squared activations over all channels."""
+        layer = catalog.resolve(name)
+        return cls({layer.name: np.full(layer.channels, 1.0 / layer.channels, np.float32)})
+
+    @classmethod
+    def channels(cls, name: str, channels: list[int]) -> Objective:
+        """Only the given channels of a layer, each weighted 1/len(channels)."""
+        layer = catalog.resolve(name)
+        bad = [c for c in channels if not 0 <= c < layer.channels]
+        if bad:
+            raise UsageError(f"{layer.name} has {layer.channels} channels (0..{layer.channels - 1}); got {bad[0]}")
+        w = np.zeros(layer.channels, np.float32)
+        w[channels] = 1.0 / len(set(channels))
+        return cls({layer.name: w})
+
+    @classmethod
+    def parse(cls, text: str) -> Objective:
+        """Parse the string form (see the module docstring); errors say what was expected."""
+        return _parse(text)
+
+    # ----- reading
+    @property
+    def terms(self) -> dict[str, np.ndarray]:
+        """Layer → weights, shallowest layer first. Copies: callers cannot change this objective."""
+        return {k: v.copy() for k, v in self._terms.items()}
+
+    @property
+    def layers(self) -> tuple[str, ...]:
+        """Canonical names of the layers with a term, shallowest first."""
+        return tuple(self._terms)
+
+    def weights(self, layer: str) -> np.ndarray:
+        return self._terms[layer].copy()
+
+    # ----- algebra
+    def __add__(self, other: Objective) -> Objective:
+        merged = dict(self._terms)
+        for k, v in other._terms.items():
+            merged[k] = merged[k] + v if k in merged else v
+        return Objective(merged)
+
+    def __mul__(self, k: float) -> Objective:
+        return Objective({name: w * np.float32(k) for name, w in self._terms.items()})
+
+    __rmul__ = __mul__
+
+    def __neg__(self) -> Objective:
+        return self * -1.0
+
+    def __sub__(self, other: Objective) -> Objective:
+        return self + (-other)
+
+    def lerp(self, other: Objective, t: float) -> Objective:
+        """Cross-fade: ``(1 - t) · self + t · other``; both layer sets stay present during the fade."""
+        t = float(np.clip(t, 0.0, 1.0))
+        return self * (1.0 - t) + other * t
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Objective) and self._terms.keys() == other._terms.keys() and all(
+            np.array_equal(v, other._terms[k]) for k, v in self._terms.items()
+        )
+
+    def __hash__(self) -> int:
+        return hash(tuple((k, v.tobytes()) for k, v in self._terms.items()))
+
+    def __str__(self) -> str:
+        parts = []
+        for name, w in self._terms.items():
+            nz = np.flatnonzero(w)
+            if len(nz) == len(w) and np.allclose(w, w[0]):
+                coef, atom = float(w[0]) * len(w), name
+            elif len(nz) and np.allclose(w[nz], w[nz[0]]):
+                coef, atom = float(w[nz[0]]) * len(nz), f"{name}:{','.join(map(str, nz))}"
+            else:
+                coef, atom = 1.0, f"{name}:<{len(nz)} weighted channels>"
+            parts.append(atom if abs(coef - 1.0) < 1e-6 else f"{coef:g}*{atom}")
+        return " + ".join(parts) or "<empty>"
+
+    def __repr__(self) -> str:
+        return f"Objective({str(self)!r})"
+
+
+_TOKEN = re.compile(
+    r"\s*(?:(?P<num>\d+(?:\.\d*)?(?:[eE][-+]?\d+)?|\.\d+(?:[eE][-+]?\d+)?)"
+    r"|(?P<name>[A-Za-z][A-Za-z0-9_/]*)(?::(?P<ch>\d+(?:\.\.\d+)?(?:,\d+(?:\.\.\d+)?)*))?"
+    r"|(?P<op>[-+*]))"
+)
+
+
+def _parse(text: str) -> Objective:
+    expected = "expected e.g. 'inception4c', 'inception4c:97', '0.5*inception3b + inception4c'"
+    pos, tokens = 0, []
+    stripped = text.rstrip()
+    while pos < len(stripped):
+        m = _TOKEN.match(stripped, pos)
+        if not m or m.end() == pos:
+            raise UsageError(f"cannot read objective {text!r} at {stripped[pos:]!r}; {expected}")
+        tokens.append(m)
+        pos = m.end()
+    if not tokens:
+        raise UsageError(f"empty objective; {expected}")
+
+    total: Objective | None = None
+    i, sign = 0, 1.0
+    while i < len(tokens):
+        coef = sign
+        atom: Objective | None = None
+        # term := [num '*'] atom ['*' num]
+        if tokens[i]["num"] is not None:
+            if i + 2 >= len(tokens) or tokens[i + 1]["op"] != "*":
+                raise UsageError(f"objective {text!r}: a number must be followed by '*' and a layer; {expected}")
+            coef *= float(tokens[i]["num"])
+            i += 2
+        if i >= len(tokens) or tokens[i]["name"] is None:
+            raise UsageError(f"objective {text!r}: expected a layer name; {expected}")
+        atom = _atom(tokens[i]["name"], tokens[i]["ch"])
+        i += 1
+        if i + 1 < len(tokens) and tokens[i]["op"] == "*" and tokens[i + 1]["num"] is not None:
+            coef *= float(tokens[i + 1]["num"])
+            i += 2
+        term = atom * coef
+        total = term if total is None else total + term
+        if i < len(tokens):
+            op = tokens[i]["op"]
+            if op not in ("+", "-"):
+                raise UsageError(f"objective {text!r}: expected '+' or '-' between terms; {expected}")
+            if i + 1 == len(tokens):
+                raise UsageError(f"objective {text!r}: expected a term after {op!r}; {expected}")
+            sign = 1.0 if op == "+" else -1.0
+            i += 1
+    assert total is not None
+    return total
+
+
+def _atom(name: str, channel_text: str | None) -> Objective:
+    if channel_text is None:
+        return Objective.layer(name)
+    channels: list[int] = []
+    for part in channel_text.split(","):
+        lo, _, hi = part.partition("..")
+        channels.extend(range(int(lo), int(hi) + 1) if hi else [int(lo)])
+    return Objective.channels(name, channels)

@@ -1,0 +1,1 @@
+"""Where frames come from: cameras, files, streams and the built-in test scene."""

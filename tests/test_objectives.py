@@ -1,0 +1,73 @@
+"""Objectives: the string form, algebra and cross-fades are arithmetic on per-channel weights."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from live.errors import UsageError
+from live.objectives import Objective
+
+
+def test_whole_layer_weights_every_channel_equally() -> None:
+    w = Objective.parse("inception4c").weights("inception4c")
+    assert w.shape == (512,) and np.allclose(w, 1 / 512)
+
+
+def test_one_channel() -> None:
+    w = Objective.parse("inception4c:97").weights("inception4c")
+    assert w[97] == 1 and np.count_nonzero(w) == 1
+
+
+def test_channel_lists_and_ranges() -> None:
+    w = Objective.parse("mixed4c:1,5..7").weights("inception4c")
+    assert list(np.flatnonzero(w)) == [1, 5, 6, 7] and np.allclose(w[[1, 5, 6, 7]], 0.25)
+
+
+def test_weighted_sum_and_aliases() -> None:
+    obj = Objective.parse("0.5*inception3b + inception_4c/output")
+    assert obj.layers == ("inception3b", "inception4c")
+    assert np.allclose(obj.weights("inception3b"), 0.5 / 480)
+    assert obj == 0.5 * Objective.layer("inception3b") + Objective.layer("mixed4c")
+
+
+def test_subtraction_and_trailing_coefficient() -> None:
+    obj = Objective.parse("inception4c - conv1*2")
+    assert np.allclose(obj.weights("conv1"), -2 / 64)
+
+
+def test_string_form_round_trips() -> None:
+    for text in ("inception4c", "inception4c:97", "0.5*inception3b + inception4c", "inception4c:1,2,3"):
+        assert Objective.parse(str(Objective.parse(text))) == Objective.parse(text)
+
+
+def test_lerp_keeps_both_layers_during_a_fade() -> None:
+    a, b = Objective.parse("inception3b"), Objective.parse("inception4c")
+    mid = a.lerp(b, 0.25)
+    assert mid.layers == ("inception3b", "inception4c")
+    assert np.allclose(mid.weights("inception3b"), 0.75 / 480) and np.allclose(mid.weights("inception4c"), 0.25 / 512)
+
+
+def test_terms_are_copies() -> None:
+    obj = Objective.parse("conv1")
+    obj.terms["conv1"][:] = 0
+    obj.weights("conv1")[:] = 0
+    assert np.allclose(obj.weights("conv1"), 1 / 64)
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        ("inception9z", "valid layers"),
+        ("inception4c:512", "512 channels (0..511)"),
+        ("0.5", "followed by '*'"),
+        ("inception4c +", "after '+'"),
+        ("inception4c inception3b", "'+' or '-'"),
+        ("inception4c; rm -rf", "cannot read objective"),
+        ("", "empty objective"),
+    ],
+)
+def test_bad_objectives_say_what_was_expected(text: str, fragment: str) -> None:
+    with pytest.raises(UsageError) as e:
+        Objective.parse(text)
+    assert fragment in str(e.value)
