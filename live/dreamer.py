@@ -133,11 +133,14 @@ class Dreamer:
     def __init__(self, backend: Backend, space: InputSpace, seed: int | None = None) -> None:
         self.backend = backend
         self.space = space
+        # Seeds the jitter of eager backends. A captured CUDA graph draws from the device's default
+        # generator instead (the only one graph replay advances), so GPU dreams are not repeatable.
         self.generator = torch.Generator()
         if seed is None:
             self.generator.seed()
         else:
             self.generator.manual_seed(seed)
+        self._bounds: dict[tuple[torch.device, torch.dtype], tuple[Tensor, Tensor, Tensor]] = {}
 
     def total_steps(self, height: int, width: int, settings: DreamSettings) -> int:
         """How many gradient steps :meth:`dream` will take for this size (for progress bars)."""
@@ -161,8 +164,8 @@ class Dreamer:
         m = self.backend.size_multiple
         ph, pw = _ceil_to(h, m) - h, _ceil_to(w, m) - w
         base = F.pad(x, (0, pw, 0, ph), mode="reflect") if ph or pw else x
-        lo, hi = self.space.bounds(base)
-        step = self.space.per_grey_level(base) * settings.step_size
+        lo, hi, level = self._space_tensors(base)
+        step = level * settings.step_size
         shapes = octave_shapes(base.shape[-2], base.shape[-1], settings.octaves, settings.octave_scale, m)
 
         detail = torch.zeros_like(resize(base, shapes[0]))
@@ -179,6 +182,14 @@ class Dreamer:
             detail = y - octave_base
         out = torch.maximum(torch.minimum(base + detail, hi), lo)
         return out[..., :h, :w]
+
+    def _space_tensors(self, like: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        # Made once per device and dtype, not per frame: each would be a host-to-device copy.
+        key = (like.device, like.dtype)
+        if key not in self._bounds:
+            lo, hi = self.space.bounds(like)
+            self._bounds[key] = (lo, hi, self.space.per_grey_level(like))
+        return self._bounds[key]
 
 
 def _ceil_to(n: int, multiple: int) -> int:

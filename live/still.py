@@ -60,7 +60,7 @@ def read_picture(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
         with Image.open(path) as im:
             im = ImageOps.exif_transpose(im)
             alpha = np.asarray(im.getchannel("A")) if im.mode in ("RGBA", "LA", "PA") else None
-            rgb = np.asarray(im.convert("RGB"))
+            rgb = np.array(im.convert("RGB"))
     except (UnidentifiedImageError, OSError, ValueError) as e:
         raise InputError(f"cannot read {path} as an image ({e}); expected a PNG or JPEG file") from e
     return rgb, alpha

@@ -49,7 +49,11 @@ class TorchBackend(Backend):
     ) -> None:
         super().__init__(device)
         self.dtype = dtype or (torch.float16 if device.type == "cuda" else torch.float32)
-        self.net = copy.deepcopy(model.net).to(device=device, dtype=self.dtype).requires_grad_(False).eval()
+        # oneDNN's CPU convolutions are ~1.5x faster on channels-last tensors (measured at 640x360);
+        # on CUDA the layout changes nothing (DESIGN.md), so the default layout stays there.
+        self.memory_format = torch.channels_last if device.type == "cpu" else torch.contiguous_format
+        self.net = copy.deepcopy(model.net).to(device=device, dtype=self.dtype, memory_format=self.memory_format)
+        self.net.requires_grad_(False).eval()
         self.stats.net_builds += 1
         self.cuda_graphs = cuda_graphs and device.type == "cuda"
         self._weights: dict[tuple[str, ...], dict[str, Tensor]] = {}
@@ -78,7 +82,7 @@ class TorchBackend(Backend):
 
     def _gradient(self, x: Tensor, weights: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
         self.stats.gradient_calls += 1
-        xc = x.detach().to(self.dtype).requires_grad_(True)
+        xc = x.detach().to(dtype=self.dtype, memory_format=self.memory_format).requires_grad_(True)
         acts = self.net(xc, weights.keys())
         # Seed the backward with the activation itself, scaled so the largest map gets ~2·w:
         # dL/da = 2·w·a/n is tiny for big maps and underflows in fp16. The common factor n_max is
@@ -92,7 +96,7 @@ class TorchBackend(Backend):
             score = score + (a_det.square().sum(dim=(0, 2, 3)) * w).sum() / counts[name]
             seeds.append((a_det * (w * (2.0 * n_max / counts[name])).view(1, -1, 1, 1)).to(a.dtype))
         (g,) = torch.autograd.grad(list(acts.values()), xc, seeds)
-        return g.to(x.dtype) / n_max, score
+        return g.to(dtype=x.dtype, memory_format=torch.contiguous_format) / n_max, score
 
     def gradient(self, x: Tensor, objective: Objective) -> tuple[Tensor, Tensor]:
         return self._gradient(x, self.load_objective(objective))

@@ -79,7 +79,7 @@ def checkpoint_url() -> str:
 def download_checkpoint(
     url: str | None = None,
     dest: Path | None = None,
-    sha256_prefix: str = CHECKPOINT_SHA256_PREFIX,
+    sha256_prefix: str | None = None,
     timeout: float = 30.0,
     progress: bool = True,
 ) -> Path:
@@ -89,6 +89,7 @@ def download_checkpoint(
     hand) and :class:`DataError` when the download does not match its checksum.
     """
     url = url or checkpoint_url()
+    sha256_prefix = sha256_prefix or CHECKPOINT_SHA256_PREFIX
     dest = dest or cache_dir() / CHECKPOINT_NAME
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,63 @@
+"""The torch backend on an NVIDIA GPU: fp16 agreement and CUDA-graph capture. Skipped without CUDA.
+
+The CPU tests cover the same code paths up to the device (the ascent math that is captured is
+``live.dreamer.ascent_steps``, exercised on the CPU everywhere else).
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from live.backends.torch_backend import TorchBackend
+from live.dreamer import Dreamer, DreamSettings
+from live.objectives import Objective
+
+pytestmark = [
+    pytest.mark.cuda,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs an NVIDIA GPU and a CUDA build of PyTorch"),
+]
+
+
+def test_fp16_gradient_agrees_with_float64(model) -> None:
+    dev = torch.device("cuda")
+    x = model.space.to_model(torch.rand(1, 3, 224, 224, device=dev, generator=torch.Generator(dev).manual_seed(0)))
+    for text in ("conv2", "inception4c", "0.5*inception3b + inception5b"):
+        obj = Objective.parse(text)
+        g16, _ = TorchBackend(model, dev, cuda_graphs=False).gradient(x, obj)
+        g64, _ = TorchBackend(model, dev, dtype=torch.float64).gradient(x.double(), obj)
+        assert torch.isfinite(g16).all()
+        cos = torch.nn.functional.cosine_similarity(g16.double().flatten(), g64.flatten(), dim=0)
+        assert cos >= 0.99, (text, cos.item())
+
+
+def test_one_graph_per_shape_and_layer_set_and_numbers_change_without_recapture(model) -> None:
+    dev = torch.device("cuda")
+    backend = TorchBackend(model, dev)
+    dreamer = Dreamer(backend, model.space, seed=0)
+    x = model.space.to_model(torch.rand(1, 3, 256, 448, device=dev))
+    settings = DreamSettings(steps=4, octaves=1, jitter=16)
+    a, b = Objective.parse("inception3b"), Objective.parse("inception4c")
+
+    fade = [dreamer.dream(x, a.lerp(b, t), settings) for t in (0.0, 0.3, 0.6, 1.0)]
+    assert backend.stats.graph_captures == 1  # one layer set {3b, 4c}: weights are numbers
+    assert all(torch.isfinite(y).all() for y in fade)
+    assert not torch.allclose(fade[0], fade[-1])
+    assert not torch.equal(dreamer.dream(x, a, settings), dreamer.dream(x, a, settings))  # jitter varies per replay
+
+    dreamer.dream(x, Objective.parse("inception4c:97"), settings)
+    dreamer.dream(x, a, settings)
+    assert backend.stats.graph_captures == 3  # + {4c}, + {3b}
+    dreamer.dream(x, b, settings)
+    assert backend.stats.graph_captures == 3
+    assert backend.stats.net_builds == 1
+
+
+def test_graph_and_eager_ascend_alike(model) -> None:
+    dev = torch.device("cuda")
+    x = model.space.to_model(torch.rand(1, 3, 224, 320, device=dev))
+    obj, settings = Objective.parse("inception4a"), DreamSettings(steps=4, octaves=1, jitter=0)
+    graphed = Dreamer(TorchBackend(model, dev), model.space, seed=0).dream(x, obj, settings)
+    eager = Dreamer(TorchBackend(model, dev, cuda_graphs=False), model.space, seed=0).dream(x, obj, settings)
+    cos = torch.nn.functional.cosine_similarity((graphed - x).flatten(), (eager - x).flatten(), dim=0)
+    assert cos > 0.99
