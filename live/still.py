@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -19,6 +18,7 @@ import torch
 from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 
 from live import __version__
+from live.atomic import atomic_write
 from live.backends import open_backend
 from live.dreamer import MIN_OCTAVE_SIDE, Dreamer, DreamSettings, resize
 from live.errors import InputError, OutputError
@@ -67,7 +67,7 @@ def read_picture(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
 
 
 def write_picture(path: Path, fmt: str, rgb: np.ndarray, alpha: np.ndarray | None, metadata: dict[str, str]) -> None:
-    """Write atomically: a temporary file beside ``path``, then a rename."""
+    """Write atomically (see :func:`live.atomic.atomic_write`), metadata included."""
     im = Image.fromarray(rgb, "RGB")
     options: dict[str, object] = {}
     if fmt == "PNG":
@@ -79,16 +79,11 @@ def write_picture(path: Path, fmt: str, rgb: np.ndarray, alpha: np.ndarray | Non
         options["pnginfo"] = info
     else:
         options.update(quality=95, comment=json.dumps(metadata).encode())
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent if str(path.parent) else ".", prefix=f".{path.name}.", suffix=".part")
-    tmp = Path(tmp_name)
     try:
-        with os.fdopen(fd, "wb") as f:
+        with atomic_write(path) as f:
             im.save(f, format=fmt, **options)
-        os.replace(tmp, path)
     except OSError as e:
         raise OutputError(f"cannot write {path}: {e}") from e
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import http.server
 import logging
+import os
 import socket
 import threading
 from collections.abc import Iterator
@@ -191,3 +192,35 @@ def test_damaged_cache_file_says_to_delete_it(monkeypatch) -> None:
     cached.write_bytes(b"half a download")
     with pytest.raises(DataError, match="delete"):
         load_reference("imagenet")
+
+
+def test_download_that_breaks_off_keeps_nothing(tmp_path: Path) -> None:
+    """A server that promises 10 MB and hangs up after a few bytes."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+
+    def serve() -> None:
+        conn, _ = server.accept()
+        conn.recv(4096)
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 10000000\r\n\r\n" + b"x" * 1000)
+        conn.close()
+
+    threading.Thread(target=serve, daemon=True).start()
+    dest = tmp_path / "cache" / CHECKPOINT_NAME
+    try:
+        with pytest.raises(UnavailableError, match="broke off"):
+            download_checkpoint(f"http://127.0.0.1:{server.getsockname()[1]}/w.pth", dest, progress=False)
+    finally:
+        server.close()
+    assert list(dest.parent.iterdir()) == []
+
+
+def test_written_files_get_ordinary_permissions(checkpoint: Path, http_dir, tmp_path: Path) -> None:
+    root, base = http_dir
+    (root / "w.pth").write_bytes(checkpoint.read_bytes())
+    dest = download_checkpoint(f"{base}/w.pth", tmp_path / CHECKPOINT_NAME, sha256_prefix=_sha256(checkpoint)[:8],
+                               progress=False)
+    mask = os.umask(0)
+    os.umask(mask)
+    assert dest.stat().st_mode & 0o777 == 0o666 & ~mask

@@ -9,10 +9,10 @@ demos, announced as such wherever its output goes.
 from __future__ import annotations
 
 import hashlib
+import http.client
 import logging
 import os
 import sys
-import tempfile
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from live.atomic import atomic_write
 from live.errors import DataError, InputError, UnavailableError, UsageError
 from live.model.googlenet import BasicConv2d, TorchvisionGoogLeNet
 
@@ -30,7 +31,6 @@ CHECKPOINT_NAME = "googlenet-1378be20.pth"
 CHECKPOINT_URL = f"https://download.pytorch.org/models/{CHECKPOINT_NAME}"
 # torchvision names its files after the first 8 hex digits of their sha256 (torch.hub checks the same).
 CHECKPOINT_SHA256_PREFIX = "1378be20"
-CHECKPOINT_BYTES = 52_147_035  # 49.7 MiB; only for the progress bar
 
 
 @dataclass(frozen=True)
@@ -97,41 +97,43 @@ def download_checkpoint(
         raise UnavailableError(f"cannot create the weights cache {dest.parent}: {e.strerror}") from e
     log.info("downloading %s to %s", url, dest)
     digest = hashlib.sha256()
-    fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            try:
-                response = urllib.request.urlopen(url, timeout=timeout)
-            except (urllib.error.URLError, OSError) as e:
-                reason = getattr(e, "reason", e)
-                raise UnavailableError(
-                    f"no cached GoogLeNet weights and the download failed ({reason}).\n"
-                    f"  Download {url} on a machine with internet access and put it at {dest}\n"
-                    f"  (or pass --weights FILE; --weights random runs an untrained network for demos)."
-                ) from e
-            with response:
-                total = int(response.headers.get("Content-Length") or 0) or None
-                bar = _progress_bar(total, dest.name, progress)
-                try:
-                    while chunk := response.read(1 << 20):
-                        out.write(chunk)
-                        digest.update(chunk)
-                        bar.update(len(chunk))
-                finally:
-                    bar.close()
+    with atomic_write(dest) as out:
+        try:
+            response = urllib.request.urlopen(url, timeout=timeout)
+        except (urllib.error.URLError, OSError) as e:
+            reason = getattr(e, "reason", e)
+            raise UnavailableError(
+                f"no cached GoogLeNet weights and the download failed ({reason}).\n"
+                f"  Download {url} on a machine with internet access and put it at {dest}\n"
+                f"  (or pass --weights FILE; --weights random runs an untrained network for demos)."
+            ) from e
+        expected, received = _length(response), 0
+        try:
+            with response, _progress_bar(expected, dest.name, progress) as bar:
+                while chunk := response.read(1 << 20):
+                    out.write(chunk)
+                    digest.update(chunk)
+                    bar.update(len(chunk))
+                    received += len(chunk)
+            if expected is not None and received < expected:
+                # http.client's read(n) returns short data, not an error, when the peer hangs up
+                raise http.client.IncompleteRead(b"", expected - received)
+        except (OSError, http.client.HTTPException) as e:
+            raise UnavailableError(
+                f"the download of {url} broke off after {received} bytes ({e!r}); nothing was kept, run again"
+            ) from e
         got = digest.hexdigest()
         if not got.startswith(sha256_prefix):
             raise DataError(
                 f"downloaded {url} but its sha256 is {got[:16]}…, expected {sha256_prefix}…; "
                 f"the download was corrupted or the file changed upstream. Nothing was kept; try again."
             )
-        os.replace(tmp, dest)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     log.info("saved %s (sha256 %s)", dest, got)
     return dest
+
+
+def _length(response) -> int | None:
+    return int(response.headers.get("Content-Length") or 0) or None
 
 
 def _progress_bar(total: int | None, name: str, enabled: bool):
