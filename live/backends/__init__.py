@@ -35,7 +35,6 @@ class BackendStats:
     net_builds: int = 0  # networks prepared (copied to the device, cast, compiled or built)
     buffer_allocs: int = 0  # objective-weight buffer sets allocated (one per layer set)
     graph_captures: int = 0  # CUDA graphs captured (one per shape, layer set and step count)
-    gradient_calls: int = 0
 
 
 class Backend(ABC):

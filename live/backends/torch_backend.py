@@ -57,6 +57,7 @@ class TorchBackend(Backend):
         self.stats.net_builds += 1
         self.cuda_graphs = cuda_graphs and device.type == "cuda"
         self._weights: dict[tuple[str, ...], dict[str, Tensor]] = {}
+        self._loaded: dict[tuple[str, ...], Objective] = {}  # what each buffer set holds now
         self._graphs: dict[tuple, _Captured | None] = {}
         self._capture_failed_logged = False
         if device.type == "cuda":
@@ -69,19 +70,29 @@ class TorchBackend(Backend):
 
     # ----- objective weights: one buffer set per layer set, refilled in place
     def load_objective(self, objective: Objective) -> dict[str, Tensor]:
-        """Copy the objective's numbers into this layer set's device buffers (allocated once)."""
+        """Copy the objective's numbers into this layer set's device buffers (allocated once).
+
+        Unchanged objectives copy nothing. Changed ones (a morph changes every frame) go through
+        pinned memory without blocking, so the host never waits for the previous frame's GPU work.
+        """
         bufs = self._weights.get(objective.layers)
         if bufs is None:
             wdtype = torch.promote_types(self.dtype, torch.float32)  # fp32 weights for fp16 compute
             bufs = {name: torch.zeros(len(w), device=self.device, dtype=wdtype) for name, w in objective.terms.items()}
             self._weights[objective.layers] = bufs
             self.stats.buffer_allocs += 1
+        elif self._loaded.get(objective.layers) == objective:
+            return bufs
+        cuda = self.device.type == "cuda"
         for name, buf in bufs.items():
-            buf.copy_(torch.from_numpy(objective.weights(name)))
+            host = torch.from_numpy(objective.weights(name))
+            # pin_memory() draws from PyTorch's caching host allocator, which keeps a block alive
+            # until its asynchronous copy has run.
+            buf.copy_(host.pin_memory() if cuda else host, non_blocking=cuda)
+        self._loaded[objective.layers] = objective
         return bufs
 
     def _gradient(self, x: Tensor, weights: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
-        self.stats.gradient_calls += 1
         xc = x.detach().to(dtype=self.dtype, memory_format=self.memory_format).requires_grad_(True)
         acts = self.net(xc, weights.keys())
         # Seed the backward with the activation itself, scaled so the largest map gets ~2·w:
