@@ -1,0 +1,123 @@
+"""The parameter registry: typed, ranged, atomic per update, and safe to write from other threads."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from live.control.params import LIVE_PARAMS, Registry
+from live.errors import UsageError
+from live.objectives import Objective
+
+
+def test_defaults_are_in_the_first_snapshot() -> None:
+    snap = Registry().snapshot()
+    assert set(snap) == {p.name for p in LIVE_PARAMS}
+    assert snap.steps == 4 and snap.objective == Objective.parse("inception4c") and snap.reset == 0
+
+
+def test_numbers_clamp_to_their_range() -> None:
+    reg = Registry()
+    assert reg.set("feedback", 7.5) == 1.0
+    assert reg.set("steps", -3) == 0
+    assert reg.set("steps", "12") == 12
+    assert reg.snapshot().feedback == 1.0
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "fragment"),
+    [
+        ("steps", "many", "steps expects an integer 0..50"),
+        ("steps", 2.5, "an integer"),
+        ("feedback", float("nan"), "feedback expects a number 0..1"),
+        ("flow", "maybe", "0/1, true/false or on/off"),
+        ("objective", "inception9z", "valid layers"),
+        ("warp_speed", 1, "unknown parameter 'warp_speed'; valid: objective, steps"),
+    ],
+)
+def test_wrong_values_are_rejected_with_what_was_expected(name: str, value: object, fragment: str) -> None:
+    reg = Registry()
+    before = reg.snapshot()
+    with pytest.raises(UsageError) as e:
+        reg.set(name, value)
+    assert fragment in str(e.value)
+    assert reg.snapshot() is before  # nothing changed
+
+
+def test_an_update_is_all_or_nothing_and_one_snapshot() -> None:
+    reg = Registry()
+    v0 = reg.snapshot().version
+    reg.update({"width": 1280, "height": 720})
+    assert reg.snapshot().version == v0 + 1
+    with pytest.raises(UsageError):
+        reg.update({"width": 320, "height": "tall"})
+    assert (reg.snapshot().width, reg.snapshot().height) == (1280, 720)
+
+
+def test_a_snapshot_never_changes_after_it_is_taken() -> None:
+    reg = Registry()
+    snap = reg.snapshot()
+    reg.set("steps", 9)
+    assert snap.steps == 4 and reg.snapshot().steps == 9
+    with pytest.raises(TypeError):
+        snap._values["steps"] = 1  # type: ignore[index]
+
+
+def test_fader_mapping_linear_and_log() -> None:
+    reg = Registry()
+    assert reg.set_norm("feedback", 0.25) == pytest.approx(0.25)
+    assert reg.set_norm("steps", 1.0) == 50
+    # step size is logarithmic: the middle of the fader is the geometric mean of 0.1 and 32
+    assert reg.set_norm("step_size", 0.5) == pytest.approx((0.1 * 32.0) ** 0.5)
+    p = reg.param("step_size")
+    assert p.to_norm(p.from_norm(0.3)) == pytest.approx(0.3)
+    with pytest.raises(UsageError, match="no 0..1 fader mapping"):
+        reg.set_norm("objective", 0.5)
+
+
+def test_triggers_count_presses() -> None:
+    reg = Registry()
+    reg.set("reset", 1)
+    reg.set("reset", True)
+    reg.set("reset", 0)  # a release is not a press
+    assert reg.snapshot().reset == 2
+
+
+def test_listeners_hear_changes_and_a_broken_one_does_not_stop_the_writer() -> None:
+    reg = Registry()
+    heard = []
+    reg.subscribe(lambda *a: 1 / 0)
+    reg.subscribe(lambda name, value, source: heard.append((name, value, source)))
+    assert reg.set("mix", 0.5, source="osc") == 0.5
+    assert heard == [("mix", 0.5, "osc")]
+
+
+def test_concurrent_writers_never_show_a_half_update() -> None:
+    reg = Registry()
+    stop = threading.Event()
+    torn = []
+
+    def reader() -> None:
+        while not stop.is_set():
+            snap = reg.snapshot()
+            if snap.width != snap.height:
+                torn.append(snap)
+
+    def writer(offset: int) -> None:
+        for k in range(500):
+            size = 64 + (k * 7 + offset) % 1000
+            reg.update({"width": size, "height": size}, source=f"writer{offset}")
+
+    reg.update({"width": 64, "height": 64})
+    r = threading.Thread(target=reader)
+    r.start()
+    writers = [threading.Thread(target=writer, args=(i,)) for i in range(4)]
+    for w in writers:
+        w.start()
+    for w in writers:
+        w.join()
+    stop.set()
+    r.join()
+    assert torn == []
+    assert reg.snapshot().version == 1 + 4 * 500  # no write lost
