@@ -6,7 +6,16 @@ its shapes move, so temporal feedback has real motion to follow.
 
 from __future__ import annotations
 
+import logging
+import time
+
+import cv2
 import numpy as np
+
+from live.errors import UsageError
+from live.sources.base import Pacer, Source
+
+log = logging.getLogger(__name__)
 
 
 def test_scene(width: int = 640, height: int = 360, t: float = 0.0) -> np.ndarray:
@@ -31,3 +40,34 @@ def test_scene(width: int = 640, height: int = 360, t: float = 0.0) -> np.ndarra
     bar = (np.abs(x - ((pan * 3) % (width + 60) - 30)) < 12) & (v < 0.6)
     img[bar] = img[bar] * 0.3 + 0.7 * np.array([0.1, 0.1, 0.5], np.float32)
     return (np.clip(img, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+
+
+class TestSceneSource(Source):
+    """The test scene, animated in real time at ``fps`` as BGR frames: a source needing nothing."""
+
+    __test__ = False  # not a pytest test class, despite the name
+
+    def __init__(self, width: int = 640, height: int = 360, fps: float = 30.0) -> None:
+        super().__init__("test scene", placeholder_size=(width, height))
+        self.width, self.height, self.fps = width, height, fps
+
+    def describe(self) -> str:
+        return f"test scene {self.width}x{self.height} @ {self.fps:g} fps"
+
+    def _open(self) -> None:
+        if self.width < 1 or self.height < 1 or self.fps <= 0:
+            raise UsageError(f"test scene needs a positive size and fps, got {self.width}x{self.height} @ {self.fps}")
+
+    def _run(self) -> None:
+        pacer, start, slow_logged = Pacer(self.fps), time.monotonic(), False
+        while pacer.wait(self._stop):
+            began = time.monotonic()
+            rgb = test_scene(self.width, self.height, began - start)
+            self._publish(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), began)
+            took = time.monotonic() - began
+            if took > pacer.period and not slow_logged:  # drawn in numpy; large sizes cost real time
+                log.info(
+                    "test scene takes %.0f ms a frame at %dx%d: slower than %g fps",
+                    1e3 * took, self.width, self.height, self.fps,
+                )  # fmt: skip
+                slow_logged = True

@@ -1,0 +1,121 @@
+"""Video files and still images as live sources.
+
+A video plays in real time at its own frame rate (not as fast as it decodes), once or looping;
+a still image is handed out again at a steady rate, so the loop sees a constant input as it
+would see a camera pointed at a wall.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from live.errors import InputError
+from live.sources.base import Pacer, Source, Status, as_bgr
+
+log = logging.getLogger(__name__)
+
+VIDEO_EXTENSIONS = frozenset(
+    {".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".ts", ".wmv", ".flv", ".gif"}
+)
+IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pnm"})
+FALLBACK_FPS = 30.0
+MAX_FILE_FPS = 240.0  # above this the container's rate is almost surely wrong (some write 1000 or 90000)
+
+
+class VideoFileSource(Source):
+    """A video file played at its frame rate, looping (``loop=True``) or once, then "ended"."""
+
+    def __init__(self, path: str | Path, *, loop: bool = True, fps: float | None = None) -> None:
+        self.path = Path(path)
+        super().__init__(f"video {self.path.name}")
+        self.loop = loop
+        self.fps = fps  # None: the file's own rate, read at start
+        self._cap: cv2.VideoCapture | None = None
+        self._first: np.ndarray | None = None
+
+    def describe(self) -> str:
+        rate = f" @ {self.fps:g} fps" if self.fps else ""
+        return f"video file {self.path}{rate}, {'looping' if self.loop else 'once'}"
+
+    def _open_file(self) -> tuple[cv2.VideoCapture, np.ndarray | None]:
+        cap = cv2.VideoCapture(str(self.path))
+        ok, image = cap.read() if cap.isOpened() else (False, None)
+        return cap, (as_bgr(image) if ok and image is not None else None)
+
+    def _open(self) -> None:
+        if not self.path.is_file():
+            raise InputError(f"video file {self.path} does not exist")
+        self._cap, self._first = self._open_file()
+        if self._first is None:
+            self._cap.release()
+            self._cap = None
+            raise InputError(f"cannot read video file {self.path}: OpenCV could not decode a frame from it")
+        if self.fps is None:
+            rate = self._cap.get(cv2.CAP_PROP_FPS)
+            if 0 < rate <= MAX_FILE_FPS:
+                self.fps = rate
+            else:
+                log.warning("%s gives no usable frame rate (%g); playing at %g fps", self.path, rate, FALLBACK_FPS)
+                self.fps = FALLBACK_FPS
+
+    def _run(self) -> None:
+        assert self._cap is not None and self.fps is not None
+        pacer, image, shown = Pacer(self.fps), self._first, 0
+        while pacer.wait(self._stop):
+            self._publish(image)
+            shown += 1
+            ok, image = self._cap.read()  # decode the next one while this one is shown
+            if ok and image is not None:
+                image = as_bgr(image)
+                continue
+            if not self.loop:
+                log.info("%s ended after %d frames", self.path, shown)
+                self._set_status(Status.ENDED, "video ended")
+                return
+            # reopen rather than seek to 0: seeking is unreliable in some containers and codecs
+            self._cap.release()
+            self._cap, image = self._open_file()
+            if image is None:
+                log.error("%s could not be read again to loop it; stopping", self.path)
+                self._set_status(Status.FAILED, f"{self.path.name} unreadable")
+                return
+            log.debug("%s looped after %d frames", self.path, shown)
+
+    def _release(self) -> None:
+        if self._cap is not None:
+            self._cap.release()
+            self._cap = None
+
+
+class ImageSource(Source):
+    """A still image handed out ``fps`` times a second (the same read-only array each time)."""
+
+    def __init__(self, path: str | Path, *, fps: float = 30.0) -> None:
+        self.path = Path(path)
+        super().__init__(f"image {self.path.name}")
+        self.fps = fps
+        self._image: np.ndarray | None = None
+
+    def describe(self) -> str:
+        size = f" ({self._image.shape[1]}x{self._image.shape[0]})" if self._image is not None else ""
+        return f"image {self.path}{size}"
+
+    def _open(self) -> None:
+        if not self.path.is_file():
+            raise InputError(f"image {self.path} does not exist")
+        # IMREAD_COLOR: grey, alpha and 16-bit pictures all come back as 8-bit BGR, EXIF-rotated
+        image = cv2.imread(str(self.path), cv2.IMREAD_COLOR)
+        if image is None:
+            raise InputError(f"cannot read image {self.path}: OpenCV could not decode it")
+        image.flags.writeable = False  # every frame shares this array
+        self._image = image
+
+    def _run(self) -> None:
+        assert self._image is not None
+        pacer = Pacer(self.fps)
+        while pacer.wait(self._stop):
+            self._publish(self._image)
