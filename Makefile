@@ -10,7 +10,29 @@ TORCH ?= torch==2.13.0
 # downloads the ImageNet weights, or falls back to (announced) random weights when offline.
 RUN_ARGS ?= image test-scene dream.png --weights auto
 
-.PHONY: run test bench layers clean
+# Debian packages OpenCV's wheel needs on a bare machine, and Xvfb for the window tests
+# (installed with apt-get when missing).
+APT_PACKAGES := libgl1 libglib2.0-0
+APT_TEST_PACKAGES := xvfb
+
+.PHONY: run test bench layers clean system-deps test-system-deps
+
+# $(call apt-ensure,PACKAGES): apt-get install those not yet installed (sudo when not root).
+define apt-ensure
+	@missing=$$(for p in $(1); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  if ! command -v apt-get >/dev/null; then echo "install these system packages first: $$missing"; exit 1; fi; \
+	  sudo=; [ "$$(id -u)" = 0 ] || sudo=sudo; \
+	  echo "installing $$missing"; \
+	  $$sudo apt-get update -qq && $$sudo apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+endef
+
+system-deps:
+	$(call apt-ensure,$(APT_PACKAGES))
+
+test-system-deps:
+	$(call apt-ensure,$(APT_PACKAGES) $(APT_TEST_PACKAGES))
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -24,10 +46,10 @@ $(VENV)/.installed-test: $(VENV)/.installed
 	$(BIN)/python -m pip install --quiet -e ".[test]"
 	touch $@
 
-run: $(VENV)/.installed
+run: system-deps $(VENV)/.installed
 	$(BIN)/deepdream-live $(RUN_ARGS)
 
-test: $(VENV)/.installed-test
+test: test-system-deps $(VENV)/.installed-test
 	$(BIN)/python -m pytest
 
 bench: $(VENV)/.installed

@@ -1,0 +1,248 @@
+"""The output interface and the fan-out that sends each dreamed frame to every output.
+
+Step 7 of the frame loop: the same BGR frame goes to the window, the virtual camera and the
+recorder. An output that fails (window closed, virtual camera gone, disk full) is switched off
+with one log line saying why; the others go on, and so does the loop. With no outputs at all
+the loop still runs (headless) and the counters still report.
+"""
+
+from __future__ import annotations
+
+import logging
+from abc import ABC, abstractmethod
+from collections.abc import Iterable
+from types import TracebackType
+
+import cv2
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+
+def check_frame(frame: np.ndarray) -> None:
+    """Raise ValueError unless ``frame`` is an (H, W, 3) uint8 BGR image."""
+    if not isinstance(frame, np.ndarray) or frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
+        got = f"{frame.dtype} {frame.shape}" if isinstance(frame, np.ndarray) else type(frame).__name__
+        raise ValueError(f"outputs take (H, W, 3) uint8 BGR frames, got {got}")
+
+
+def fit(frame: np.ndarray, width: int, height: int, out: np.ndarray | None = None) -> np.ndarray:
+    """``frame`` at ``width``×``height``: unchanged when it already is, else resized (into ``out``
+    when given) so an output opened at one size survives the loop changing its dream size."""
+    if frame.shape[0] == height and frame.shape[1] == width:
+        if out is None:
+            return frame
+        np.copyto(out, frame)
+        return out
+    return cv2.resize(frame, (width, height), dst=out, interpolation=cv2.INTER_AREA)
+
+
+def placeholder_frame(width: int, height: int, text: str) -> np.ndarray:
+    """A dark frame with ``text`` centred, shown while there is no dream to show."""
+    frame = np.full((height, width, 3), 24, np.uint8)
+    # Hershey fonts are ASCII only: an ellipsis or accent would print as '?'.
+    text = text.replace("…", "...").encode("ascii", "replace").decode()
+    font = cv2.FONT_HERSHEY_SIMPLEX
+    scale = 1.0
+    (w, h), _ = cv2.getTextSize(text, font, scale, 2)
+    scale = max(0.3, min(2.0, 0.8 * width / max(w, 1)))
+    thickness = max(1, round(2 * scale))
+    (w, h), _ = cv2.getTextSize(text, font, scale, thickness)
+    org = ((width - w) // 2, (height + h) // 2)
+    cv2.putText(frame, text, org, font, scale, (200, 200, 200), thickness, cv2.LINE_AA)
+    return frame
+
+
+class Output(ABC):
+    """Somewhere dreamed frames go. Open once, ``send`` every frame from the loop's thread,
+    close once (or use ``with``).
+
+    ``send`` must return within a frame's time: an output that could block (disk, network)
+    queues and drops instead. ``sent`` and ``dropped`` count frames; ``failure`` says why the
+    output stopped, and ``healthy`` is False from then on.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.sent = 0
+        self.dropped = 0
+        self.failure: str | None = None
+
+    @property
+    def healthy(self) -> bool:
+        """False once the output has failed or been closed by the user."""
+        return self.failure is None
+
+    @abstractmethod
+    def open(self, width: int, height: int, fps: float) -> None:
+        """Acquire the device or file for frames of ``width``×``height`` at about ``fps``.
+        Raises a :class:`~live.errors.LiveError` the operator can act on."""
+
+    @abstractmethod
+    def send(self, frame: np.ndarray) -> None:
+        """Show, stream or queue one (H, W, 3) uint8 BGR frame."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release everything; safe to call twice and after a failure."""
+
+    def send_placeholder(self, text: str) -> None:
+        """Show ``text`` while no dream frame is ready; outputs that need not, ignore it."""
+
+    def poll_keys(self) -> list[str]:
+        """Actions the user asked for since the last call (only the window has keys)."""
+        return []
+
+    def summary(self) -> str:
+        """One line for the loop's periodic report."""
+        state = f"failed ({self.failure})" if self.failure else "ok"
+        return f"{self.name}: {self.sent} sent, {self.dropped} dropped, {state}"
+
+    def __enter__(self) -> Output:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self.close()
+
+
+class NullOutput(Output):
+    """Headless: frames go nowhere but are counted, so the loop runs and reports."""
+
+    def __init__(self, name: str = "headless") -> None:
+        super().__init__(name)
+
+    def open(self, width: int, height: int, fps: float) -> None:
+        log.info("headless: no window, virtual camera or recorder; dreaming %dx%d at up to %g fps", width, height, fps)
+
+    def send(self, frame: np.ndarray) -> None:
+        self.sent += 1
+
+    def close(self) -> None:
+        pass
+
+
+def _reason(exc: BaseException) -> str:
+    from live.errors import LiveError
+
+    # Operator errors carry their own wording; anything else needs its type to make sense.
+    if isinstance(exc, LiveError):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+class Fanout:
+    """Several outputs driven as one: the same frame to each, a failure in one switches off
+    that one only.
+
+    Not thread-safe: call it from the frame loop's thread (OpenCV windows require that anyway).
+    """
+
+    def __init__(self, outputs: Iterable[Output] = ()) -> None:
+        self.outputs: list[Output] = list(outputs)
+        self.failed: dict[str, str] = {}
+        self._closed: set[int] = set()
+        self._pending: list[str] = []
+
+    @property
+    def active(self) -> list[Output]:
+        """The outputs still receiving frames."""
+        # A failed output is closed at once, so "not closed" is "still running".
+        return [o for o in self.outputs if id(o) not in self._closed]
+
+    def open(self, width: int, height: int, fps: float) -> None:
+        """Open every output. An output asked for that cannot start is an error at startup:
+        the ones already open are closed again and the error propagates."""
+        opened: list[Output] = []
+        try:
+            for out in self.outputs:
+                out.open(width, height, fps)
+                opened.append(out)
+        except BaseException:
+            for out in reversed(opened):
+                self._close_one(out)
+            raise
+
+    def send(self, frame: np.ndarray) -> None:
+        """Send ``frame`` to every active output. A wrong frame is the loop's bug and raises
+        ValueError; an output that raises is logged once and switched off."""
+        check_frame(frame)
+        for out in self.active:
+            try:
+                out.send(frame)
+            except Exception as exc:  # noqa: BLE001 - one output must not stop the show
+                self._fail(out, exc)
+                continue
+            if not out.healthy:
+                self._keep_actions(out)
+                self._fail(out, None)
+
+    def _keep_actions(self, out: Output) -> None:
+        # An output that stopped during send (window closed) has an action for the loop.
+        try:
+            self._pending.extend(out.poll_keys())
+        except Exception:  # noqa: BLE001 - it is being switched off anyway
+            pass
+
+    def send_placeholder(self, text: str) -> None:
+        """Ask every active output to show ``text`` while no dream is ready."""
+        for out in self.active:
+            try:
+                out.send_placeholder(text)
+            except Exception as exc:  # noqa: BLE001
+                self._fail(out, exc)
+                continue
+            if not out.healthy:
+                self._keep_actions(out)
+                self._fail(out, None)
+
+    def poll_keys(self) -> list[str]:
+        """Every action asked for since the last call, from all outputs, in order."""
+        actions, self._pending = self._pending, []
+        for out in self.active:
+            try:
+                actions.extend(out.poll_keys())
+            except Exception as exc:  # noqa: BLE001
+                self._fail(out, exc)
+                continue
+            if not out.healthy:
+                self._fail(out, None)
+        return actions
+
+    def summary(self) -> str:
+        """One line covering every output, for the loop's periodic report."""
+        if not self.outputs:
+            return "headless: no outputs"
+        return "; ".join(o.summary() for o in self.outputs)
+
+    def close(self) -> None:
+        """Close every output, even when one of them raises (each failure is logged)."""
+        for out in self.outputs:
+            self._close_one(out)
+
+    def _fail(self, out: Output, exc: BaseException | None) -> None:
+        reason = _reason(exc) if exc is not None else (out.failure or "stopped")
+        if out.failure is None:
+            out.failure = reason
+        self.failed[out.name] = reason
+        self._close_one(out)
+        others = len(self.active)
+        log.error("%s output stopped: %s (%d other output%s go on)", out.name, reason, others, "" if others == 1 else "s")
+        if exc is not None:
+            # The traceback helps a developer, not the operator watching the log scroll by.
+            log.debug("%s output failure", out.name, exc_info=exc)
+
+    def _close_one(self, out: Output) -> None:
+        if id(out) in self._closed:
+            return
+        self._closed.add(id(out))
+        try:
+            out.close()
+        except Exception as exc:  # noqa: BLE001 - closing the rest matters more
+            log.error("%s output did not close cleanly: %s", out.name, _reason(exc))
+            log.debug("%s close failure", out.name, exc_info=exc)
+
+    def __enter__(self) -> Fanout:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self.close()

@@ -1,0 +1,162 @@
+"""Record the dream to MP4 (mp4v) or Motion-JPEG AVI without ever stalling the frame loop.
+
+``send`` copies the frame into one of a fixed set of buffers and hands it to a writer thread
+through a bounded queue. When the encoder or the disk falls behind, every buffer is in flight,
+and the frame is dropped and counted instead of waiting (latency beats completeness). The
+video is written to its final path as it goes: a recording cut short is still a recording.
+The file's frame rate is the nominal ``fps`` given to ``open``; dropped frames therefore make
+the recording play slightly fast, which the drop counter and the log make visible.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import threading
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from live.errors import OutputError
+from live.outputs.base import Output, fit
+
+log = logging.getLogger(__name__)
+
+FOURCC = {".mp4": "mp4v", ".avi": "MJPG"}
+"""Container extension → the codec written into it."""
+
+_STOP = None  # the writer thread's end-of-stream marker
+_WARN_EVERY_S = 5.0  # a recorder that falls behind keeps falling behind: say so, not every frame
+
+
+class RecorderOutput(Output):
+    """Write frames to ``path`` (``.mp4`` → mp4v, ``.avi`` → MJPG) from a writer thread.
+
+    ``queue_size`` frames may wait to be encoded; beyond that ``send`` drops. ``close`` waits up
+    to ``drain_timeout`` seconds for the queued frames, then finalises the file.
+    """
+
+    def __init__(self, path: Path | str, queue_size: int = 32, drain_timeout: float = 10.0) -> None:
+        self.path = Path(path)
+        super().__init__(f"recorder {self.path.name}")
+        if queue_size < 1:
+            raise ValueError(f"queue_size must be at least 1, got {queue_size}")
+        self.queue_size = queue_size
+        self.drain_timeout = drain_timeout
+        self.written = 0
+        self._size = (0, 0)
+        self._queue: queue.Queue[np.ndarray | None] = queue.Queue(maxsize=queue_size)
+        self._free: queue.SimpleQueue[np.ndarray] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._abandon = threading.Event()
+        self._error: str | None = None
+        self._last_warning = float("-inf")
+        self._resize_logged = False
+
+    def open(self, width: int, height: int, fps: float) -> None:
+        """Create the file and start the writer thread. Raises OutputError naming the path and
+        the reason when the extension, directory or codec is wrong; no empty file is left."""
+        suffix = self.path.suffix.lower()
+        if suffix not in FOURCC:
+            supported = ", ".join(f"{ext} ({codec})" for ext, codec in FOURCC.items())
+            raise OutputError(f"cannot record to {self.path}: unsupported extension {self.path.suffix or '(none)'!r}; use {supported}")
+        parent = self.path.parent if str(self.path.parent) else Path(".")
+        # OpenCV only says "not opened": find the reason ourselves so the message can say it.
+        if not parent.is_dir():
+            raise OutputError(f"cannot record to {self.path}: directory {parent} does not exist")
+        if not os.access(parent, os.W_OK | os.X_OK):
+            raise OutputError(f"cannot record to {self.path}: directory {parent} is not writable")
+        if self.path.is_dir():
+            raise OutputError(f"cannot record to {self.path}: it is a directory")
+        if width < 1 or height < 1 or fps <= 0:
+            raise ValueError(f"recorder needs a positive size and frame rate, got {width}x{height} at {fps} fps")
+        existed = self.path.exists()
+        writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter.fourcc(*FOURCC[suffix]), float(fps), (width, height))
+        if not writer.isOpened():
+            writer.release()
+            if not existed and self.path.exists() and self.path.stat().st_size == 0:
+                self.path.unlink()
+            raise OutputError(f"cannot record to {self.path}: OpenCV could not open a {FOURCC[suffix]} writer at {width}x{height}")
+        self._size = (width, height)
+        # All frame memory is allocated here, once: one buffer per queue slot plus the one
+        # being encoded. An empty free list is the signal to drop.
+        for _ in range(self.queue_size + 1):
+            self._free.put(np.empty((height, width, 3), np.uint8))
+        self._thread = threading.Thread(target=self._write_loop, args=(writer,), name=f"recorder:{self.path.name}", daemon=True)
+        self._thread.start()
+        log.info("recording %dx%d at %g fps to %s (%s)", width, height, fps, self.path, FOURCC[suffix])
+
+    def send(self, frame: np.ndarray) -> None:
+        """Queue ``frame`` for writing, or drop and count it when the writer is behind."""
+        if self._error is not None:
+            raise OutputError(f"recorder {self.path}: {self._error}")
+        if self._thread is None:
+            raise OutputError(f"recorder {self.path} is not open")
+        try:
+            buf = self._free.get_nowait()
+        except queue.Empty:
+            self._drop()
+            return
+        width, height = self._size
+        if (frame.shape[1], frame.shape[0]) != self._size and not self._resize_logged:
+            self._resize_logged = True
+            log.warning("recorder %s: frames are %dx%d, the file is %dx%d; resizing", self.path.name, frame.shape[1], frame.shape[0], width, height)
+        fit(frame, width, height, out=buf)
+        try:
+            self._queue.put_nowait(buf)
+        except queue.Full:  # only if buffers and slots disagree; drop rather than wait
+            self._free.put(buf)
+            self._drop()
+            return
+        self.sent += 1
+
+    def _drop(self) -> None:
+        self.dropped += 1
+        now = time.monotonic()
+        if now - self._last_warning >= _WARN_EVERY_S:
+            self._last_warning = now
+            log.warning("recorder is falling behind: %d frames dropped so far (%s)", self.dropped, self.path)
+
+    def _write_loop(self, writer: cv2.VideoWriter) -> None:
+        try:
+            while True:
+                buf = self._queue.get()
+                if buf is _STOP or self._abandon.is_set():
+                    break
+                writer.write(buf)
+                self.written += 1
+                self._free.put(buf)
+        except Exception as exc:  # noqa: BLE001 - reported through send() and close()
+            self._error = f"writing failed: {type(exc).__name__}: {exc}"
+        finally:
+            # Release here, in the thread that wrote, so close() never races a write.
+            writer.release()
+
+    def close(self) -> None:
+        """Write what is queued (up to ``drain_timeout`` seconds) and finalise the file."""
+        thread, self._thread = self._thread, None
+        if thread is None:
+            return
+        deadline = time.monotonic() + self.drain_timeout
+        try:
+            self._queue.put(_STOP, timeout=max(0.0, deadline - time.monotonic()))
+        except queue.Full:
+            pass
+        thread.join(max(0.0, deadline - time.monotonic()))
+        if thread.is_alive():
+            # Stop after the frame being encoded and finalise what is there.
+            self._abandon.set()
+            try:
+                self._queue.put_nowait(_STOP)
+            except queue.Full:
+                pass
+            thread.join(5.0)
+            log.warning("recorder %s: gave up waiting for queued frames after %gs; the file ends early", self.path, self.drain_timeout)
+        if thread.is_alive():
+            log.error("recorder %s: the writer is stuck; the file may be unusable", self.path)
+        if self._error is not None:
+            log.error("recorder %s: %s", self.path, self._error)
+        log.info("recorded %d frames to %s (%d dropped)", self.written, self.path, self.dropped)
