@@ -6,9 +6,10 @@ BIN := $(VENV)/bin
 # from PyPI (a CUDA build on Linux). For another build: make run TORCH='torch==2.x.y' or install
 # your own torch into .venv first; pyproject.toml only asks for a range.
 TORCH ?= torch==2.13.0
-# Until the live loop lands, the main job dreams on the built-in test scene. `--weights auto`
-# downloads the ImageNet weights, or falls back to (announced) random weights when offline.
-RUN_ARGS ?= image test-scene dream.png --weights auto
+# The main job: the live show. Camera 0, or the built-in test scene when there is none; a
+# window when there is a display, else headless with status lines. `--weights auto` downloads
+# the ImageNet weights, or falls back to (announced) random weights when offline. Ctrl-C stops.
+RUN_ARGS ?= run --weights auto
 
 # Debian packages OpenCV's wheel needs on a bare machine, and Xvfb for the window tests
 # (installed with apt-get when missing).
@@ -54,6 +55,7 @@ test: test-system-deps $(VENV)/.installed-test
 
 bench: $(VENV)/.installed
 	$(BIN)/python bench/dream_step.py
+	$(BIN)/python bench/live_loop.py
 
 layers: $(VENV)/.installed
 	$(BIN)/deepdream-live layers

@@ -27,6 +27,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from live.backends.torch_backend import TorchBackend  # noqa: E402
+from live.benchmark import plain_loop  # noqa: E402
 from live.dreamer import ascent_steps  # noqa: E402
 from live.model import Model  # noqa: E402
 from live.model.googlenet import TORCHVISION_SPACE, fold_batchnorm  # noqa: E402
@@ -34,26 +35,6 @@ from live.model.weights import WeightsInfo, random_reference  # noqa: E402
 from live.objectives import Objective  # noqa: E402
 
 LAYER = "inception4c"
-
-
-def plain_loop(reference: torch.nn.Module, layer: str, device: torch.device):
-    """A typical DeepDream script's step: full network, hook, weights requiring grad, backward()."""
-    net = reference.to(device).float().eval().requires_grad_(True)
-    captured = {}
-    getattr(net, layer).register_forward_hook(lambda m, i, o: captured.__setitem__("act", o))
-
-    def steps(x: torch.Tensor, n: int) -> torch.Tensor:
-        for _ in range(n):
-            x = x.detach().requires_grad_(True)
-            net(x)
-            loss = captured["act"].pow(2).mean()
-            net.zero_grad(set_to_none=True)
-            loss.backward()
-            g = x.grad
-            x = (x + 0.01 * g / (g.abs().mean() + 1e-8)).clamp(-1, 1)
-        return x.detach()
-
-    return steps
 
 
 def project_steps(backend: TorchBackend, objective: Objective):
@@ -81,11 +62,11 @@ def timed(fn, x: torch.Tensor, n_steps: int, repeats: int, device: torch.device)
     return statistics.median(times)
 
 
-def cpu_table(reference, model, sizes, repeats: int) -> list[dict]:
+def cpu_table(model, sizes, repeats: int) -> list[dict]:
     device = torch.device("cpu")
     backend = TorchBackend(model, device)
     ours = project_steps(backend, Objective.parse(LAYER))
-    plain = plain_loop(random_reference(0), LAYER, device)
+    plain = plain_loop(LAYER, device)
     rows = []
     print(f"\nCPU ({torch.get_num_threads()} threads), one step at {LAYER}, fp32, median of {repeats}")
     print(f"{'size':>10} {'plain ms/step':>14} {'project ms/step':>16} {'speed-up':>9}")
@@ -105,7 +86,7 @@ def cuda_table(model, repeats: int) -> list[dict]:
     eager = project_steps(TorchBackend(model, device, cuda_graphs=False), objective)
     graphed_backend = TorchBackend(model, device)
     graphed = project_steps(graphed_backend, objective)
-    plain = plain_loop(random_reference(0), LAYER, device)
+    plain = plain_loop(LAYER, device)
     rows = []
     print(f"\n{torch.cuda.get_device_name()}: 4 steps per frame at {LAYER}, median of {repeats}")
     print(f"{'size':>10} {'plain fps':>10} {'eager fp16 fps':>15} {'graph fp16 fps':>15} {'graph/plain':>12}")
@@ -134,10 +115,9 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="also write the rows as JSON here")
     args = parser.parse_args()
     repeats = 2 if args.quick else 5
-    reference = random_reference(0)
-    model = Model("torchvision", fold_batchnorm(reference), TORCHVISION_SPACE, WeightsInfo("random", "seed 0"))
+    model = Model("torchvision", fold_batchnorm(random_reference(0)), TORCHVISION_SPACE, WeightsInfo("random", "seed 0"))
     sizes = [(224, 224), (640, 360)] + ([] if args.quick else [(1280, 720)])
-    rows = cpu_table(reference, model, sizes, repeats)
+    rows = cpu_table(model, sizes, repeats)
     if torch.cuda.is_available():
         rows += cuda_table(model, repeats)
     else:

@@ -15,3 +15,9 @@ def configure(level: str = "info") -> None:
         datefmt="%H:%M:%S",
         force=True,
     )
+    # OpenCV prints its own warnings (a camera probe that fails, say) straight to stderr; the
+    # modules that call it log what matters in words the operator can act on.
+    import cv2
+
+    levels = cv2.utils.logging
+    levels.setLogLevel(levels.LOG_LEVEL_WARNING if level == "debug" else levels.LOG_LEVEL_ERROR)

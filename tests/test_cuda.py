@@ -61,3 +61,35 @@ def test_graph_and_eager_ascend_alike(model) -> None:
     eager = Dreamer(TorchBackend(model, dev, cuda_graphs=False), model.space, seed=0).dream(x, obj, settings)
     cos = torch.nn.functional.cosine_similarity((graphed - x).flatten(), (eager - x).flatten(), dim=0)
     assert cos > 0.99
+
+
+def test_live_loop_on_cuda_pipelines_and_captures_once(model) -> None:
+    import cv2
+    import numpy as np
+
+    from live.app import LiveLoop
+    from live.control.params import Registry
+    from live.outputs import Fanout, NullOutput
+    from live.sources import ImageSource
+    from tests.conftest import photo_path
+
+    class Keep(NullOutput):
+        def send(self, frame):
+            self.last = frame.copy()
+            super().send(frame)
+
+    dev = torch.device("cuda")
+    backend = TorchBackend(model, dev)
+    registry = Registry()
+    registry.update({"width": 640, "height": 352, "steps": 4, "fps_cap": 240})
+    out = Keep()
+    fan = Fanout([out])
+    fan.open(640, 352, 240)
+    with ImageSource(photo_path("coffee.png"), fps=240) as photo:
+        loop = LiveLoop(photo, model, backend, registry, fan, status_every=3600)
+        assert loop.pipelined
+        report = loop.run(max_frames=12)
+    assert report.frames == out.sent == 12
+    camera = cv2.resize(cv2.imread(str(photo_path("coffee.png"))), (640, 352), interpolation=cv2.INTER_AREA)
+    assert np.abs(out.last.astype(int) - camera).mean() > 2
+    assert backend.stats.graph_captures == 1

@@ -121,3 +121,14 @@ def test_concurrent_writers_never_show_a_half_update() -> None:
     r.join()
     assert torn == []
     assert reg.snapshot().version == 1 + 4 * 500  # no write lost
+
+
+def test_readme_documents_every_parameter_with_its_range() -> None:
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    for p in LIVE_PARAMS:
+        row = next((line for line in readme.splitlines() if line.startswith(f"| `{p.name}` |")), None)
+        assert row is not None, f"README has no row for {p.name}"
+        if p.kind in ("int", "float"):
+            assert f"{p.lo:g}..{p.hi:g}" in row, row

@@ -73,6 +73,7 @@ class TestSceneSource(Source):
     def _open(self) -> None:
         if self.width < 1 or self.height < 1 or self.fps <= 0:
             raise UsageError(f"test scene needs a positive size and fps, got {self.width}x{self.height} @ {self.fps}")
+        _background(self.width, self.height)  # drawn once here, so the first frame is not late
 
     def _run(self) -> None:
         pacer, start, slow_logged = Pacer(self.fps), time.monotonic(), False

@@ -1,0 +1,461 @@
+"""The live loop: capture → snapshot → upload → temporal feedback → dream → download → fan out.
+
+This module wires and times; the maths lives in ``dreamer``, ``temporal`` and the backends.
+Capture runs on the source's own thread (newest frame only), optical flow on the CPU; on CUDA
+the dream of frame *k* is launched and left running while the CPU computes the flow of frame
+*k + 1*, then downloaded - one frame in flight per stage, so latency stays bounded.
+
+Nothing in here may crash the show: a source that drops out shows its placeholder, an output
+that fails is switched off by :class:`live.outputs.Fanout`, bad parameters never reach the
+loop (the registry rejects them).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from torch import Tensor
+
+from live import temporal
+from live.atomic import atomic_write
+from live.backends import Backend
+from live.control.params import Registry, Snapshot
+from live.dreamer import Dreamer, DreamSettings
+from live.model import Model, catalog
+from live.objectives import Objective
+from live.outputs import Fanout
+from live.sources import Frame, Source, Status
+
+log = logging.getLogger(__name__)
+
+STAGES = ("capture", "flow", "upload", "dream", "download", "output")
+
+
+def round32(n: int) -> int:
+    """Dream sizes are multiples of 32 (static-shape engines, stride-32 network)."""
+    return max(32, int(round(n / 32)) * 32)
+
+
+@dataclass
+class StageClock:
+    """Seconds spent per stage, for the periodic status line and the end-of-run report."""
+
+    totals: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
+    frames: int = 0
+    latency: float = 0.0  # summed capture-to-output seconds
+    started: float = field(default_factory=time.monotonic)
+
+    def add(self, stage: str, seconds: float) -> None:
+        self.totals[stage] += seconds
+
+    def breakdown(self) -> str:
+        n = max(self.frames, 1)
+        return " ".join(f"{s} {1e3 * t / n:.1f}" for s, t in self.totals.items()) + " ms/frame"
+
+    def fps(self) -> float:
+        return self.frames / max(time.monotonic() - self.started, 1e-9)
+
+    def dream_share(self) -> float:
+        """Fraction of the measured frame time spent in the dream step."""
+        total = sum(self.totals.values())
+        return self.totals["dream"] / total if total else 0.0
+
+
+@dataclass
+class LoopReport:
+    """What a run did: frames out, timing, and the reason it stopped."""
+
+    frames: int
+    seconds: float
+    fps: float
+    latency_ms: float
+    breakdown: str
+    dream_share: float
+    stopped_because: str
+
+
+class LiveLoop:
+    """One frame at a time from ``source`` through the dream to ``outputs``, reading ``registry``.
+
+    Construct once, then :meth:`run` until a stop event, a frame budget or a deadline.
+    """
+
+    def __init__(
+        self,
+        source: Source,
+        model: Model,
+        backend: Backend,
+        registry: Registry,
+        outputs: Fanout,
+        *,
+        overlay: bool = False,
+        flow_preset: str = "fast",
+        seed: int | None = None,
+        screenshot_dir: Path = Path("."),
+        status_every: float = 10.0,
+    ) -> None:
+        self.source = source
+        self.model = model
+        self.backend = backend
+        self.registry = registry
+        self.outputs = outputs
+        self.overlay = overlay
+        self.screenshot_dir = screenshot_dir
+        self.status_every = status_every
+        self.device = backend.device
+        self.dreamer = Dreamer(backend, model.space, seed=seed)
+        self.flows = temporal.FlowEstimator(flow_preset)
+        self.feedback = temporal.TemporalFeedback()
+        self.clock = StageClock()
+        # On CUDA the dream runs asynchronously: download one frame late so flow overlaps it.
+        self.pipelined = self.device.type == "cuda"
+        self._pending: tuple[Tensor, float] | None = None
+        self._last_output: np.ndarray | None = None
+        self._last_reset = registry.snapshot().reset
+        self._pinned: dict[tuple[int, int], Tensor] = {}
+        self._lo, self._hi = model.space.bounds(torch.zeros(1, 3, 1, 1, device=self.device))
+        self._stop_reason = ""
+
+    # ----- the loop
+    def run(
+        self,
+        stop: threading.Event | None = None,
+        max_frames: int | None = None,
+        duration: float | None = None,
+        on_frame: Callable[[int], None] | None = None,
+    ) -> LoopReport:
+        """Run until ``stop`` is set, ``max_frames`` frames went out, ``duration`` seconds passed,
+        the source ended, or the operator quit. ``on_frame(n)`` is called after each output frame
+        (the systemd watchdog hooks in here)."""
+        stop = stop or threading.Event()
+        self.clock = StageClock()
+        deadline = time.monotonic() + duration if duration else math.inf
+        next_status = time.monotonic() + self.status_every
+        self._stop_reason = ""
+        while not self._stop_reason:
+            if stop.is_set():
+                self._stop_reason = "stopped"
+                break
+            in_flight = 1 if self._pending is not None else 0  # pipelined: one frame still to download
+            if max_frames is not None and self.clock.frames + in_flight >= max_frames:
+                self._stop_reason = f"{max_frames} frames"
+                break
+            if time.monotonic() >= deadline:
+                self._stop_reason = f"{duration:g} s"
+                break
+            frame_started = time.monotonic()
+            snap = self.registry.snapshot()
+            self.step(snap)
+            if on_frame is not None:
+                on_frame(self.clock.frames)
+            self._handle_keys()
+            if time.monotonic() >= next_status:
+                log.info("%s", self.status_line())
+                next_status += self.status_every
+            spare = 1.0 / snap.fps_cap - (time.monotonic() - frame_started)
+            if spare > 0:
+                stop.wait(spare)
+        self._flush()
+        report = self.report()
+        log.info(
+            "stopped (%s) after %d frames in %.1f s: %.2f fps, latency %.0f ms; %s",
+            report.stopped_because, report.frames, report.seconds, report.fps, report.latency_ms, report.breakdown,
+        )  # fmt: skip
+        return report
+
+    def step(self, snap: Snapshot) -> None:
+        """One iteration: take the newest frame (waiting up to a frame) and push it through."""
+        t = time.perf_counter()
+        frame = self.source.latest(timeout=0.25)
+        self.clock.add("capture", time.perf_counter() - t)
+        if frame is None:
+            if self.source.status in (Status.ENDED, Status.FAILED, Status.CLOSED):
+                self._stop_reason = f"source {self.source.status}"
+            return
+        dw, dh = round32(snap.width), round32(snap.height)
+        if snap.freeze and self._last_output is not None:
+            self._flush()
+            self._emit_array(self._last_output, frame.timestamp)
+            return
+        if frame.placeholder or snap.pause:
+            # Nothing to dream on (camera lost), or the operator asked for the plain camera.
+            self._flush()
+            self.feedback.reset()
+            self.flows.reset()
+            self._emit_array(cv2.resize(frame.image, (dw, dh), interpolation=cv2.INTER_AREA), frame.timestamp)
+            return
+        self._dream_frame(frame, snap, dw, dh)
+
+    def _dream_frame(self, frame: Frame, snap: Snapshot, dw: int, dh: int) -> None:
+        t = time.perf_counter()
+        small = self.flows.grey(frame.image)
+        reset = snap.reset != self._last_reset
+        if reset or (self.flows.previous is not None and temporal.is_scene_cut(self.flows.previous, small)):
+            if not reset:
+                log.debug("scene cut: temporal feedback reset")
+            self._last_reset = snap.reset
+            self.flows.reset()
+            self.feedback.reset()
+        flow = self.flows.estimate(frame.image, grey=small, out_size=(dh, dw))
+        self.clock.add("flow", time.perf_counter() - t)
+
+        self._flush()  # the previous frame's download, after the flow overlapped its dream
+
+        t = time.perf_counter()
+        cam = self._upload(frame.image, dw, dh)
+        self.clock.add("upload", time.perf_counter() - t)
+
+        t = time.perf_counter()
+        flow_t = temporal.flow_to_tensor(flow, self.device) if flow is not None and snap.flow else None
+        lo, hi = self._lo, self._hi
+        x = self.feedback.start(cam, flow_t, snap.feedback, (lo, hi))
+        if snap.zoom or snap.rotate or snap.drift_x or snap.drift_y:
+            # the classic endless zoom: move what the dream carried over, not the camera
+            moved = temporal.zoom_rotate_drift(x - cam, 1.0 + snap.zoom, snap.rotate, (snap.drift_x, snap.drift_y))
+            x = torch.maximum(torch.minimum(cam + moved, hi), lo)
+        if snap.steps > 0:
+            settings = DreamSettings(snap.steps, snap.step_size, snap.octaves, snap.octave_scale, snap.jitter)
+            dreamed = self.dreamer.dream(x, snap.objective, settings)
+        else:
+            dreamed = x
+        self.feedback.finish(cam, dreamed)
+        shown = temporal.mix(dreamed, cam, snap.mix) if snap.mix < 1.0 else dreamed
+        self.clock.add("dream", time.perf_counter() - t)
+
+        self._pending = (shown, frame.timestamp)
+        if not self.pipelined:
+            self._flush()
+
+    # ----- host <-> device
+    def _upload(self, bgr: np.ndarray, dw: int, dh: int) -> Tensor:
+        """Camera frame → (1, 3, dh, dw) model-space tensor: resize on the CPU, one uint8 copy up."""
+        small = bgr if bgr.shape[:2] == (dh, dw) else cv2.resize(bgr, (dw, dh), interpolation=cv2.INTER_AREA)
+        host = torch.from_numpy(np.ascontiguousarray(small))
+        if self.device.type == "cuda":
+            pinned = self._pinned.get((dh, dw))
+            if pinned is None:
+                pinned = self._pinned[(dh, dw)] = torch.empty((dh, dw, 3), dtype=torch.uint8).pin_memory()
+            # Safe to overwrite: the last copy from it finished before the last download returned.
+            pinned.copy_(host)
+            dev = pinned.to(self.device, non_blocking=True)
+        else:
+            dev = host
+        rgb01 = dev.permute(2, 0, 1).flip(0)[None].float().div_(255.0)
+        return self.model.space.to_model(rgb01)
+
+    def _download(self, x: Tensor) -> np.ndarray:
+        """Model-space tensor → BGR uint8 frame, converted on the device, one copy down."""
+        pic = self.model.space.to_picture(x)[0].clamp_(0.0, 1.0).mul_(255.0).add_(0.5)
+        return pic.to(torch.uint8).flip(0).permute(1, 2, 0).contiguous().cpu().numpy()
+
+    def _flush(self) -> None:
+        if self._pending is None:
+            return
+        shown, captured_at = self._pending
+        self._pending = None
+        t = time.perf_counter()
+        out = self._download(shown)
+        self.clock.add("download", time.perf_counter() - t)
+        self._emit_array(out, captured_at)
+
+    def _emit_array(self, out: np.ndarray, captured_at: float) -> None:
+        t = time.perf_counter()
+        self._last_output = out
+        if self.overlay:
+            out = self._draw_overlay(out.copy())
+        self.outputs.send(out)
+        self.clock.add("output", time.perf_counter() - t)
+        self.clock.frames += 1
+        self.clock.latency += time.monotonic() - captured_at
+
+    # ----- operator
+    def _draw_overlay(self, frame: np.ndarray) -> np.ndarray:
+        snap = self.registry.snapshot()
+        lines = [
+            f"{self.clock.fps():.1f} fps  {snap.objective}",
+            f"steps {snap.steps}  feedback {snap.feedback:.2f}  {self.backend.describe()}",
+        ]
+        if self.model.weights.is_random:
+            lines.append("RANDOM WEIGHTS (demo)")
+        scale = max(0.4, frame.shape[1] / 1600)
+        for i, text in enumerate(lines):
+            org = (8, int((i + 1) * 28 * scale * 1.2))
+            cv2.putText(frame, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 3, cv2.LINE_AA)
+            cv2.putText(frame, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1, cv2.LINE_AA)
+        return frame
+
+    def _handle_keys(self) -> None:
+        for action in self.outputs.poll_keys():
+            if action == "quit":
+                self._stop_reason = "quit key"
+            elif action in ("next_layer", "prev_layer"):
+                self._step_layer(1 if action == "next_layer" else -1)
+            elif action == "freeze":
+                self.registry.set("freeze", not self.registry.get("freeze"), source="keys")
+            elif action == "overlay":
+                self.overlay = not self.overlay
+            elif action == "screenshot":
+                self.screenshot()
+            elif action == "window_closed" and not self.outputs.active:
+                self._stop_reason = "window closed"
+
+    def _step_layer(self, direction: int) -> None:
+        current: Objective = self.registry.get("objective")
+        index = catalog.BY_NAME[current.layers[-1]].index if current.layers else 0
+        layer = catalog.LAYERS[(index + direction) % len(catalog.LAYERS)]
+        self.registry.set("objective", layer.name, source="keys")
+        log.info("layer: %s", layer.name)
+
+    def screenshot(self) -> Path | None:
+        """Save the last output frame as a PNG in the screenshot directory; returns its path."""
+        if self._last_output is None:
+            return None
+        path = self.screenshot_dir / time.strftime("deepdream-%Y%m%d-%H%M%S.png")
+        ok, png = cv2.imencode(".png", self._last_output)
+        try:
+            with atomic_write(path) as f:
+                f.write(png.tobytes())
+        except OSError as e:  # a full disk must not stop the show
+            log.error("screenshot not saved to %s: %s", path, e)
+            return None
+        log.info("screenshot saved: %s", path)
+        return path
+
+    # ----- reporting
+    def status_line(self) -> str:
+        snap = self.registry.snapshot()
+        c = self.clock
+        return (
+            f"{c.fps():.2f} fps, latency {1e3 * c.latency / max(c.frames, 1):.0f} ms, "
+            f"{snap.objective} x{snap.steps} at {round32(snap.width)}x{round32(snap.height)}; "
+            f"{c.breakdown()}; source {self.source.status}, {self.source.dropped} dropped; {self.outputs.summary()}"
+        )
+
+    def report(self) -> LoopReport:
+        c = self.clock
+        seconds = time.monotonic() - c.started
+        return LoopReport(
+            frames=c.frames,
+            seconds=seconds,
+            fps=c.frames / max(seconds, 1e-9),
+            latency_ms=1e3 * c.latency / max(c.frames, 1),
+            breakdown=c.breakdown(),
+            dream_share=c.dream_share(),
+            stopped_because=self._stop_reason or "stopped",
+        )
+
+
+# ----------------------------------------------------------------------------- wiring
+@dataclass
+class ShowOptions:
+    """How to set up a show: what ``deepdream-live run`` was told (parameters go to the registry)."""
+
+    source: str = "auto"  # "auto": camera 0, else the test scene (logged)
+    capture_width: int = 1280
+    capture_height: int = 720
+    capture_fps: float = 30.0
+    loop_video: bool = True
+    window: bool | None = None  # None: a window when there is a display
+    fullscreen: bool = False
+    monitor: int | None = None
+    vcam: bool = False
+    vcam_device: str | None = None
+    vcam_backend: str | None = None
+    record: Path | None = None
+    overlay: bool = False
+    weights: str | None = None
+    backend: str = "auto"
+    device: str = "auto"
+    flow_preset: str = "fast"
+    seed: int | None = None
+    max_frames: int | None = None
+    duration: float | None = None
+    status_every: float = 10.0
+    screenshot_dir: Path = Path(".")
+    test_scene_size: tuple[int, int] = (640, 360)  # drawn at the dream size: no camera to match
+
+
+def open_show_source(opts: ShowOptions) -> Source:
+    """The source to read, started. ``auto`` falls back to the test scene when no camera opens."""
+    from live.errors import InputError
+    from live.sources import TestSceneSource, open_source
+
+    if opts.source != "auto":
+        return open_source(opts.source, opts.capture_width, opts.capture_height, opts.capture_fps,
+                           loop=opts.loop_video).start()
+    try:
+        return open_source("0", opts.capture_width, opts.capture_height, opts.capture_fps).start()
+    except InputError as e:
+        log.warning("%s\nno camera: showing the built-in test scene instead (choose one with --source)", e)
+        return TestSceneSource(opts.test_scene_size[0], opts.test_scene_size[1], opts.capture_fps).start()
+
+
+def build_outputs(opts: ShowOptions) -> Fanout:
+    """The outputs asked for. A window is opened by default only where there is a display."""
+    import os
+
+    from live.outputs import RecorderOutput, VirtualCamOutput, WindowOutput
+
+    outputs = []
+    window = opts.window
+    if window is None:
+        window = bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+        if not window:
+            log.info("no display: running without a window (headless)")
+    if window:
+        outputs.append(WindowOutput("deepdream-live", fullscreen=opts.fullscreen, monitor=opts.monitor))
+    if opts.vcam:
+        outputs.append(VirtualCamOutput(device=opts.vcam_device, backend=opts.vcam_backend))
+    if opts.record is not None:
+        outputs.append(RecorderOutput(opts.record))
+    return Fanout(outputs)
+
+
+def run_show(opts: ShowOptions, registry: Registry, stop: threading.Event | None = None) -> LoopReport:
+    """Set up source, outputs, network and backend, then run the loop until stopped.
+
+    Outputs open first and show a placeholder while the network loads, so a video-call app
+    keeps the virtual camera and a projector never shows a desktop.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    from live.backends import open_backend
+    from live.model import load_model
+
+    stop = stop or threading.Event()
+    snap = registry.snapshot()
+    width, height = round32(snap.width), round32(snap.height)
+    opts.test_scene_size = (width, height)
+    with build_outputs(opts) as outputs:
+        outputs.open(width, height, snap.fps_cap)
+
+        def prepare() -> tuple[Model, Backend]:
+            model = load_model(opts.weights)
+            return model, open_backend(opts.backend, model, opts.device)
+
+        with ThreadPoolExecutor(1, thread_name_prefix="load") as pool:
+            loading = pool.submit(prepare)
+            while not loading.done():
+                outputs.send_placeholder("deepdream-live: loading the network...")
+                if "quit" in outputs.poll_keys() or stop.wait(0.2):
+                    stop.set()
+            model, backend = loading.result()  # re-raises a loading error with its own message
+        if stop.is_set():
+            return LoopReport(0, 0.0, 0.0, 0.0, "", 0.0, "stopped while loading")
+        with open_show_source(opts) as source:
+            loop = LiveLoop(
+                source, model, backend, registry, outputs,
+                overlay=opts.overlay, flow_preset=opts.flow_preset, seed=opts.seed,
+                screenshot_dir=opts.screenshot_dir, status_every=opts.status_every,
+            )  # fmt: skip
+            log.info("running: %s -> %s, %s", source.describe(), outputs.summary(), backend.describe())
+            return loop.run(stop, max_frames=opts.max_frames, duration=opts.duration)

@@ -1,0 +1,330 @@
+"""The live loop end to end: real clips through to the recorder, parameter changes, keys, a
+camera that drops out and returns, temporal behaviour over hundreds of frames, shutdown."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from live.app import LiveLoop, ShowOptions, open_show_source, round32, run_show
+from live.backends.torch_backend import TorchBackend
+from live.control.params import Registry
+from live.errors import InputError
+from live.outputs import Fanout, Output
+from live.sources import CaptureSource, Frame, ImageSource, Status
+from live.sources.testscene import TestSceneSource
+from tests.conftest import photo_path
+from tests.test_outputs import FakeLoopback, fake_vcam  # noqa: F401 - the fixture
+
+W, H = 128, 96  # dream size for these tests: multiples of 32, small enough for 2 CPU cores
+
+
+class Collect(Output):
+    """Keeps every frame it is sent; can play back scripted key actions."""
+
+    def __init__(self, actions: dict[int, list[str]] | None = None) -> None:
+        super().__init__("collect")
+        self.frames: list[np.ndarray] = []
+        self.placeholders: list[str] = []
+        self.actions = actions or {}
+
+    def open(self, width: int, height: int, fps: float) -> None:
+        self.size = (width, height)
+
+    def send(self, frame: np.ndarray) -> None:
+        self.frames.append(frame.copy())
+        self.sent += 1
+
+    def send_placeholder(self, text: str) -> None:
+        self.placeholders.append(text)
+
+    def poll_keys(self) -> list[str]:
+        return self.actions.pop(len(self.frames), [])
+
+    def close(self) -> None:
+        pass
+
+
+def small_registry(**values) -> Registry:
+    reg = Registry()
+    reg.update({"width": W, "height": H, "steps": 1, "jitter": 4, "fps_cap": 240, **values})
+    return reg
+
+
+def loop_for(model, source, registry, *outputs: Output, **kw) -> LiveLoop:
+    backend = TorchBackend(model, torch.device("cpu"))
+    fan = Fanout(outputs)
+    fan.open(W, H, 30)
+    return LiveLoop(source, model, backend, registry, fan, seed=0, status_every=3600, **kw)
+
+
+def panning_clip(path: Path, frames: int = 24, step: int = 6) -> Path:
+    """A real photograph panned ``step`` px a frame, written as an mp4v clip."""
+    photo = cv2.imread(str(photo_path("coffee.png")))
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 30, (192, 144))
+    for i in range(frames):
+        writer.write(np.ascontiguousarray(photo[40:184, i * step : i * step + 192]))
+    writer.release()
+    return path
+
+
+def test_a_real_clip_through_the_whole_loop_to_the_recorder(checkpoint: Path, tmp_path: Path) -> None:
+    clip = panning_clip(tmp_path / "pan.mp4")
+    out = tmp_path / "dreamed.mp4"
+    registry = small_registry(steps=2)
+    opts = ShowOptions(source=str(clip), loop_video=False, window=False, record=out, weights=str(checkpoint),
+                       status_every=3600)
+    report = run_show(opts, registry)
+    assert report.stopped_because == "source ended"
+    assert 10 <= report.frames <= 24  # paced at the clip's rate: newest frame wins, some may be dropped
+
+    video = cv2.VideoCapture(str(out))
+    assert video.isOpened()
+    assert (int(video.get(cv2.CAP_PROP_FRAME_WIDTH)), int(video.get(cv2.CAP_PROP_FRAME_HEIGHT))) == (W, H)
+    decoded = []
+    while True:
+        ok, frame = video.read()
+        if not ok:
+            break
+        decoded.append(frame)
+    assert len(decoded) == report.frames
+    camera = cv2.resize(cv2.VideoCapture(str(clip)).read()[1], (W, H), interpolation=cv2.INTER_AREA)
+    assert np.abs(decoded[0].astype(int) - camera).mean() > 2  # dreamed, not passed through
+
+
+def test_parameter_change_takes_effect_on_the_next_frame(model) -> None:
+    registry = small_registry()
+    out = Collect()
+    photo = ImageSource(photo_path("coffee.png"), fps=240).start()
+    loop = loop_for(model, photo, registry, out)
+    camera = cv2.resize(cv2.imread(str(photo_path("coffee.png"))), (W, H), interpolation=cv2.INTER_AREA)
+
+    def change(n: int) -> None:
+        if n == 3:
+            registry.set("pause", True, source="test")
+        if n == 5:
+            registry.update({"pause": False, "mix": 0.0}, source="test")
+
+    with photo:
+        loop.run(max_frames=7, on_frame=change)
+    diffs = [np.abs(f.astype(int) - camera).mean() for f in out.frames]
+    assert all(d > 1.0 for d in diffs[:3])  # dreaming
+    assert diffs[3] == 0 and diffs[4] == 0  # paused: the camera itself, from the very next frame
+    assert diffs[5] < 1.0 and diffs[6] < 1.0  # mix 0: camera (within rounding)
+
+
+def test_pipelined_download_delivers_every_frame(model) -> None:
+    # The CUDA path downloads one frame late so flow overlaps the dream; check its bookkeeping on CPU.
+    out = Collect()
+    with ImageSource(photo_path("coffee.png"), fps=240) as photo:
+        loop = loop_for(model, photo, small_registry(), out)
+        loop.pipelined = True
+        report = loop.run(max_frames=5)
+    assert report.frames == len(out.frames) == 5
+
+
+def test_keys_change_layer_freeze_screenshot_and_quit(model, tmp_path: Path) -> None:
+    registry = small_registry()
+    out = Collect(actions={2: ["next_layer"], 3: ["screenshot", "freeze"], 6: ["freeze", "prev_layer"], 8: ["quit"]})
+    with ImageSource(photo_path("coffee.png"), fps=240) as photo:
+        loop = loop_for(model, photo, registry, out, screenshot_dir=tmp_path)
+        objectives = []
+        report = loop.run(max_frames=50, on_frame=lambda n: objectives.append(str(registry.get("objective"))))
+    assert report.stopped_because == "quit key"
+    assert objectives[1] == "inception4c" and objectives[2] == "inception4d" and objectives[6] == "inception4c"
+    assert np.array_equal(out.frames[3], out.frames[4]) and np.array_equal(out.frames[4], out.frames[5])  # frozen
+    shots = list(tmp_path.glob("deepdream-*.png"))
+    assert len(shots) == 1 and np.array_equal(cv2.imread(str(shots[0])), out.frames[2])
+
+
+class PhotoCamera:
+    """A stand-in cv2.VideoCapture giving a panning photograph; can be unplugged and replugged."""
+
+    def __init__(self, plugged: threading.Event) -> None:
+        self.plugged = plugged
+        self.photo = cv2.imread(str(photo_path("coffee.png")))
+        self.reads = 0
+
+    def isOpened(self) -> bool:  # noqa: N802 - OpenCV's name
+        return self.plugged.is_set()
+
+    def read(self):
+        time.sleep(0.005)
+        if not self.plugged.is_set():
+            return False, None
+        self.reads += 1
+        x = (self.reads * 2) % 200
+        return True, np.ascontiguousarray(self.photo[40:184, x : x + 192])
+
+    def release(self) -> None:
+        pass
+
+
+def test_a_camera_that_drops_out_and_returns_does_not_stop_the_show(model, caplog) -> None:
+    plugged = threading.Event()
+    plugged.set()
+    source = CaptureSource(lambda: PhotoCamera(plugged), name="stage camera", retry_initial=0.02, retry_max=0.05,
+                           placeholder_fps=100)
+    out = Collect()
+    caplog.set_level(logging.INFO)
+
+    def script(n: int) -> None:
+        if n == 4:
+            plugged.clear()
+        if n == 12:
+            plugged.set()
+
+    with source:
+        loop = loop_for(model, source, small_registry(), out)
+        report = loop.run(max_frames=20, on_frame=script)
+    assert report.frames == 20
+    dark = [f.mean() < 60 for f in out.frames]  # placeholder frames are dark with lettering
+    assert not any(dark[:4]) and any(dark[4:14]) and not dark[-1]
+    messages = " ".join(r.getMessage() for r in caplog.records)
+    assert "stage camera lost" in messages and "stage camera is back" in messages
+
+
+def _saturation(bgr: np.ndarray) -> float:
+    return float(cv2.cvtColor(bgr, cv2.COLOR_BGR2HSV)[..., 1].mean())
+
+
+def test_static_scene_stays_bounded_over_300_frames(model) -> None:
+    registry = small_registry(width=64, height=64, feedback=1.0, steps=2, step_size=4.0)
+    out = Collect()
+    with ImageSource(photo_path("coffee.png"), fps=1000) as photo:
+        loop = loop_for(model, photo, registry, out)
+        loop.run(max_frames=300)
+    camera = cv2.resize(cv2.imread(str(photo_path("coffee.png"))), (64, 64), interpolation=cv2.INTER_AREA)
+    brightness = [f.mean() for f in out.frames]
+    saturation = [_saturation(f) for f in out.frames]
+    print(f"brightness camera {camera.mean():.1f}, frames 1/150/300: {brightness[0]:.1f} {brightness[149]:.1f} "
+          f"{brightness[-1]:.1f}; saturation camera {_saturation(camera):.1f}, {saturation[0]:.1f} "
+          f"{saturation[149]:.1f} {saturation[-1]:.1f}")
+    assert abs(np.mean(brightness[-50:]) - camera.mean()) < 10
+    assert np.mean(saturation[-50:]) < _saturation(camera) + 20
+    # no run-away: the second half is no further from the camera than the first
+    change = [np.abs(f.astype(int) - camera).mean() for f in out.frames]
+    assert np.mean(change[-50:]) < 1.25 * np.mean(change[100:150]) + 1
+
+
+class EveryFrame:
+    """A source that hands out each frame of a clip exactly once, in order, then ends: the loop
+    sees every frame however slow it is, so runs are comparable."""
+
+    dropped = 0
+
+    def __init__(self, clip: Path) -> None:
+        video = cv2.VideoCapture(str(clip))
+        self.frames = []
+        while (got := video.read())[0]:
+            self.frames.append(got[1])
+        self.status = "live"
+        self.n = 0
+
+    def latest(self, timeout: float = 0.0) -> Frame | None:
+        if self.n == len(self.frames):
+            self.status = Status.ENDED
+            return None
+        self.n += 1
+        return Frame(self.frames[self.n - 1], time.monotonic(), self.n)
+
+    def describe(self) -> str:
+        return "every frame"
+
+
+def test_temporal_feedback_makes_a_panning_clip_steadier(model, tmp_path: Path) -> None:
+    """Frame-to-frame change of the output, pan compensated: feedback+flow vs independent dreams."""
+    clip = panning_clip(tmp_path / "pan.mp4", frames=16, step=4)
+    changes = {}
+    for name, values in {"independent": {"feedback": 0.0}, "feedback+flow": {"feedback": 0.8, "flow": True}}.items():
+        out = Collect()
+        registry = small_registry(steps=2, jitter=0, **values)
+        registry.update({"width": 192, "height": 128})
+        loop = loop_for(model, EveryFrame(clip), registry, out)
+        assert loop.run().frames == 16
+        frames = [f.astype(int) for f in out.frames]
+        # 4 px per frame at 192 wide stays 4 px at the dream's 192 width: compare shifted overlaps
+        changes[name] = np.mean([np.abs(b[:, :-8] - a[:, 4:-4]).mean() for a, b in zip(frames, frames[1:])])
+    print(changes)
+    assert changes["feedback+flow"] < changes["independent"]
+
+
+def test_auto_source_falls_back_to_the_test_scene_and_says_so(monkeypatch, caplog) -> None:
+    def no_camera(spec, *a, **k):
+        raise InputError("no camera at index 0: is it plugged in")
+
+    monkeypatch.setattr("live.sources.open_source", no_camera)
+    caplog.set_level(logging.WARNING)
+    source = open_show_source(ShowOptions(source="auto", test_scene_size=(W, H)))
+    try:
+        assert isinstance(source, TestSceneSource) and source.latest(timeout=1.0).image.shape == (H, W, 3)
+    finally:
+        source.close()
+    assert "showing the built-in test scene" in caplog.text
+
+
+def test_an_explicit_source_that_is_missing_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="no such file"):
+        open_show_source(ShowOptions(source=str(tmp_path / "nope.mp4")))
+
+
+def test_round32() -> None:
+    assert [round32(n) for n in (10, 100, 360, 720, 1080)] == [32, 96, 352, 704, 1088]
+
+
+def test_sigterm_finalises_the_recording(tmp_path: Path) -> None:
+    out = tmp_path / "show.avi"
+    exe = Path(sys.executable).with_name("deepdream-live")
+    proc = subprocess.Popen(
+        [str(exe), "run", "--source", "test-scene", "--no-window", "--record", str(out), "--weights", "random",
+         "--size", "96x64", "--steps", "1", "--status-every", "1"],
+        stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        deadline = time.monotonic() + 120
+        for line in proc.stderr:  # wait for the show to be running
+            if "fps" in line and "latency" in line or time.monotonic() > deadline:
+                break
+        proc.send_signal(signal.SIGTERM)
+        rest = proc.communicate(timeout=60)[1]
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, rest
+    assert "SIGTERM" in rest and "stopped (stopped)" in rest
+    video = cv2.VideoCapture(str(out))
+    ok, frame = video.read()
+    assert ok and frame.shape == (64, 96, 3)
+
+
+def test_virtual_camera_gets_placeholders_while_loading_then_the_dream(checkpoint: Path, fake_vcam, monkeypatch) -> None:
+    """A video-call app keeps a device that never goes silent: placeholders first, then frames."""
+    import live.model
+
+    real_load = live.model.load_model
+
+    def slow_load(*args, **kwargs):
+        time.sleep(0.6)  # a download or an engine build
+        return real_load(*args, **kwargs)
+
+    monkeypatch.setattr(live.model, "load_model", slow_load)
+    opts = ShowOptions(source="test-scene", window=False, vcam=True, vcam_backend="live-test",
+                       weights=str(checkpoint), max_frames=4, status_every=3600)
+    report = run_show(opts, small_registry())
+    cam = fake_vcam.instances[-1]
+    assert (cam.width, cam.height) == (W, H) and all(f.size == H * W * 3 for _, f in cam.received)
+    frames = [f.reshape(H, W, 3) for _, f in cam.received]  # pyvirtualcam hands backends flat BGR bytes
+    placeholders = [f.mean() < 40 for f in frames]
+    assert placeholders[0] and sum(placeholders) >= 1 and not any(placeholders[-report.frames:])
+    assert len(frames) - sum(placeholders) == report.frames == 4
+    assert cam.closed == 1
