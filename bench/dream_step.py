@@ -17,9 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -27,8 +25,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from live.backends.torch_backend import TorchBackend  # noqa: E402
-from live.benchmark import plain_loop  # noqa: E402
-from live.dreamer import ascent_steps  # noqa: E402
+from live.benchmark import median_seconds, plain_loop  # noqa: E402
 from live.model import Model  # noqa: E402
 from live.model.googlenet import TORCHVISION_SPACE, fold_batchnorm  # noqa: E402
 from live.model.weights import WeightsInfo, random_reference  # noqa: E402
@@ -50,16 +47,7 @@ def project_steps(backend: TorchBackend, objective: Objective):
 
 def timed(fn, x: torch.Tensor, n_steps: int, repeats: int, device: torch.device) -> float:
     """Median seconds per call of fn(x, n_steps), after one warm-up call."""
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    fn(x, n_steps)
-    sync()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn(x, n_steps)
-        sync()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    return median_seconds(lambda: fn(x, n_steps), repeats, device)
 
 
 def cpu_table(model, sizes, repeats: int) -> list[dict]:

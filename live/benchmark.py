@@ -125,20 +125,25 @@ def run_loop(model: Model, backend: Backend, source: PullSource, width: int, hei
                        1.0 - report.dream_share, report.breakdown)
 
 
+def median_seconds(call: Callable[[], object], repeats: int, device: torch.device) -> float:
+    """Median wall time of ``call()`` over ``repeats`` runs after one warm-up, GPU work included."""
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    call()
+    sync()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        call()
+        sync()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
 def plain_fps(layer: str, device: torch.device, width: int, height: int, steps: int, frames: int) -> float:
     """Frames per second of the plain loop dreaming ``steps`` steps per frame at this size."""
     plain = plain_loop(layer, device)
     x = torch.rand(1, 3, height, width, device=device) * 2 - 1
-    plain(x, 1)
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    sync()
-    times = []
-    for _ in range(frames):
-        t0 = time.perf_counter()
-        plain(x, steps)
-        sync()
-        times.append(time.perf_counter() - t0)
-    return 1.0 / statistics.median(times)
+    return 1.0 / median_seconds(lambda: plain(x, steps), frames, device)
 
 
 def loop_benchmark(

@@ -3,6 +3,7 @@ through the real loader, isolated caches, and real photographs shipped by scikit
 
 from __future__ import annotations
 
+import time
 from importlib.resources import files
 from pathlib import Path
 
@@ -53,3 +54,42 @@ def photo_path(name: str = "chelsea.png") -> Path:
 def photo() -> np.ndarray:
     """A real photograph (chelsea the cat), RGB uint8, 300×451."""
     return np.array(Image.open(photo_path()).convert("RGB"))
+
+
+class FakeLoopback:
+    """A pyvirtualcam backend that keeps what pyvirtualcam hands it."""
+
+    instances: list[FakeLoopback] = []
+    fail_with: str | None = None
+
+    def __init__(self, *, width: int, height: int, fps: float, fourcc: int, device: str | None, **kw: object) -> None:
+        if FakeLoopback.fail_with:
+            raise RuntimeError(FakeLoopback.fail_with)
+        self.width, self.height, self.fps, self.fourcc, self._device = width, height, fps, fourcc, device
+        self.received: list[tuple[float, np.ndarray]] = []
+        self.closed = 0
+        FakeLoopback.instances.append(self)
+
+    def send(self, frame: np.ndarray) -> None:
+        self.received.append((time.perf_counter(), frame.copy()))
+
+    def device(self) -> str:
+        return self._device or "/dev/video-fake"
+
+    def native_fourcc(self) -> int | None:
+        return None
+
+    def close(self) -> None:
+        self.closed += 1
+
+
+@pytest.fixture
+def fake_vcam() -> type[FakeLoopback]:
+    from pyvirtualcam import register_backend
+    from pyvirtualcam.camera import BACKENDS
+
+    FakeLoopback.instances = []
+    FakeLoopback.fail_with = None
+    register_backend("live-test", FakeLoopback)
+    yield FakeLoopback
+    BACKENDS.pop("live-test", None)

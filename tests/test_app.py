@@ -25,7 +25,6 @@ from live.outputs import Fanout, Output
 from live.sources import CaptureSource, Frame, ImageSource, Status
 from live.sources.testscene import TestSceneSource
 from tests.conftest import photo_path
-from tests.test_outputs import FakeLoopback, fake_vcam  # noqa: F401 - the fixture
 
 W, H = 128, 96  # dream size for these tests: multiples of 32, small enough for 2 CPU cores
 
@@ -69,10 +68,10 @@ def loop_for(model, source, registry, *outputs: Output, **kw) -> LiveLoop:
     return LiveLoop(source, model, backend, registry, fan, seed=0, status_every=3600, **kw)
 
 
-def panning_clip(path: Path, frames: int = 24, step: int = 6) -> Path:
+def panning_clip(path: Path, frames: int = 24, step: int = 6, fps: float = 30) -> Path:
     """A real photograph panned ``step`` px a frame, written as an mp4v clip."""
     photo = cv2.imread(str(photo_path("coffee.png")))
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 30, (192, 144))
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (192, 144))
     for i in range(frames):
         writer.write(np.ascontiguousarray(photo[40:184, i * step : i * step + 192]))
     writer.release()
@@ -80,14 +79,15 @@ def panning_clip(path: Path, frames: int = 24, step: int = 6) -> Path:
 
 
 def test_a_real_clip_through_the_whole_loop_to_the_recorder(checkpoint: Path, tmp_path: Path) -> None:
-    clip = panning_clip(tmp_path / "pan.mp4")
+    clip = panning_clip(tmp_path / "pan.mp4", fps=10)  # 2.4 s: time for a few dreamed frames on a busy CI
     out = tmp_path / "dreamed.mp4"
     registry = small_registry(steps=2)
     opts = ShowOptions(source=str(clip), loop_video=False, window=False, record=out, weights=str(checkpoint),
                        status_every=3600)
     report = run_show(opts, registry)
     assert report.stopped_because == "source ended"
-    assert 10 <= report.frames <= 24  # paced at the clip's rate: newest frame wins, some may be dropped
+    # Played in real time: the newest frame wins, so a slow machine dreams fewer of the 24.
+    assert 3 <= report.frames <= 24
 
     video = cv2.VideoCapture(str(out))
     assert video.isOpened()

@@ -21,6 +21,7 @@ import pytest
 from live.errors import OutputError, UnavailableError, UsageError
 from live.outputs import ACTIONS, Fanout, NullOutput, Output, RecorderOutput, VirtualCamOutput, WindowOutput, key_action
 from live.outputs import x11
+from tests.conftest import FakeLoopback
 from tests.xvfb import XVFB, running_xvfb
 
 W, H = 320, 180
@@ -162,45 +163,6 @@ def test_recorder_leaves_no_empty_file_when_the_codec_refuses(tmp_path: Path, mo
 
 
 # --- virtual camera ---------------------------------------------------------------------
-
-
-class FakeLoopback:
-    """A pyvirtualcam backend that keeps what pyvirtualcam hands it."""
-
-    instances: list[FakeLoopback] = []
-    fail_with: str | None = None
-
-    def __init__(self, *, width: int, height: int, fps: float, fourcc: int, device: str | None, **kw: object) -> None:
-        if FakeLoopback.fail_with:
-            raise RuntimeError(FakeLoopback.fail_with)
-        self.width, self.height, self.fps, self.fourcc, self._device = width, height, fps, fourcc, device
-        self.received: list[tuple[float, np.ndarray]] = []
-        self.closed = 0
-        FakeLoopback.instances.append(self)
-
-    def send(self, frame: np.ndarray) -> None:
-        self.received.append((time.perf_counter(), frame.copy()))
-
-    def device(self) -> str:
-        return self._device or "/dev/video-fake"
-
-    def native_fourcc(self) -> int | None:
-        return None
-
-    def close(self) -> None:
-        self.closed += 1
-
-
-@pytest.fixture
-def fake_vcam() -> type[FakeLoopback]:
-    from pyvirtualcam import register_backend
-    from pyvirtualcam.camera import BACKENDS
-
-    FakeLoopback.instances = []
-    FakeLoopback.fail_with = None
-    register_backend("live-test", FakeLoopback)
-    yield FakeLoopback
-    BACKENDS.pop("live-test", None)
 
 
 def test_vcam_sends_even_bgr_frames_in_order_at_the_loops_pace(fake_vcam: type[FakeLoopback]) -> None:

@@ -37,22 +37,6 @@ def fit(frame: np.ndarray, width: int, height: int, out: np.ndarray | None = Non
     return cv2.resize(frame, (width, height), dst=out, interpolation=cv2.INTER_AREA)
 
 
-def placeholder_frame(width: int, height: int, text: str) -> np.ndarray:
-    """A dark frame with ``text`` centred, shown while there is no dream to show."""
-    frame = np.full((height, width, 3), 24, np.uint8)
-    # Hershey fonts are ASCII only: an ellipsis or accent would print as '?'.
-    text = text.replace("…", "...").encode("ascii", "replace").decode()
-    font = cv2.FONT_HERSHEY_SIMPLEX
-    scale = 1.0
-    (w, h), _ = cv2.getTextSize(text, font, scale, 2)
-    scale = max(0.3, min(2.0, 0.8 * width / max(w, 1)))
-    thickness = max(1, round(2 * scale))
-    (w, h), _ = cv2.getTextSize(text, font, scale, thickness)
-    org = ((width - w) // 2, (height + h) // 2)
-    cv2.putText(frame, text, org, font, scale, (200, 200, 200), thickness, cv2.LINE_AA)
-    return frame
-
-
 class Output(ABC):
     """Somewhere dreamed frames go. Open once, ``send`` every frame from the loop's thread,
     close once (or use ``with``).

@@ -18,7 +18,8 @@ from typing import Any
 import numpy as np
 
 from live.errors import UnavailableError, UsageError
-from live.outputs.base import Output, fit, placeholder_frame
+from live.outputs.base import Output, fit
+from live.placeholder import placeholder_frame
 
 log = logging.getLogger(__name__)
 

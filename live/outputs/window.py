@@ -27,7 +27,8 @@ import numpy as np
 
 from live.errors import UnavailableError, UsageError
 from live.outputs import x11
-from live.outputs.base import Output, placeholder_frame
+from live.outputs.base import Output
+from live.placeholder import placeholder_frame
 
 log = logging.getLogger(__name__)
 

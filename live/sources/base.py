@@ -23,9 +23,9 @@ from typing import Self
 import cv2
 import numpy as np
 
-log = logging.getLogger(__name__)
+from live.placeholder import placeholder_frame
 
-PLACEHOLDER_GREY = 24  # dark, so a projector shows "nothing" rather than a bright slab
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,15 +72,8 @@ def as_bgr(image: np.ndarray) -> np.ndarray:
 
 def placeholder_image(size: tuple[int, int], message: str) -> np.ndarray:
     """A dark (height, width, 3) BGR frame with ``message`` centred on it, read-only."""
-    width, height = size
-    image = np.full((height, width, 3), PLACEHOLDER_GREY, np.uint8)
-    font, thickness = cv2.FONT_HERSHEY_SIMPLEX, max(1, round(width / 640))
-    (text_w, text_h), _ = cv2.getTextSize(message, font, 1.0, thickness)
-    scale = min(0.8 * width / max(text_w, 1), 0.1 * height / max(text_h, 1), 2.0)  # fits small frames
-    (text_w, text_h), _ = cv2.getTextSize(message, font, scale, thickness)
-    origin = ((width - text_w) // 2, (height + text_h) // 2)
-    cv2.putText(image, message, origin, font, scale, (200, 200, 200), thickness, cv2.LINE_AA)
-    image.flags.writeable = False
+    image = placeholder_frame(size[0], size[1], message)
+    image.flags.writeable = False  # handed out again and again: nobody may draw on it
     return image
 
 
