@@ -29,6 +29,7 @@ from live import temporal
 from live.atomic import atomic_write
 from live.backends import Backend
 from live.control.params import Registry, Snapshot
+from live.control.presets import Morpher
 from live.dreamer import Dreamer, DreamSettings
 from live.model import Model, catalog
 from live.objectives import Objective
@@ -116,6 +117,7 @@ class LiveLoop:
         self.flows = temporal.FlowEstimator(flow_preset)
         self.feedback = temporal.TemporalFeedback()
         self.clock = StageClock()
+        self.morpher = Morpher(registry)  # layer and preset changes cross-fade over morph_time
         # On CUDA the dream runs asynchronously: download one frame late so flow overlaps it.
         self.pipelined = self.device.type == "cuda"
         self._pending: tuple[Tensor, float] | None = None
@@ -153,7 +155,7 @@ class LiveLoop:
                 self._stop_reason = f"{duration:g} s"
                 break
             frame_started = time.monotonic()
-            snap = self.registry.snapshot()
+            snap = self.morpher.view(self.registry.snapshot())
             self.step(snap)
             if on_frame is not None:
                 on_frame(self.clock.frames)

@@ -84,6 +84,9 @@ def _build_parser() -> argparse.ArgumentParser:
     out.add_argument("--screenshot-dir", type=Path, default=Path("."), help="where the 's' key saves PNGs")
     ctl = run.add_argument_group("loop")
     ctl.add_argument("--size", default=None, metavar="WxH", help="dream size, same as --width W --height H")
+    ctl.add_argument("--preset", default=None, help="start from this preset (flags given here override it)")
+    ctl.add_argument("--presets", type=Path, default=None, metavar="DIR",
+                     help="presets directory (default: $DEEPDREAM_LIVE_PRESETS or ~/.config/deepdream-live/presets)")
     ctl.add_argument("--flow-preset", default="fast", choices=("ultrafast", "fast", "medium"))
     ctl.add_argument("--seed", type=int, default=None, help="seed for the jitter (CPU)")
     ctl.add_argument("--max-frames", type=int, default=None, help="stop after N output frames")
@@ -151,8 +154,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     from live.app import ShowOptions, run_show
     from live.control.params import Registry
+    from live.control.presets import PresetStore
 
     registry = Registry()
+    presets = PresetStore(registry, args.presets)
+    if args.preset:
+        presets.load(args.preset)
     apply_flags(registry, args)
     if args.size:
         w, h = _parse_size(args.size, "--size")

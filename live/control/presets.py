@@ -1,0 +1,172 @@
+"""Presets and morphing: named bundles of parameters, and cross-fades between settings.
+
+A preset is a TOML file of parameter values (``objective = "inception4c:97"``, ``steps = 6``,
+…) in the presets directory, one file per preset so a site can copy, share and version them.
+Loading one writes all its values to the registry in one update (source ``"preset"``).
+
+:class:`Morpher` sits between the registry and the frame loop. When the objective changes, or
+a preset is loaded, and ``morph_time`` is above zero, the loop does not jump: the objective's
+layer and channel weights interpolate (layers cross-fade) and a preset's numbers glide, over
+``morph_time`` seconds. Faders moved by hand are never slowed down.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import re
+import threading
+import time
+import tomllib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+
+from live.atomic import atomic_write
+from live.control.params import Param, Registry, Snapshot
+from live.errors import DataError, InputError, OutputError, UsageError
+from live.objectives import Objective
+
+log = logging.getLogger(__name__)
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+NOT_PRESET = ("reset", "morph_time")  # an action and a setting about morphing, not part of a look
+
+
+def default_presets_dir() -> Path:
+    """``$DEEPDREAM_LIVE_PRESETS``, else ``$XDG_CONFIG_HOME/deepdream-live/presets``."""
+    if os.environ.get("DEEPDREAM_LIVE_PRESETS"):
+        return Path(os.environ["DEEPDREAM_LIVE_PRESETS"])
+    base = os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config"
+    return Path(base) / "deepdream-live" / "presets"
+
+
+class PresetStore:
+    """Presets as ``<directory>/<name>.toml``; values checked against the registry on load and save."""
+
+    def __init__(self, registry: Registry, directory: Path | None = None) -> None:
+        self.registry = registry
+        self.directory = directory or default_presets_dir()
+
+    def path(self, name: str) -> Path:
+        if not _NAME.match(name):
+            raise UsageError(
+                f"preset name {name!r}: use letters, digits, '-', '_' or '.', up to 64 characters (no paths)"
+            )
+        return self.directory / f"{name}.toml"
+
+    def names(self) -> list[str]:
+        """The presets on disk, sorted."""
+        if not self.directory.is_dir():
+            return []
+        return sorted(p.stem for p in self.directory.glob("*.toml") if _NAME.match(p.stem))
+
+    def read(self, name: str) -> dict[str, Any]:
+        """A preset's values, each checked (clamped or rejected) as the registry would."""
+        path = self.path(name)
+        if not path.is_file():
+            known = ", ".join(self.names()) or "none yet"
+            raise InputError(f"no preset {name!r} in {self.directory} (presets there: {known})")
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+            raise DataError(f"preset file {path} is not valid TOML: {e}") from e
+        values: dict[str, Any] = {}
+        for key, value in data.items():
+            if key in NOT_PRESET:
+                continue
+            try:
+                values[key] = self.registry.param(key).coerce(value)
+            except UsageError as e:
+                raise DataError(f"preset file {path}: {e}") from e
+        return values
+
+    def load(self, name: str) -> dict[str, Any]:
+        """Apply a preset to the registry in one update; returns the values applied."""
+        values = self.read(name)
+        self.registry.update(values, source="preset")
+        log.info("preset %s loaded (%d values)", name, len(values))
+        return values
+
+    def save(self, name: str, values: dict[str, Any] | None = None) -> Path:
+        """Save ``values`` (default: the registry's current look) as preset ``name``."""
+        path = self.path(name)
+        snap = self.registry.snapshot()
+        chosen = values if values is not None else {k: snap[k] for k in snap if k not in NOT_PRESET}
+        data = {k: str(v) if isinstance(v, Objective) else v for k, v in chosen.items()}
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_write(path) as f:
+                f.write(tomli_w.dumps(data).encode())
+        except OSError as e:
+            raise OutputError(f"cannot save preset {name!r} to {path}: {e}") from e
+        log.info("preset %s saved to %s", name, path)
+        return path
+
+
+@dataclass
+class _Fade:
+    start: Any
+    end: Any
+    t0: float
+    seconds: float
+
+
+class Morpher:
+    """Turns jumps into cross-fades for the frame loop: ``view(snapshot)`` each frame.
+
+    Objective changes from any source, and every numeric value a preset sets, fade over the
+    registry's ``morph_time``; everything else passes straight through.
+    """
+
+    def __init__(self, registry: Registry, clock: Callable[[], float] = time.monotonic) -> None:
+        self.registry = registry
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._fades: dict[str, _Fade] = {}
+        self._shown: dict[str, Any] = dict(registry.snapshot())  # what the loop last used
+        registry.subscribe(self._changed)
+
+    def _changed(self, name: str, value: Any, source: str) -> None:
+        seconds = self.registry.get("morph_time")
+        fades = name == "objective" or (source == "preset" and self.registry.param(name).kind in ("float", "int"))
+        with self._lock:
+            if seconds <= 0 or not fades or source == "morph":
+                self._fades.pop(name, None)
+                return
+            # from what is on screen now, even in the middle of another fade
+            self._fades[name] = _Fade(self._shown.get(name, value), value, self.clock(), seconds)
+
+    @property
+    def active(self) -> bool:
+        with self._lock:
+            return bool(self._fades)
+
+    def view(self, snap: Snapshot) -> Snapshot:
+        """The values the loop should use for this frame (fading ones interpolated)."""
+        now = self.clock()
+        values = dict(snap)
+        with self._lock:
+            for name, fade in list(self._fades.items()):
+                t = (now - fade.t0) / fade.seconds
+                if t >= 1.0 or snap[name] != fade.end:  # finished, or overridden since
+                    del self._fades[name]
+                    continue
+                values[name] = _interpolate(self.registry.param(name), fade.start, fade.end, t)
+            self._shown = values
+        return Snapshot(values, snap.version)
+
+
+def _interpolate(param: Param, start: Any, end: Any, t: float) -> Any:
+    t = min(max(t, 0.0), 1.0)
+    if isinstance(start, Objective):
+        return start.lerp(end, t)
+    if param.curve == "log" and start > 0 and end > 0:
+        value = math.exp((1 - t) * math.log(start) + t * math.log(end))
+    else:
+        value = (1 - t) * start + t * end
+    return round(value) if param.kind == "int" else value
