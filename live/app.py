@@ -39,6 +39,8 @@ from live.sources import Frame, Source, Status
 log = logging.getLogger(__name__)
 
 STAGES = ("capture", "flow", "upload", "dream", "download", "output")
+RETRY_SECONDS = 5.0  # first wait before dreaming again after a failure
+MIN_RECOVERY_SIDE = 64  # out of memory below this: stop shrinking, pass through and retry
 
 
 def round32(n: int) -> int:
@@ -126,6 +128,9 @@ class LiveLoop:
         self._pinned: dict[tuple[int, int], Tensor] = {}
         self._lo, self._hi = model.space.bounds(torch.zeros(1, 3, 1, 1, device=self.device))
         self._stop_reason = ""
+        self._failures = 0  # consecutive failed dreams; each doubles the wait before a retry
+        self._degraded_until = 0.0
+        self._degraded_reason = ""
 
     # ----- the loop
     def run(
@@ -188,14 +193,46 @@ class LiveLoop:
             self._flush()
             self._emit_array(self._last_output, frame.timestamp)
             return
-        if frame.placeholder or snap.pause:
-            # Nothing to dream on (camera lost), or the operator asked for the plain camera.
+        degraded = time.monotonic() < self._degraded_until
+        if frame.placeholder or snap.pause or degraded:
+            # Nothing to dream on (camera lost), the operator asked for the plain camera, or the
+            # dream failed a moment ago and is waiting to be retried.
             self._flush()
             self.feedback.reset()
             self.flows.reset()
-            self._emit_array(cv2.resize(frame.image, (dw, dh), interpolation=cv2.INTER_AREA), frame.timestamp)
+            picture = cv2.resize(frame.image, (dw, dh), interpolation=cv2.INTER_AREA)
+            if degraded and not frame.placeholder:
+                picture = _notice(picture, self._degraded_reason)
+            self._emit_array(picture, frame.timestamp)
             return
-        self._dream_frame(frame, snap, dw, dh)
+        try:
+            self._dream_frame(frame, snap, dw, dh)
+            self._failures = 0
+        except Exception as e:  # noqa: BLE001 - nothing in the frame loop may end the show
+            self._dream_failed(e, dw, dh)
+
+    def _dream_failed(self, error: Exception, dw: int, dh: int) -> None:
+        """A frame's dream raised: shrink on out-of-memory, else pass the camera through for a
+        while (longer each time it fails again) and retry. Logged once per incident."""
+        self._pending = None
+        self.feedback.reset()
+        self.flows.reset()
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+        oom = isinstance(error, torch.cuda.OutOfMemoryError) or "out of memory" in str(error).lower()
+        w, h = round32(int(dw * 0.75)), round32(int(dh * 0.75))
+        if oom and min(w, h) >= MIN_RECOVERY_SIDE and (w, h) != (dw, dh):
+            log.warning("out of memory dreaming at %dx%d: continuing at %dx%d", dw, dh, w, h)
+            self.registry.update({"width": w, "height": h}, source="recovery")
+            return
+        self._failures += 1
+        wait = min(RETRY_SECONDS * 2 ** (self._failures - 1), 60.0)
+        reason = "out of memory" if oom else f"{type(error).__name__}: {error}"
+        self._degraded_reason = f"dream paused ({reason[:60]}); retrying"
+        self._degraded_until = time.monotonic() + wait
+        log.error("the dream failed (%s); showing the camera and retrying in %.0f s", reason, wait)
+        if self._failures == 1:
+            log.debug("dream failure", exc_info=error)
 
     def _dream_frame(self, frame: Frame, snap: Snapshot, dw: int, dh: int) -> None:
         t = time.perf_counter()
@@ -354,6 +391,16 @@ class LiveLoop:
             dream_share=c.dream_share(),
             stopped_because=self._stop_reason or "stopped",
         )
+
+
+def _notice(picture: np.ndarray, text: str) -> np.ndarray:
+    """A one-line notice along the bottom of the picture (the show stays watchable)."""
+    picture = picture.copy()
+    scale = max(0.35, picture.shape[1] / 1800)
+    org = (6, picture.shape[0] - 8)
+    cv2.putText(picture, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 3, cv2.LINE_AA)
+    cv2.putText(picture, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1, cv2.LINE_AA)
+    return picture
 
 
 # ----------------------------------------------------------------------------- wiring

@@ -182,10 +182,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        run_show(opts, registry, stop)
+        report = run_show(opts, registry, stop)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+    if report.stopped_because == "source failed":
+        # A source that broke on an unexpected error: exit non-zero so systemd restarts the show.
+        print("deepdream-live: error: the source stopped on an unexpected error (see the log)", file=sys.stderr)
+        return 70  # EX_SOFTWARE
     return 0
 
 

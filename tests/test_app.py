@@ -328,3 +328,54 @@ def test_virtual_camera_gets_placeholders_while_loading_then_the_dream(checkpoin
     assert placeholders[0] and sum(placeholders) >= 1 and not any(placeholders[-report.frames:])
     assert len(frames) - sum(placeholders) == report.frames == 4
     assert cam.closed == 1
+
+
+class Flaky(TorchBackend):
+    """A backend that fails on command: out of memory above a size, or any error for a while."""
+
+    def __init__(self, model, oom_above: int | None = None, fail_until: float = 0.0) -> None:
+        super().__init__(model, torch.device("cpu"))
+        self.oom_above, self.fail_until = oom_above, fail_until
+
+    def ascend(self, x, *args, **kwargs):
+        if self.oom_above and x.shape[-1] > self.oom_above:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        if time.monotonic() < self.fail_until:
+            raise RuntimeError("CUDA error: an illegal memory access was encountered")
+        return super().ascend(x, *args, **kwargs)
+
+
+def test_out_of_memory_shrinks_the_dream_and_the_show_goes_on(model, caplog) -> None:
+    registry = small_registry()
+    registry.update({"width": 320, "height": 192})
+    out = Collect()
+    with ImageSource(photo_path("coffee.png"), fps=240) as photo:
+        fan = Fanout([out])
+        fan.open(320, 192, 30)
+        loop = LiveLoop(photo, model, Flaky(model, oom_above=200), registry, fan, status_every=3600)
+        report = loop.run(max_frames=6)
+    assert report.frames == 6
+    assert (registry.get("width"), registry.get("height")) == (192, 96)  # 320 -> 224 -> 160 ... fits
+    assert "out of memory dreaming at 320x192" in caplog.text
+    camera = cv2.resize(cv2.imread(str(photo_path("coffee.png"))), out.frames[-1].shape[1::-1],
+                        interpolation=cv2.INTER_AREA)
+    assert np.abs(out.frames[-1].astype(int) - camera).mean() > 1  # dreaming again
+
+
+def test_a_failing_backend_passes_the_camera_through_then_recovers(model, caplog, monkeypatch) -> None:
+    monkeypatch.setattr("live.app.RETRY_SECONDS", 0.3)
+    registry = small_registry()
+    out = Collect()
+    backend = Flaky(model, fail_until=time.monotonic() + 0.5)
+    with ImageSource(photo_path("coffee.png"), fps=60) as photo:
+        fan = Fanout([out])
+        fan.open(W, H, 30)
+        loop = LiveLoop(photo, model, backend, registry, fan, status_every=3600)
+        report = loop.run(duration=2.5)
+    camera = cv2.resize(cv2.imread(str(photo_path("coffee.png"))), (W, H), interpolation=cv2.INTER_AREA)
+    top = slice(0, H * 2 // 3)  # above the one-line notice at the bottom
+    diffs = [np.abs(f[top].astype(int) - camera[top]).mean() for f in out.frames]
+    assert report.frames > 20  # frames kept flowing while the dream was down
+    passthrough = [d < 1 for d in diffs]
+    assert passthrough[0] and not passthrough[-1]  # down at first, dreaming at the end
+    assert "the dream failed (RuntimeError: CUDA error" in caplog.text
