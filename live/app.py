@@ -30,6 +30,7 @@ from live.atomic import atomic_write
 from live.backends import Backend
 from live.control.params import Registry, Snapshot
 from live.control.presets import Morpher
+from live.control.schedule import IdleWatcher, OpeningHours, PresetCycler
 from live.dreamer import Dreamer, DreamSettings
 from live.model import Model, catalog
 from live.objectives import Objective
@@ -105,6 +106,9 @@ class LiveLoop:
         seed: int | None = None,
         screenshot_dir: Path = Path("."),
         status_every: float = 10.0,
+        hours: OpeningHours | None = None,
+        cycler: PresetCycler | None = None,
+        idle: IdleWatcher | None = None,
     ) -> None:
         self.source = source
         self.model = model
@@ -120,6 +124,7 @@ class LiveLoop:
         self.feedback = temporal.TemporalFeedback()
         self.clock = StageClock()
         self.morpher = Morpher(registry)  # layer and preset changes cross-fade over morph_time
+        self.hours, self.cycler, self.idle = hours, cycler, idle
         # On CUDA the dream runs asynchronously: download one frame late so flow overlaps it.
         self.pipelined = self.device.type == "cuda"
         self._pending: tuple[Tensor, float] | None = None
@@ -128,6 +133,7 @@ class LiveLoop:
         self._pinned: dict[tuple[int, int], Tensor] = {}
         self._lo, self._hi = model.space.bounds(torch.zeros(1, 3, 1, 1, device=self.device))
         self._stop_reason = ""
+        self._was_open = True
         self._failures = 0  # consecutive failed dreams; each doubles the wait before a retry
         self._degraded_until = 0.0
         self._degraded_reason = ""
@@ -160,8 +166,15 @@ class LiveLoop:
                 self._stop_reason = f"{duration:g} s"
                 break
             frame_started = time.monotonic()
+            if self.cycler is not None:
+                self.cycler.tick()
             snap = self.morpher.view(self.registry.snapshot())
-            self.step(snap)
+            if self.idle is not None and self.idle.idle:
+                snap = Snapshot(self.idle.apply(dict(snap)), snap.version)
+            if self.hours is not None and not self.hours.is_open():
+                self._closed(snap)
+            else:
+                self.step(snap)
             if on_frame is not None:
                 on_frame(self.clock.frames)
             self._handle_keys()
@@ -211,6 +224,17 @@ class LiveLoop:
         except Exception as e:  # noqa: BLE001 - nothing in the frame loop may end the show
             self._dream_failed(e, dw, dh)
 
+    def _closed(self, snap: Snapshot) -> None:
+        """Outside opening hours: black frames (outputs and the watchdog stay alive), no dreaming."""
+        self._flush()
+        self.feedback.reset()
+        self.flows.reset()
+        if self._was_open:
+            log.info("closing time: outputs go black until opening hours")
+            self._was_open = False
+        self._emit_array(np.zeros((round32(snap.height), round32(snap.width), 3), np.uint8), time.monotonic())
+        time.sleep(0.2)  # a handful of frames a second is plenty for a black screen
+
     def _dream_failed(self, error: Exception, dw: int, dh: int) -> None:
         """A frame's dream raised: shrink on out-of-memory, else pass the camera through for a
         while (longer each time it fails again) and retry. Logged once per incident."""
@@ -237,6 +261,11 @@ class LiveLoop:
     def _dream_frame(self, frame: Frame, snap: Snapshot, dw: int, dh: int) -> None:
         t = time.perf_counter()
         small = self.flows.grey(frame.image)
+        if not self._was_open:
+            log.info("opening time: dreaming again")
+            self._was_open = True
+        if self.idle is not None and self.flows.previous is not None:
+            self.idle.observe(temporal.change_score(self.flows.previous, small))
         reset = snap.reset != self._last_reset
         if reset or (self.flows.previous is not None and temporal.is_scene_cut(self.flows.previous, small)):
             if not reset:
