@@ -12,6 +12,7 @@ String form, as typed on the command line or sent over OSC::
     inception4c:97              one channel
     inception4c:97,12  4c:0..9  several channels, a range
     0.5*inception3b + mixed4c   weighted sums (aliases resolve to catalog names)
+    pool1/norm1                 a layer only the BVLC model has (``check`` tells which model lacks it)
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ class Objective:
             if w.shape != (layer.channels,):
                 raise UsageError(f"weights for {layer.name} must have {layer.channels} entries, got shape {w.shape}")
             checked[layer.name] = checked.get(layer.name, 0) + w
-        self._terms = dict(sorted(checked.items(), key=lambda kv: catalog.BY_NAME[kv[0]].index))
+        self._terms = dict(sorted(checked.items(), key=lambda kv: catalog.depth(kv[0])))
 
     # ----- construction
     @classmethod
@@ -62,9 +63,20 @@ class Objective:
         return cls({layer.name: w})
 
     @classmethod
-    def parse(cls, text: str) -> Objective:
-        """Parse the string form (see the module docstring); errors say what was expected."""
-        return _parse(text)
+    def parse(cls, text: str, model: str | None = None) -> Objective:
+        """Parse the string form (see the module docstring); errors say what was expected.
+
+        Without ``model`` a layer of any supported network is accepted (the parameter registry
+        parses before a network is chosen); with it, see :meth:`check`.
+        """
+        objective = _parse(text)
+        return objective.check(model) if model is not None else objective
+
+    def check(self, model: str) -> Objective:
+        """Return this objective if the network ``model`` has all its layers, else raise
+        :class:`UsageError` naming the network that has the missing one (``norm1`` is BVLC-only)."""
+        catalog.for_model(model).check(self._terms)
+        return self
 
     # ----- reading
     @property

@@ -23,6 +23,7 @@ def _isolated_caches(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pyte
     monkeypatch.setenv("DEEPDREAM_LIVE_CACHE", str(root / "deepdream-live"))
     monkeypatch.setenv("TORCH_HOME", str(root / "torch"))
     monkeypatch.setenv("DEEPDREAM_LIVE_WEIGHTS_URL", "http://127.0.0.1:9/no-weights-here.pth")
+    monkeypatch.setenv("DEEPDREAM_LIVE_BVLC_URL", "http://127.0.0.1:9/no-weights-here.caffemodel")
 
 
 @pytest.fixture(scope="session")

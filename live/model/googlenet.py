@@ -144,8 +144,24 @@ class TorchvisionGoogLeNet(nn.Module):
         return self.fc(torch.flatten(self.avgpool(x), 1))
 
 
+def _sequence() -> tuple[tuple[str, str | None], ...]:
+    seq: list[tuple[str, str | None]] = []
+    for layer in catalog.LAYERS:
+        if layer.name in _POOL_NAMES:
+            seq.append((_POOL_NAMES[layer.name], None))
+        seq.append((layer.name, layer.name))
+    return tuple(seq)
+
+
 class DreamNet(nn.Module):
-    """The folded trunk used for dreaming. Build it with :func:`fold_batchnorm`."""
+    """The folded trunk used for dreaming. Build it with :func:`fold_batchnorm`.
+
+    :attr:`SEQUENCE` lists ``(module attribute, catalog layer or None)`` in execution order, for
+    code that walks the network (the forward-only gradient graph); :attr:`CATALOG` its layers.
+    """
+
+    SEQUENCE = _sequence()
+    CATALOG = catalog.TORCHVISION
 
     def __init__(self) -> None:
         super().__init__()

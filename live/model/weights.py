@@ -4,6 +4,11 @@ Weights are never committed. The first use downloads torchvision's ImageNet chec
 cache (progress on stderr, checksum checked, written atomically); ``--weights FILE`` loads a
 local file; ``--weights random[:SEED]`` makes a seeded random network for tests and offline
 demos, announced as such wherever its output goes.
+
+The BVLC (Caffe) network (:func:`load_bvlc`) takes the same ``--weights`` values. Its ImageNet
+weights are BVLC's original ``bvlc_googlenet.caffemodel`` (downloaded into the cache, or put
+there by hand), converted once into ``bvlc_googlenet.pth`` beside it; a ``.caffemodel`` given
+as FILE is converted on the fly and its conversion cached too.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from torch import Tensor, nn
 
 from live.atomic import atomic_write
 from live.errors import DataError, InputError, UnavailableError, UsageError
+from live.model import bvlc, caffe
 from live.model.googlenet import BasicConv2d, TorchvisionGoogLeNet
 
 log = logging.getLogger(__name__)
@@ -31,6 +37,12 @@ CHECKPOINT_NAME = "googlenet-1378be20.pth"
 CHECKPOINT_URL = f"https://download.pytorch.org/models/{CHECKPOINT_NAME}"
 # torchvision names its files after the first 8 hex digits of their sha256 (torch.hub checks the same).
 CHECKPOINT_SHA256_PREFIX = "1378be20"
+
+BVLC_CAFFEMODEL_NAME = "bvlc_googlenet.caffemodel"
+BVLC_CAFFEMODEL_URL = f"http://dl.caffe.berkeleyvision.org/{BVLC_CAFFEMODEL_NAME}"
+# From BVLC's model zoo entry (caffe/models/bvlc_googlenet/readme.md); about 53 MB (51 MiB).
+BVLC_CAFFEMODEL_SHA1 = "405fc5acd08a3bb12de8ee5e23a96bec22f08204"
+BVLC_CONVERTED_NAME = "bvlc_googlenet.pth"  # the caffemodel converted to this package's module names
 
 
 @dataclass(frozen=True)
@@ -88,22 +100,46 @@ def download_checkpoint(
     Raises :class:`UnavailableError` when offline (with the URL and where to put the file by
     hand) and :class:`DataError` when the download does not match its checksum.
     """
-    url = url or checkpoint_url()
-    sha256_prefix = sha256_prefix or CHECKPOINT_SHA256_PREFIX
-    dest = dest or cache_dir() / CHECKPOINT_NAME
+    return download_file(
+        url or checkpoint_url(),
+        dest or cache_dir() / CHECKPOINT_NAME,
+        algorithm="sha256",
+        checksum=sha256_prefix or CHECKPOINT_SHA256_PREFIX,
+        what="GoogLeNet weights",
+        timeout=timeout,
+        progress=progress,
+    )
+
+
+def download_file(
+    url: str,
+    dest: Path,
+    *,
+    algorithm: str,
+    checksum: str,
+    what: str,
+    timeout: float = 30.0,
+    progress: bool = True,
+) -> Path:
+    """Download ``url`` to ``dest``, check that its ``algorithm`` digest starts with ``checksum``
+    (a whole digest or a prefix), and write it atomically: a failure leaves nothing behind.
+
+    Raises :class:`UnavailableError` when offline (with the URL and where to put the file by
+    hand) and :class:`DataError` when the download does not match its checksum.
+    """
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise UnavailableError(f"cannot create the weights cache {dest.parent}: {e.strerror}") from e
     log.info("downloading %s to %s", url, dest)
-    digest = hashlib.sha256()
+    digest = hashlib.new(algorithm)
     with atomic_write(dest) as out:
         try:
             response = urllib.request.urlopen(url, timeout=timeout)
         except (urllib.error.URLError, OSError) as e:
             reason = getattr(e, "reason", e)
             raise UnavailableError(
-                f"no cached GoogLeNet weights and the download failed ({reason}).\n"
+                f"no cached {what} and the download failed ({reason}).\n"
                 f"  Download {url} on a machine with internet access and put it at {dest}\n"
                 f"  (or pass --weights FILE; --weights random runs an untrained network for demos)."
             ) from e
@@ -123,12 +159,12 @@ def download_checkpoint(
                 f"the download of {url} broke off after {received} bytes ({e!r}); nothing was kept, run again"
             ) from e
         got = digest.hexdigest()
-        if not got.startswith(sha256_prefix):
+        if not got.startswith(checksum):
             raise DataError(
-                f"downloaded {url} but its sha256 is {got[:16]}…, expected {sha256_prefix}…; "
+                f"downloaded {url} but its {algorithm} is {got[:16]}…, expected {checksum[:16]}…; "
                 f"the download was corrupted or the file changed upstream. Nothing was kept; try again."
             )
-    log.info("saved %s (sha256 %s)", dest, got)
+    log.info("saved %s (%s %s)", dest, algorithm, got)
     return dest
 
 
@@ -246,3 +282,149 @@ def load_reference(spec: str | None = None, *, progress: bool = True) -> tuple[T
             raise DataError(f"{e}\n  The cached file is damaged: delete {path} and run again to download it anew.") from e
     path = Path(spec).expanduser()
     return read_checkpoint(path), WeightsInfo("file", str(path))
+
+
+# ----- the BVLC (Caffe) GoogLeNet
+
+
+def bvlc_url() -> str:
+    """Where the BVLC caffemodel is downloaded from; ``$DEEPDREAM_LIVE_BVLC_URL`` names a mirror."""
+    return os.environ.get("DEEPDREAM_LIVE_BVLC_URL") or BVLC_CAFFEMODEL_URL
+
+
+def _sha1(path: Path) -> str:
+    digest = hashlib.sha1()
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _is_torch_file(path: Path) -> bool:
+    with path.open("rb") as f:
+        head = f.read(4)
+    return head.startswith((b"PK\x03\x04", b"\x80"))  # zip (torch.save since 1.6) or pickle
+
+
+def _save_converted(net: bvlc.BVLCGoogLeNet, dest: Path) -> None:
+    """Cache a conversion; a cache that cannot be written only costs a re-conversion next time."""
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_write(dest) as f:
+            torch.save(net.state_dict(), f)
+        log.info("cached the converted weights at %s", dest)
+    except OSError as e:
+        log.warning("could not cache the converted weights at %s (%s); they will be converted again next time", dest, e)
+
+
+def convert_caffemodel(path: Path, dest: Path | None = None) -> bvlc.BVLCGoogLeNet:
+    """Read a BVLC GoogLeNet ``.caffemodel`` into the network; save the conversion to ``dest``."""
+    log.info("converting %s", path)
+    net = bvlc.from_caffe(caffe.read_caffemodel(path), str(path))
+    if dest is not None:
+        _save_converted(net, dest)
+    return net
+
+
+def read_bvlc_checkpoint(path: Path) -> bvlc.BVLCGoogLeNet:
+    """Load a converted BVLC GoogLeNet (``bvlc_googlenet.pth``, written by this package).
+
+    Every error names the file and what was expected, as :func:`read_checkpoint`'s do.
+    """
+    if not path.exists():
+        raise InputError(f"weights file {path} does not exist")
+    if not path.is_file() or not os.access(path, os.R_OK):
+        raise InputError(f"weights file {path} is not a readable file")
+    expected = f"{BVLC_CAFFEMODEL_NAME} ({BVLC_CAFFEMODEL_URL}) or its conversion {BVLC_CONVERTED_NAME}"
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises many types for a bad file; all mean the same to the operator
+        raise DataError(
+            f"weights file {path} is corrupt or truncated ({type(e).__name__}: {e}); expected {expected}"
+        ) from e
+    if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
+        raise DataError(f"weights file {path} holds a {type(state).__name__}, not a state dict; expected {expected}")
+    net = bvlc.BVLCGoogLeNet()
+    wanted = {k: v.shape for k, v in net.state_dict().items()}
+    missing = sorted(k for k in wanted if k not in state)
+    if missing:
+        raise DataError(
+            f"weights file {path} is not a converted BVLC GoogLeNet: {len(missing)} of its keys are missing "
+            f"(first: {', '.join(missing[:3])}); expected {expected}"
+        )
+    wrong = [f"{k} {tuple(state[k].shape)} (expected {tuple(s)})" for k, s in wanted.items() if state[k].shape != s]
+    if wrong:
+        raise DataError(
+            f"weights file {path} has tensors of the wrong shape: {'; '.join(wrong[:3])}; expected {expected}"
+        )
+    bad = [k for k in wanted if not torch.isfinite(state[k]).all()]
+    if bad:
+        raise DataError(f"weights file {path} contains NaN or infinite values in {bad[0]}; the file is damaged")
+    net.load_state_dict({k: state[k].float() for k in wanted}, strict=True)
+    return net.eval()
+
+
+def _bvlc_imagenet(progress: bool) -> tuple[bvlc.BVLCGoogLeNet, WeightsInfo]:
+    converted = cache_dir() / BVLC_CONVERTED_NAME
+    if converted.is_file():
+        try:
+            return read_bvlc_checkpoint(converted), WeightsInfo("imagenet", str(converted))
+        except DataError as e:
+            raise DataError(
+                f"{e}\n  The cached file is damaged: delete {converted} and run again to convert it anew."
+            ) from e
+    original = cache_dir() / BVLC_CAFFEMODEL_NAME
+    if original.is_file():
+        got = _sha1(original)
+        if got != BVLC_CAFFEMODEL_SHA1:
+            raise DataError(
+                f"{original} is not BVLC's {BVLC_CAFFEMODEL_NAME}: its sha1 is {got[:16]}…, expected "
+                f"{BVLC_CAFFEMODEL_SHA1[:16]}…. Delete it and run again to download it ({bvlc_url()}), "
+                f"or pass it as --weights {original} to use it anyway."
+            )
+    else:
+        download_file(
+            bvlc_url(), original, algorithm="sha1", checksum=BVLC_CAFFEMODEL_SHA1,
+            what="BVLC GoogLeNet weights", progress=progress,
+        )  # fmt: skip
+    return convert_caffemodel(original, converted), WeightsInfo("imagenet", str(original))
+
+
+def load_bvlc(spec: str | None = None, *, progress: bool = True) -> tuple[bvlc.BVLCGoogLeNet, WeightsInfo]:
+    """Resolve a ``--weights`` value for the BVLC network, as :func:`load_reference` does.
+
+    ``None``/``"imagenet"``: BVLC's caffemodel from the cache (downloaded on first use, sha1
+    checked), converted once. ``"auto"``: the same, falling back to random weights, loudly,
+    when offline. ``"random[:SEED]"``: a seeded untrained network. Anything else: a file, either
+    a ``.caffemodel`` (converted, the conversion cached by content) or a converted ``.pth``.
+    """
+    spec = (spec or "imagenet").strip()
+    if spec == "random" or spec.startswith("random:"):
+        seed_text = spec.partition(":")[2] or "0"
+        if not seed_text.isdigit():
+            raise UsageError(f"--weights {spec!r}: expected 'random' or 'random:SEED' with an integer SEED")
+        info = WeightsInfo("random", f"seed {int(seed_text)}")
+        log.warning("using %s (BVLC GoogLeNet)", info.describe())
+        return bvlc.random_bvlc(int(seed_text)), info
+    if spec in ("imagenet", "auto"):
+        try:
+            return _bvlc_imagenet(progress)
+        except UnavailableError as e:
+            if spec == "imagenet":
+                raise
+            log.warning("%s\nfalling back to random weights", e)
+            return load_bvlc("random", progress=progress)
+    path = Path(spec).expanduser()
+    if not path.exists():
+        raise InputError(f"weights file {path} does not exist")
+    if not path.is_file():
+        raise InputError(f"weights file {path} is not a file")
+    if _is_torch_file(path):
+        return read_bvlc_checkpoint(path), WeightsInfo("file", str(path))
+    converted = cache_dir() / f"{path.stem}-{_sha1(path)[:12]}.pth"
+    if converted.is_file():
+        try:
+            return read_bvlc_checkpoint(converted), WeightsInfo("file", str(path))
+        except DataError as e:  # a damaged cache entry is ours to replace
+            log.warning("%s; converting %s again", e, path)
+    return convert_caffemodel(path, converted), WeightsInfo("file", str(path))
