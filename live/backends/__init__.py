@@ -65,6 +65,10 @@ class Backend(ABC):
         """Run ``steps`` ascent steps (see :func:`live.dreamer.ascent_steps`); backends may fuse them."""
         return ascent_steps(lambda z: self.gradient(z, objective)[0], x, steps, step, jitter, lo, hi, generator)
 
+    def prepare(self, shape: tuple[int, int, int, int], layers: tuple[str, ...]) -> None:
+        """Do the set-up for this input shape and layer set now (export, engine build), so the
+        first frame does not stall; backends with nothing to prepare do nothing."""
+
     def describe(self) -> str:
         return f"{self.name} on {self.device}"
 
@@ -72,7 +76,15 @@ class Backend(ABC):
 # name -> module holding a ``create(model, device) -> Backend`` function; imported on first use.
 BACKENDS: dict[str, str] = {
     "torch": "live.backends.torch_backend",
+    "onnx": "live.backends.onnx_backend",
+    "tensorrt": "live.backends.tensorrt_backend",
 }
+
+# What ``--backend auto`` tries, fastest first, as (backend, device kind). On the CPU torch comes
+# before onnx: the forward-ops graph does ~2x the work of autograd (nine slices and a scatter per
+# max-pool) and onnxruntime has no fusion to win it back - measured 156 ms vs 494 ms a step at
+# 640x352, inception4c, 2 threads (bench/onnx_step.py). TensorRT fuses it, hence first on CUDA.
+AUTO_ORDER: tuple[tuple[str, str], ...] = (("tensorrt", "cuda"), ("torch", "cuda"), ("torch", "cpu"), ("onnx", "cpu"))
 
 
 def resolve_device(device: str) -> torch.device:
@@ -103,14 +115,22 @@ def open_backend(name: str, model: Model, device: str = "auto") -> Backend:
     an explicitly named backend that cannot run raises with its reason."""
     if name == "auto":
         failures: list[str] = []
-        for candidate in BACKENDS:
+        loud = False  # a faster path that should have run here and did not: say so as a warning
+        for candidate, kind in AUTO_ORDER:
+            if device != "auto" and not device.startswith(kind):
+                failures.append(f"{candidate} on {kind}: --device {device} was asked for")
+                continue
+            if kind == "cuda" and device == "auto" and not torch.cuda.is_available():
+                failures.append(f"{candidate} on cuda: PyTorch {torch.__version__} sees no CUDA device")
+                continue
             try:
-                backend = _create(candidate, model, device)
+                backend = _create(candidate, model, device if device != "auto" else kind)
             except LiveError as e:
-                failures.append(f"{candidate}: {e}")
+                failures.append(f"{candidate} on {kind}: {e}")
+                loud = loud or kind == "cuda"
                 continue
             for reason in failures:
-                log.info("backend skipped - %s", reason)
+                log.log(logging.WARNING if loud else logging.INFO, "backend skipped - %s", reason)
             log.info("backend: %s", backend.describe())
             return backend
         raise UnavailableError("no backend could start:\n  " + "\n  ".join(failures))

@@ -95,19 +95,23 @@ class TorchBackend(Backend):
     def _gradient(self, x: Tensor, weights: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
         xc = x.detach().to(dtype=self.dtype, memory_format=self.memory_format).requires_grad_(True)
         acts = self.net(xc, weights.keys())
-        # Seed the backward with the activation itself, scaled so the largest map gets ~2·w:
-        # dL/da = 2·w·a/n is tiny for big maps and underflows in fp16. The common factor n_max is
-        # divided out again in fp32 below.
-        counts = {name: a.shape[0] * a.shape[2] * a.shape[3] for name, a in acts.items()}
-        n_max = max(counts.values())
+        # Seed the backward with dL/da = 2·w·a/n scaled so its largest element is 1: unscaled it
+        # underflows in fp16 for large maps and overflows at the BVLC net's 0..255 scale. One
+        # scale for all layers (it cancels in the normalised step), divided out again at the end.
         seeds, score = [], torch.zeros((), device=x.device, dtype=x.dtype)
+        peak = torch.zeros((), device=x.device, dtype=x.dtype)
         for name, a in acts.items():
-            w = weights[name]
             a_det = a.detach().to(x.dtype)
-            score = score + (a_det.square().sum(dim=(0, 2, 3)) * w).sum() / counts[name]
-            seeds.append((a_det * (w * (2.0 * n_max / counts[name])).view(1, -1, 1, 1)).to(a.dtype))
+            n = a.shape[0] * a.shape[2] * a.shape[3]
+            w = weights[name].to(x.dtype)
+            score = score + (a_det.square().sum(dim=(0, 2, 3)) * w).sum() / n
+            seed = a_det * (w * (2.0 / n)).view(1, -1, 1, 1)
+            peak = torch.maximum(peak, seed.abs().amax())
+            seeds.append(seed)
+        peak = torch.clamp(peak, min=1e-30)  # an all-zero objective: zero seeds, zero gradient
+        seeds = [(seed / peak).to(a.dtype) for seed, a in zip(seeds, acts.values())]
         (g,) = torch.autograd.grad(list(acts.values()), xc, seeds)
-        return g.to(dtype=x.dtype, memory_format=torch.contiguous_format) / n_max, score
+        return g.to(dtype=x.dtype, memory_format=torch.contiguous_format) * peak, score
 
     def gradient(self, x: Tensor, objective: Objective) -> tuple[Tensor, Tensor]:
         return self._gradient(x, self.load_objective(objective))

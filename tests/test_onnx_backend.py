@@ -1,0 +1,166 @@
+"""The exported dream graph: onnxruntime agrees with torch in fp32 and fp16 at two sizes, uses
+only ops TensorRT's ONNX parser supports, takes objective weights as inputs (no re-export on a
+change), is cached on disk, and ``--backend onnx`` dreams a still end to end."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import onnx
+import pytest
+import torch
+
+from live.backends import open_backend
+from live.backends.forward_graph import GradientGraph
+from live.backends.onnx_backend import OnnxBackend, ensure_onnx
+from live.objectives import Objective
+
+# ONNX ops the TensorRT 10 ONNX parser imports (onnx-tensorrt's operators.md), restricted to the
+# ones this graph could plausibly need. An op outside it means the graph cannot become an engine.
+TENSORRT_ONNX_OPS = {
+    "Abs", "Add", "Cast", "Clip", "Concat", "Constant", "ConstantOfShape", "Conv", "ConvTranspose", "Div", "Equal",
+    "Expand", "Gather", "Greater", "Identity", "Max", "MaxPool", "Mul", "Pad", "Pow", "ReduceMax", "ReduceMean",
+    "ReduceSum", "Relu",
+    "Reshape", "Shape", "Slice", "Split", "Sqrt", "Squeeze", "Sub", "Transpose", "Unsqueeze", "Where",
+}
+LAYERS = ("conv3", "inception4c")
+
+
+@pytest.fixture
+def engines(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("DEEPDREAM_LIVE_ENGINES", str(tmp_path / "engines"))
+    return tmp_path / "engines"
+
+
+def _objective(seed: int) -> Objective:
+    gen = torch.Generator().manual_seed(seed)
+    return Objective({name: torch.rand(n, generator=gen).numpy() for name, n in (("conv3", 192), ("inception4c", 512))})
+
+
+def _cos(a: torch.Tensor, b: torch.Tensor) -> float:
+    return torch.nn.functional.cosine_similarity(a.double().flatten(), b.double().flatten(), dim=0).item()
+
+
+@pytest.mark.parametrize("size", [(64, 96), (96, 64)])
+@pytest.mark.parametrize(("precision", "min_cos"), [("fp32", 0.999), ("fp16", 0.99)])
+def test_onnxruntime_agrees_with_torch(model, engines, size, precision, min_cos) -> None:
+    objective = _objective(0)
+    x = model.space.to_model(torch.rand(1, 3, *size, generator=torch.Generator().manual_seed(2)))
+    weights = [torch.from_numpy(objective.weights(n)).double() for n in LAYERS]
+    want, want_score = GradientGraph(model.net, LAYERS, torch.float64)(x.double(), *weights)
+    backend = OnnxBackend(model, torch.device("cpu"), precision=precision)
+    got, score = backend.gradient(x, objective)
+    assert got.shape == x.shape and got.dtype == torch.float32
+    assert _cos(got, want) >= min_cos
+    assert score.item() == pytest.approx(want_score.item(), rel=1e-3 if precision == "fp16" else 1e-5)
+
+
+def test_exported_graph_uses_only_tensorrt_supported_ops(model, engines) -> None:
+    for dtype in (torch.float32, torch.float16):
+        graph = onnx.load(str(ensure_onnx(model, ("conv2", "inception5b"), (1, 3, 64, 64), dtype)))
+        ops = {node.op_type for node in graph.graph.node}
+        assert ops <= TENSORRT_ONNX_OPS, ops - TENSORRT_ONNX_OPS
+        assert {"ConvTranspose", "MaxPool", "Equal"} <= ops and not ops & {"MaxUnpool", "Gradient"}
+        assert graph.opset_import[0].version >= 17
+        inputs = {i.name: i.type.tensor_type.elem_type for i in graph.graph.input}
+        assert inputs == {"x": onnx.TensorProto.FLOAT, "w_conv2": onnx.TensorProto.FLOAT, "w_inception5b": onnx.TensorProto.FLOAT}
+
+
+def test_switching_and_morphing_objectives_never_re_exports(model, engines) -> None:
+    backend = OnnxBackend(model, torch.device("cpu"))
+    x = model.space.to_model(torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(3)))
+    a, b = _objective(1), _objective(2)
+    grads = [backend.gradient(x, a.lerp(b, t))[0] for t in (0.0, 0.5, 1.0)]
+    assert backend.stats.net_builds == 1
+    assert not torch.equal(grads[0], grads[2])
+    # the graph is linear in the weights: the half-way morph is the mean of the ends
+    torch.testing.assert_close(grads[1], (grads[0] + grads[2]) / 2, rtol=1e-4, atol=1e-6 * grads[1].abs().max().item())
+    backend.gradient(x, Objective.parse("conv3"))  # another layer set is another graph
+    assert backend.stats.net_builds == 2
+
+
+def test_exports_are_cached_on_disk_and_a_damaged_file_is_exported_again(model, engines, caplog, monkeypatch) -> None:
+    x = torch.zeros(1, 3, 64, 64)
+    OnnxBackend(model, torch.device("cpu")).gradient(x, Objective.parse("conv2"))
+    (path,) = engines.glob("*.onnx")
+    assert path.name.startswith("dream-conv2-64x64-fp32-")
+
+    import live.backends.onnx_backend as ob
+
+    exports = []
+    real = ob.export_onnx
+    monkeypatch.setattr(ob, "export_onnx", lambda *a, **k: exports.append(a) or real(*a, **k))
+    OnnxBackend(model, torch.device("cpu")).gradient(x, Objective.parse("conv2"))
+    assert exports == []  # a new process reuses the file
+
+    path.write_bytes(path.read_bytes()[:1000])
+    with caplog.at_level(logging.WARNING):
+        grad, _ = OnnxBackend(model, torch.device("cpu")).gradient(x, Objective.parse("conv2"))
+    assert len(exports) == 1 and "exporting it again" in caplog.text
+    assert torch.isfinite(grad).all()
+
+
+def test_backend_onnx_dreams_a_still_end_to_end(engines, tmp_path) -> None:
+    from live.cli import main
+
+    out = tmp_path / "dream.png"
+    args = ["image", "test-scene", str(out), "--backend", "onnx", "--weights", "random", "--steps", "1",
+            "--octaves", "1", "--max-side", "128", "--no-progress"]
+    assert main(args) == 0
+    assert out.stat().st_size > 1000
+
+
+def test_named_onnx_backend_opens_and_cuda_without_the_provider_says_what_to_install(model, engines) -> None:
+    import onnxruntime
+
+    from live.errors import UnavailableError
+
+    assert open_backend("onnx", model, "cpu").describe().startswith("onnx on cpu")
+    if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
+        return  # an onnxruntime-gpu install: nothing to refuse
+    with pytest.raises(UnavailableError, match="onnxruntime-gpu"):
+        OnnxBackend(model, torch.device("cuda"))
+
+
+def test_a_network_without_a_forward_ops_gradient_is_refused_with_an_alternative(model, engines) -> None:
+    from dataclasses import replace
+
+    from live.errors import UnavailableError
+
+    other = replace(model, name="bvlc", net=torch.nn.Identity())
+    with pytest.raises(UnavailableError, match="use --backend torch with --model bvlc"):
+        OnnxBackend(other, torch.device("cpu"))
+
+
+@pytest.fixture(scope="module")
+def bvlc_model():
+    from live.model import load_model
+
+    return load_model("random:5", model="bvlc")
+
+
+@pytest.mark.parametrize(("precision", "min_cos"), [("fp32", 0.999), ("fp16", 0.999)])
+def test_bvlc_graph_with_lrn_runs_in_onnxruntime(bvlc_model, engines, precision, min_cos) -> None:
+    # fp16 is asked for but the bvlc graph runs in fp32 (see graph_precision): still right.
+    layers = ("norm2", "inception4c")
+    gen = torch.Generator().manual_seed(6)
+    objective = Objective({n: torch.rand(bvlc_model.catalog.by_name[n].channels, generator=gen).numpy() for n in layers})
+    x = bvlc_model.space.to_model(torch.rand(1, 3, 64, 96, generator=gen))
+    weights = [torch.from_numpy(objective.weights(n)).double() for n in layers]
+    want, _ = GradientGraph(bvlc_model.net, layers, torch.float64)(x.double(), *weights)
+    got, _ = OnnxBackend(bvlc_model, torch.device("cpu"), precision=precision).gradient(x, objective)
+    assert _cos(got, want) >= min_cos
+    ops = {node.op_type for node in onnx.load(str(ensure_onnx(bvlc_model, layers, (1, 3, 64, 96),
+                                                              torch.float32))).graph.node}
+    assert ops <= TENSORRT_ONNX_OPS, ops - TENSORRT_ONNX_OPS
+
+
+def test_bvlc_still_on_the_onnx_backend_end_to_end(engines, tmp_path) -> None:
+    from live.cli import main
+
+    out = tmp_path / "classic.png"
+    assert main(["image", "test-scene", str(out), "--model", "bvlc", "--layer", "norm2+inception4c".replace("+", " + "),
+                 "--backend", "onnx", "--weights", "random", "--steps", "1", "--octaves", "1", "--max-side", "128",
+                 "--no-progress"]) == 0
+    assert out.stat().st_size > 1000
