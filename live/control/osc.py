@@ -1,0 +1,916 @@
+"""OSC control: ``/dream/<param>`` messages from TouchOSC, Open Stage Control or TouchDesigner.
+
+Every address writes through the parameter :class:`~live.control.params.Registry`, so OSC,
+MIDI, keys and presets all land in one place, and every accepted change from any of them is
+sent back to the configured controllers (feedback) so their faders follow.
+
+Address space (prefix ``/dream``; :func:`address_table_markdown` renders it for the README):
+
+* ``/dream/<param> <value>`` in engineering units; ``/dream/<param>/norm <0..1>`` for faders.
+  Integer parameters round floats (faders send floats). On/off parameters take 0/1, T/F,
+  true/false; with no argument they toggle. Triggers (``reset``) fire on a non-zero or
+  no-argument message, so a push button's release (0) does not fire twice.
+* ``/dream/layer <name | alias | 1-based index>``, ``/dream/layer/norm <0..1>``,
+  ``/dream/channel <int>`` (a channel of the deepest layer now dreamed on),
+  ``/dream/objective <string form>``.
+* ``/dream/preset/load <name>``, ``/dream/preset/save <name>``, ``/dream/morph <seconds>``,
+  ``/dream/learn <param>``: handed to the ``actions`` the app passes in.
+* ``/dream/query <param>``, ``/dream/dump``, ``/dream/status``: replies. A reply goes to the
+  sender's address (its IP and source port, where Open Stage Control and python-osc clients
+  listen) *and* to every feedback target, because TouchOSC listens on its own port, not on
+  the port it sends from. Status replies are one message per field, ``/dream/status/fps``
+  etc., so each field can drive its own label widget.
+
+Threads: one blocking server thread handles datagrams strictly in arrival order (python-osc's
+threading server starts a thread per datagram, which reorders a fader burst so an older value
+can win). One feedback thread sends the newest value per address at most every
+``FEEDBACK_INTERVAL`` seconds, so a 2000-message fader burst costs a few dozen feedback
+datagrams and the last value always goes out.
+
+Hostile input (wrong types, unknown addresses, malformed or oversized datagrams, senders
+outside the allowlist) is counted in :attr:`OscServer.stats` and logged at most once per kind
+every ``LOG_EVERY`` seconds; nothing a client sends stops the server.
+"""
+
+from __future__ import annotations
+
+import inspect
+import ipaddress
+import json
+import logging
+import math
+import socket
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any, Self
+
+import numpy as np
+from pythonosc.dispatcher import Dispatcher
+from pythonosc.osc_message import OscMessage
+from pythonosc.osc_message_builder import build_msg
+from pythonosc.osc_packet import OscPacket
+from pythonosc.osc_server import BlockingOSCUDPServer
+from pythonosc.udp_client import SimpleUDPClient
+
+from live.control.params import LIVE_PARAMS, Param, Registry
+from live.errors import LiveError, UsageError
+from live.model import catalog
+from live.objectives import Objective
+
+log = logging.getLogger(__name__)
+
+PREFIX = "/dream"
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 9000
+RCVBUF = 4 * 1024 * 1024  # a few thousand queued datagrams: a fader burst while the thread is busy
+MAX_PACKET = 8192  # controllers send tens of bytes; anything bigger is counted as oversized
+FEEDBACK_INTERVAL = 0.02  # s between feedback flushes: 50 Hz is smoother than any touch screen
+LOG_EVERY = 10.0  # s between two log lines of the same error kind
+STATUS_EVERY = 1.0  # s between status pushes to the feedback targets
+STATUS_FIELDS = ("fps", "layer", "backend", "size")  # what the app's status() is expected to return
+ACTIONS = ("preset/load", "preset/save", "morph", "learn")
+LAYOUT_PATH = Path(__file__).parent / "layouts" / "open-stage-control.json"
+
+_FADER_KINDS = ("float", "int", "bool", "choice")  # kinds with a 0..1 mapping
+_ACCEPTED_TYPES = (bool, int, float, str)  # OSC argument types a parameter can be set from
+
+
+class _Rejected(Exception):
+    """A message the server refuses; ``kind`` names the counter it goes to."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+class SenderFilter:
+    """Which sender IPs may drive the show: loopback always, plus the allowed networks (CIDR)."""
+
+    def __init__(self, allow: Iterable[str] = ()) -> None:
+        self.networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
+        for text in allow:
+            try:
+                self.networks.append(ipaddress.ip_network(text.strip(), strict=False))
+            except ValueError:
+                raise UsageError(
+                    f"OSC allowlist entry {text!r} is not a network; use CIDR such as 192.168.1.0/24 "
+                    "or a single address such as 192.168.1.20"
+                ) from None
+
+    @property
+    def open_to_all(self) -> bool:
+        """True when some allowed network is the whole Internet (0.0.0.0/0 or ::/0)."""
+        return any(net.prefixlen == 0 for net in self.networks)
+
+    def __call__(self, host: str) -> bool:
+        try:
+            ip = ipaddress.ip_address(host.split("%", 1)[0])  # drop an IPv6 zone id
+        except ValueError:
+            return False
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped  # a dual-stack socket reports IPv4 senders as ::ffff:a.b.c.d
+        return ip.is_loopback or any(ip in net for net in self.networks)
+
+
+class _Throttle:
+    """Log the first problem of each kind, then at most one line per kind every ``every`` seconds."""
+
+    def __init__(self, every: float = LOG_EVERY, clock: Callable[[], float] = time.monotonic) -> None:
+        self.every = every
+        self.clock = clock
+        self._last: dict[str, float] = {}
+        self._suppressed: Counter[str] = Counter()
+        self._lock = threading.Lock()
+
+    def __call__(self, kind: str, fmt: str, *args: Any, exc_info: bool = False) -> None:
+        now = self.clock()
+        with self._lock:
+            last = self._last.get(kind)
+            if last is not None and now - last < self.every:
+                self._suppressed[kind] += 1
+                return
+            self._last[kind] = now
+            hidden = self._suppressed.pop(kind, 0)
+        if hidden:
+            fmt += f" ({hidden} more {kind} since the last report)"
+        log.warning("OSC " + fmt, *args, exc_info=exc_info)
+
+    def flush(self) -> None:
+        """Report what was suppressed since each kind's last log line."""
+        with self._lock:
+            hidden, self._suppressed = dict(self._suppressed), Counter()
+        for kind, n in hidden.items():
+            log.warning("OSC: %d more %s were not logged", n, kind)
+
+
+def _parse_target(text: str) -> tuple[str, int]:
+    host, sep, port = text.strip().rpartition(":")
+    host = host.strip("[]")  # [::1]:9001
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise UsageError(f"OSC feedback target {text!r}: expected host:port, such as 192.168.1.20:9001")
+    return host, int(port)
+
+
+def _is_loopback_host(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        pass
+    try:
+        infos = socket.getaddrinfo(host, None, type=socket.SOCK_DGRAM)
+    except socket.gaierror:
+        return False
+    return bool(infos) and all(ipaddress.ip_address(info[4][0].split("%", 1)[0]).is_loopback for info in infos)
+
+
+def _osc_value(value: Any) -> int | float | str:
+    """A value as an OSC argument controllers understand: on/off as 1/0 (a toggle matches its
+    ``on`` value 1, not an OSC True), objectives in their string form."""
+    if isinstance(value, (bool, np.bool_)):
+        return int(value)
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        return float(value)
+    return str(value)
+
+
+def _one_arg(address: str, args: tuple[Any, ...], expected: str) -> Any:
+    if len(args) != 1:
+        raise UsageError(f"{address} expects one argument ({expected}), got {len(args)}")
+    return args[0]
+
+
+def _number(address: str, value: Any, expected: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise UsageError(f"{address} expects {expected}, got {value!r}")
+    return float(value)
+
+
+def _whole(address: str, value: Any, expected: str) -> int:
+    """An integer from an int, a float with no fraction, or a string of digits (an input widget)."""
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        return int(value.strip())
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    raise UsageError(f"{address} expects {expected}, got {value!r}")
+
+
+class _Server(BlockingOSCUDPServer):
+    """python-osc's blocking server with our allowlist, size limit, parser and error counting."""
+
+    def __init__(self, address: tuple[str, int], dispatcher: Dispatcher, owner: OscServer) -> None:
+        self._owner = owner
+        # read whole datagrams (up to the UDP maximum), so an oversized one is seen and counted
+        # instead of being cut to socketserver's default 8 KiB and parsed as garbage
+        self.max_packet_size = 65536
+        super().__init__(address, dispatcher)
+
+    def verify_request(self, request: Any, client_address: Any) -> bool:
+        return self._owner._sender_allowed(client_address)
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        self._owner._handle_datagram(request[0], client_address)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # socketserver's default prints a traceback to stderr; count and log it instead
+        self._owner._count_error("internal", "error handling a datagram from %s", client_address, exc_info=True)
+
+
+class OscServer:
+    """OSC control of a :class:`Registry`, with feedback to controllers; ``with OscServer(...) as s:``.
+
+    Args:
+        registry: the parameters to drive.
+        host, port: where to listen; port 0 picks a free port (see :attr:`address`). Any host
+            other than loopback requires ``allow``: name the controllers' networks, or
+            ``0.0.0.0/0`` to accept anyone (logged as a warning).
+        allow: sender networks (CIDR) allowed besides loopback, which is always allowed.
+        feedback: ``host:port`` controllers that receive every change (their listening port).
+        actions: callables for ``preset/load``, ``preset/save``, ``morph``, ``learn``; each
+            takes one argument (a name, seconds or a parameter name), runs on the OSC thread
+            and must return quickly. A missing action is reported as unsupported.
+        status: returns the status fields (``fps``, ``layer``, ``backend``, ``size``); called
+            from the OSC and feedback threads, so it must be thread-safe and quick.
+        rcvbuf: requested socket receive buffer (the OS may grant less; the grant is logged).
+        status_every: seconds between status pushes to the feedback targets (0: only on request).
+    """
+
+    def __init__(
+        self,
+        registry: Registry,
+        host: str = DEFAULT_HOST,
+        port: int = DEFAULT_PORT,
+        *,
+        allow: Iterable[str] = (),
+        feedback: Iterable[str] = (),
+        actions: Mapping[str, Callable[[Any], Any]] | None = None,
+        status: Callable[[], Mapping[str, Any]] | None = None,
+        rcvbuf: int = RCVBUF,
+        status_every: float = STATUS_EVERY,
+    ) -> None:
+        self.registry = registry
+        self.host, self.port = host, port
+        allow = list(allow)
+        self.senders = SenderFilter(allow)
+        self.targets = [_parse_target(t) for t in feedback]
+        self.actions = dict(actions or {})
+        unknown = set(self.actions) - set(ACTIONS)
+        if unknown:
+            raise UsageError(f"unknown OSC actions {sorted(unknown)}; known: {', '.join(ACTIONS)}")
+        self.status = status
+        self.rcvbuf = rcvbuf
+        self.status_every = status_every
+        if not _is_loopback_host(host):
+            if not self.senders.networks:
+                # an open OSC port on a venue network lets any phone on the Wi-Fi drive the show
+                raise UsageError(
+                    f"OSC on {host} would accept messages from anyone on the network; name the "
+                    "controllers' network with --osc-allow (e.g. 192.168.1.0/24), or --osc-allow "
+                    "0.0.0.0/0 to accept every sender"
+                )
+            if self.senders.open_to_all:
+                log.warning("OSC on %s:%s accepts messages from any sender (allowlist %s)", host, port, allow)
+
+        self._counts: Counter[str] = Counter()
+        self._errors: Counter[str] = Counter()
+        self._count_lock = threading.Lock()
+        self._throttle = _Throttle()
+        self._dispatcher = self._build_dispatcher()
+        self._server: _Server | None = None
+        self._serve_thread: threading.Thread | None = None
+        self._feedback_thread: threading.Thread | None = None
+        self._clients: list[SimpleUDPClient] = []
+        self._pending: dict[str, list[Any]] = {}  # OSC address -> newest arguments, not yet sent
+        self._pending_lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._closed = False
+        self.receive_buffer = 0  # bytes the OS granted (Linux books about 1 KiB per small datagram)
+
+    # ----- lifecycle
+    def start(self) -> Self:
+        """Bind, then serve on a daemon thread; feedback starts if targets are configured."""
+        if self._server is not None or self._closed:
+            raise RuntimeError("an OscServer starts once")
+        try:
+            self._server = _Server((self.host, self.port), self._dispatcher, self)
+        except OSError as e:
+            raise UsageError(
+                f"cannot listen for OSC on {self.host}:{self.port}: {e.strerror or e}; is another show "
+                "running? choose another port with --osc-port"
+            ) from None
+        sock = self._server.socket
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.rcvbuf)
+        except OSError as e:
+            log.warning("OSC: cannot enlarge the receive buffer to %d bytes: %s", self.rcvbuf, e)
+        granted = self.receive_buffer = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+        # Linux reports twice what it books for data; less than asked means net.core.rmem_max caps it
+        if granted < self.rcvbuf:
+            log.warning(
+                "OSC receive buffer is %d bytes (asked %d); fader bursts may drop datagrams. "
+                "Raise it with: sysctl -w net.core.rmem_max=%d",
+                granted,
+                self.rcvbuf,
+                self.rcvbuf,
+            )
+        try:
+            for host, port in self.targets:
+                self._clients.append(SimpleUDPClient(host, port))
+        except OSError as e:
+            self.close()
+            raise UsageError(f"OSC feedback target {host}:{port}: {e}") from None
+
+        self._serve_thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="osc-server", daemon=True
+        )
+        self._serve_thread.start()
+        if self._clients:
+            self.registry.subscribe(self._changed)
+            self._feedback_thread = threading.Thread(target=self._feedback_loop, name="osc-feedback", daemon=True)
+            self._feedback_thread.start()
+        host, port = self.address
+        log.info(
+            "OSC listening on %s:%d (receive buffer %d bytes)%s",
+            host,
+            port,
+            granted,
+            f"; feedback to {', '.join(f'{h}:{p}' for h, p in self.targets)}" if self.targets else "",
+        )
+        return self
+
+    def close(self) -> None:
+        """Stop both threads and close every socket; safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True  # the registry has no unsubscribe: the listener checks this flag
+        self._stopping.set()
+        self._wake.set()
+        if self._server is not None:
+            if self._serve_thread is not None:
+                self._server.shutdown()  # returns once serve_forever has left its loop
+                self._serve_thread.join()
+            self._server.server_close()
+        if self._feedback_thread is not None:
+            self._feedback_thread.join()
+        for client in self._clients:
+            client.close()
+        self._clients.clear()
+        self._throttle.flush()
+        stats = self.stats
+        if self._server is not None:
+            log.info(
+                "OSC closed: %d datagrams, %d applied, %d rejected senders, errors %s",
+                stats["received"],
+                stats["applied"],
+                stats["rejected_senders"],
+                stats["errors"] or "none",
+            )
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """The bound (host, port): the real port when 0 was asked for."""
+        if self._server is None:
+            return self.host, self.port
+        host, port = self._server.server_address[:2]
+        return host, port
+
+    @property
+    def stats(self) -> dict[str, Any]:
+        """Counters: datagrams received, messages, applied, clamped, replies, rejected senders,
+        feedback sent/dropped, and ``errors`` by kind (unknown_address, bad_args, malformed,
+        oversized, unsupported, action_failed, status_failed, internal)."""
+        with self._count_lock:
+            out: dict[str, Any] = {
+                key: self._counts[key]
+                for key in (
+                    "received",
+                    "messages",
+                    "applied",
+                    "clamped",
+                    "replies",
+                    "rejected_senders",
+                    "feedback_sent",
+                    "feedback_dropped",
+                )
+            }
+            out["errors"] = dict(self._errors)
+        return out
+
+    # ----- counting
+    def _count(self, key: str, n: int = 1) -> None:
+        with self._count_lock:
+            self._counts[key] += n
+
+    def _count_error(self, kind: str, fmt: str, *args: Any, exc_info: bool = False) -> None:
+        with self._count_lock:
+            self._errors[kind] += 1
+        self._throttle(kind, fmt, *args, exc_info=exc_info)
+
+    # ----- receiving (server thread)
+    def _sender_allowed(self, client_address: Any) -> bool:
+        if self.senders(client_address[0]):
+            return True
+        self._count("rejected_senders")
+        self._throttle("rejected_senders", "ignored a datagram from %s (not in the OSC allowlist)", client_address[0])
+        return False
+
+    def _handle_datagram(self, data: bytes, client: tuple[str, int]) -> None:
+        self._count("received")
+        if len(data) > MAX_PACKET:
+            self._count_error(
+                "oversized", "dropped a %d-byte datagram from %s (limit %d)", len(data), client[0], MAX_PACKET
+            )
+            return
+        try:
+            # parsed here rather than by Dispatcher.call_handlers_for_packet, which drops parse
+            # errors silently and may sleep until a bundle's timetag: a hostile far-future
+            # timetag would stall every fader behind it
+            messages = [timed.message for timed in OscPacket(data).messages]
+        except Exception as e:  # noqa: BLE001 - ParseError, or whatever a fuzzed packet trips in the parser
+            self._count_error("malformed", "dropped a malformed datagram from %s: %s", client[0], e)
+            return
+        for message in messages:
+            self._dispatch(message, client)
+
+    def _dispatch(self, message: OscMessage, client: tuple[str, int]) -> None:
+        self._count("messages")
+        address = message.address
+        try:
+            handlers = list(self._dispatcher.handlers_for_address(address))
+        except Exception as e:  # noqa: BLE001 - a pattern python-osc cannot translate
+            self._count_error("unknown_address", "unusable address pattern %r from %s: %s", address, client[0], e)
+            return
+        if not handlers:  # python-osc matches nothing, not even the default, for a broken pattern like "/dream/["
+            self._count_error("unknown_address", "%s from %s: not a valid address pattern", address, client[0])
+            return
+        for handler in handlers:
+            try:
+                handler.invoke(client, message)
+                self._count("applied")
+            except _Rejected as e:
+                self._count_error(e.kind, "%s from %s: %s", address, client[0], e)
+            except UsageError as e:
+                self._count_error("bad_args", "%s from %s: %s", address, client[0], e)
+            except Exception:  # noqa: BLE001 - a bug in one handler must not stop the show; logged with traceback
+                self._count_error("internal", "handling %s from %s failed", address, client[0], exc_info=True)
+
+    def _build_dispatcher(self) -> Dispatcher:
+        # strict_timing=False: dispatch at once, whatever a bundle's timetag says (python-osc >= 1.9)
+        if "strict_timing" in inspect.signature(Dispatcher).parameters:
+            dispatcher = Dispatcher(strict_timing=False)
+        else:
+            dispatcher = Dispatcher()
+
+        def route(address: str, fn: Callable[[tuple[str, int], str, tuple[Any, ...]], None]) -> None:
+            dispatcher.map(address, lambda client, addr, *args: fn(client, addr, args), needs_reply_address=True)
+
+        for param in self.registry.params.values():
+            route(f"{PREFIX}/{param.name}", self._setter(param))
+            if param.kind in _FADER_KINDS:
+                route(f"{PREFIX}/{param.name}/norm", self._norm_setter(param))
+        route(f"{PREFIX}/layer", self._on_layer)
+        route(f"{PREFIX}/layer/norm", self._on_layer_norm)
+        route(f"{PREFIX}/channel", self._on_channel)
+        for key in ACTIONS:
+            route(f"{PREFIX}/{key}", self._action(key))
+        route(f"{PREFIX}/query", self._on_query)
+        route(f"{PREFIX}/dump", self._on_dump)
+        route(f"{PREFIX}/status", self._on_status)
+
+        def unknown(client: tuple[str, int], address: str, *args: Any) -> None:
+            raise _Rejected(
+                "unknown_address", f"no such address; see the OSC table in the README (e.g. {PREFIX}/steps)"
+            )
+
+        dispatcher.set_default_handler(unknown, needs_reply_address=True)
+        return dispatcher
+
+    def _setter(self, param: Param) -> Callable[[tuple[str, int], str, tuple[Any, ...]], None]:
+        name = param.name
+
+        def set_value(client: tuple[str, int], address: str, args: tuple[Any, ...]) -> None:
+            if param.kind == "trigger":
+                if not args or param.coerce(_one_arg(address, args, param.expects())):
+                    self.registry.set(name, True, "osc")
+                return  # a button's release (0) is not a second press
+            if not args and param.kind == "bool":
+                self.registry.set(name, not self.registry.get(name), "osc")  # a bare message toggles
+                return
+            value = _one_arg(address, args, param.expects())
+            if not isinstance(value, _ACCEPTED_TYPES):
+                raise UsageError(f"{address} expects {param.expects()}, got {value!r}")
+            if param.kind == "int" and isinstance(value, float) and math.isfinite(value):
+                value = round(value)  # faders send floats
+            stored = self.registry.set(name, value, "osc")
+            if param.kind in ("float", "int") and stored != float(value):
+                self._count("clamped")
+
+        return set_value
+
+    def _norm_setter(self, param: Param) -> Callable[[tuple[str, int], str, tuple[Any, ...]], None]:
+        def set_norm(client: tuple[str, int], address: str, args: tuple[Any, ...]) -> None:
+            x = _number(address, _one_arg(address, args, "a fader position 0..1"), "a fader position 0..1")
+            if not 0.0 <= x <= 1.0:
+                self._count("clamped")
+            self.registry.set_norm(param.name, x, "osc")
+
+        return set_norm
+
+    def _on_layer(self, client: tuple[str, int], address: str, args: tuple[Any, ...]) -> None:
+        expected = f"a layer name or a 1-based index 1..{len(catalog.LAYERS)}"
+        value = _one_arg(address, args, expected)
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        if isinstance(value, bool) or not isinstance(value, (int, str)):
+            raise UsageError(f"{address} expects {expected}, got {value!r}")
+        self.registry.set("objective", catalog.resolve(str(value)).name, "osc")
+
+    def _on_layer_norm(self, client: tuple[str, int], address: str, args: tuple[Any, ...]) -> None:
+        x = _number(address, _one_arg(address, args, "a fader position 0..1"), "a fader position 0..1")
+        layers = catalog.LAYERS
+        index = round(min(max(x, 0.0), 1.0) * (len(layers) - 1))
+        self.registry.set("objective", layers[index].name, "osc")
+
+    def _on_channel(self, client: tuple[str, int], address: str, args: tuple[Any, ...]) -> None:
+        layer = catalog.deepest(self.registry.get("objective").layers)
+        expected = f"a channel of {layer.name}, 0..{layer.channels - 1}"
+        channel = _whole(address, _one_arg(address, args, expected), expected)
+        if not 0 <= channel < layer.channels:
+            raise UsageError(f"{address} expects {expected}, got {channel}")
+        self.registry.set("objective", f"{layer.name}:{channel}", "osc")
+
+    def _action(self, key: str) -> Callable[[tuple[str, int], str, tuple[Any, ...]], None]:
+        def run(client: tuple[str, int], address: str, args: tuple[Any, ...]) -> None:
+            if key == "morph":
+                seconds = _number(address, _one_arg(address, args, "seconds"), "seconds >= 0")
+                if seconds < 0:
+                    raise UsageError(f"{address} expects seconds >= 0, got {seconds:g}")
+                argument: Any = seconds
+                if key not in self.actions and "morph_time" in self.registry.params:
+                    self.registry.set("morph_time", seconds, "osc")  # the registry setting is enough
+                    return
+            elif key == "learn":
+                argument = self.registry.param(str(_one_arg(address, args, "a parameter name"))).name
+            else:
+                name = _one_arg(address, args, "a preset name")
+                if isinstance(name, bool) or not isinstance(name, (str, int, float)):
+                    raise UsageError(f"{address} expects a preset name, got {name!r}")
+                argument = str(int(name)) if isinstance(name, float) and name.is_integer() else str(name)
+            fn = self.actions.get(key)
+            if fn is None:
+                raise _Rejected("unsupported", f"this show was started without {key} support")
+            try:
+                fn(argument)
+            except LiveError as e:
+                raise _Rejected("action_failed", f"{key} {argument!r} failed: {e}") from None
+            except Exception as e:  # a bug in the action must not stop OSC; traceback at debug
+                log.debug("OSC action %s failed", key, exc_info=True)
+                raise _Rejected("action_failed", f"{key} {argument!r} failed: {type(e).__name__}: {e}") from None
+
+        return run
+
+    # ----- replies (server thread)
+    def _on_query(self, client: tuple[str, int], address: str, args: tuple[Any, ...]) -> None:
+        name = str(_one_arg(address, args, "a parameter name")).removeprefix(f"{PREFIX}/")
+        snap = self.registry.snapshot()
+        if name == "layer":
+            messages = self._messages("objective", snap["objective"])
+            messages = {a: v for a, v in messages.items() if a.startswith(f"{PREFIX}/layer")}
+        else:
+            param = self.registry.param(name)
+            messages = self._messages(param.name, snap[param.name], triggers=True)
+        self._reply(client, messages)
+
+    def _on_dump(self, client: tuple[str, int], address: str, args: tuple[Any, ...]) -> None:
+        snap = self.registry.snapshot()
+        messages: dict[str, list[Any]] = {}
+        for name in self.registry.params:
+            messages.update(self._messages(name, snap[name], triggers=True))
+        self._reply(client, messages)
+
+    def _on_status(self, client: tuple[str, int], address: str, args: tuple[Any, ...]) -> None:
+        if self.status is None:
+            raise _Rejected("unsupported", "this show was started without a status source")
+        self._reply(client, self._status_messages())
+
+    def _status_messages(self) -> dict[str, list[Any]]:
+        assert self.status is not None
+        try:
+            fields = dict(self.status())
+        except Exception as e:  # noqa: BLE001 - the app's status source failing is reported, not fatal
+            raise _Rejected("status_failed", f"status() failed: {type(e).__name__}: {e}") from None
+        return {f"{PREFIX}/status/{key}": [_osc_value(value)] for key, value in fields.items()}
+
+    def _reply(self, client: tuple[str, int], messages: Mapping[str, list[Any]]) -> None:
+        """Send to the sender now (in order, after everything it sent before) and queue for the targets."""
+        assert self._server is not None
+        for address, args in messages.items():
+            try:
+                self._server.socket.sendto(build_msg(address, args).dgram, client)
+                self._count("replies")
+            except OSError as e:
+                self._throttle("reply_failed", "cannot reply to %s: %s", client[0], e)
+        if self._clients:
+            self._queue(messages)
+
+    # ----- feedback (writers' threads -> feedback thread)
+    def _messages(self, name: str, value: Any, *, triggers: bool = False) -> dict[str, list[Any]]:
+        """The OSC messages that show ``name = value`` on a controller."""
+        param = self.registry.params[name]
+        if param.kind == "trigger" and not triggers:
+            return {}  # a press count would light a button up forever; nothing to follow
+        out: dict[str, list[Any]] = {f"{PREFIX}/{name}": [_osc_value(value)]}
+        if param.kind in _FADER_KINDS:
+            out[f"{PREFIX}/{name}/norm"] = [float(param.to_norm(value))]
+        if isinstance(value, Objective):
+            layer = catalog.deepest(value.layers)
+            out[f"{PREFIX}/layer"] = [layer.name]
+            out[f"{PREFIX}/layer/norm"] = [layer.index / (len(catalog.LAYERS) - 1)]
+            if len(value.layers) == 1:
+                nonzero = np.flatnonzero(value.weights(layer.name))
+                if len(nonzero) == 1:
+                    out[f"{PREFIX}/channel"] = [int(nonzero[0])]
+        return out
+
+    def _changed(self, name: str, value: Any, source: str) -> None:
+        if self._closed:
+            return
+        self._queue(self._messages(name, value))
+
+    def _queue(self, messages: Mapping[str, list[Any]]) -> None:
+        if not messages:
+            return
+        with self._pending_lock:
+            self._pending.update(messages)  # newer values replace older ones not yet sent
+        self._wake.set()
+
+    def _feedback_loop(self) -> None:
+        next_status = time.monotonic()
+        while not self._stopping.is_set():
+            timeout = None
+            if self.status is not None and self.status_every > 0:
+                timeout = max(next_status - time.monotonic(), 0.0)
+            self._wake.wait(timeout)
+            if self._stopping.is_set():
+                break
+            self._wake.clear()
+            with self._pending_lock:
+                batch, self._pending = self._pending, {}
+            if self.status is not None and self.status_every > 0 and time.monotonic() >= next_status:
+                next_status = time.monotonic() + self.status_every
+                try:
+                    batch.update(self._status_messages())
+                except _Rejected as e:
+                    self._count_error(e.kind, "%s", e)
+            self._send(batch)
+            # wait before the next flush: values arriving meanwhile collapse to the newest
+            self._stopping.wait(FEEDBACK_INTERVAL)
+
+    def _send(self, batch: Mapping[str, list[Any]]) -> None:
+        for address, args in batch.items():
+            for client, (host, port) in zip(self._clients, self.targets):
+                try:
+                    client.send_message(address, args)
+                    self._count("feedback_sent")
+                except OSError as e:  # full socket buffer, unreachable network: drop, keep going
+                    self._count("feedback_dropped")
+                    self._throttle("feedback_dropped", "feedback to %s:%s dropped: %s", host, port, e)
+                except Exception:  # noqa: BLE001 - an unbuildable value must not stop feedback; logged
+                    self._count_error("internal", "cannot build feedback %s %r", address, args, exc_info=True)
+
+
+# ----- documentation and controller layout, generated from the registry
+
+
+def _range_text(param: Param) -> str:
+    if param.kind in ("float", "int"):
+        text = f"{param.lo:g}..{param.hi:g}"
+        if param.unit:
+            text += f" {param.unit}"
+        if param.curve == "log":
+            text += " (log fader)"
+        return text
+    if param.kind == "bool":
+        return "0/1, T/F, true/false; no argument toggles"
+    if param.kind == "trigger":
+        return "non-zero or no argument fires"
+    if param.kind == "choice":
+        return ", ".join(param.choices)
+    if param.kind == "objective":
+        return "e.g. `inception4c:97`, `0.5*inception3b + mixed4c`"
+    return ""
+
+
+_ARG_TYPE = {
+    "float": "float",
+    "int": "int",
+    "bool": "bool",
+    "trigger": "—",
+    "objective": "string",
+    "choice": "string",
+    "str": "string",
+}
+
+
+def address_table_markdown(params: Iterable[Param] = LIVE_PARAMS) -> str:
+    """The OSC address space as a Markdown table (address, argument, range/unit, meaning)."""
+    rows = [("Address", "Argument", "Range / unit", "Meaning")]
+    for p in params:
+        rows.append((f"`{PREFIX}/{p.name}`", _ARG_TYPE.get(p.kind, p.kind), _range_text(p), p.help))
+    layers = catalog.LAYERS
+    rows += [
+        (
+            f"`{PREFIX}/<param>/norm`",
+            "float",
+            "0..1",
+            "fader position along the parameter's curve, for every number and on/off parameter",
+        ),
+        (
+            f"`{PREFIX}/layer`",
+            "string or int",
+            f"name, alias or 1..{len(layers)}",
+            "dream on the whole layer (`inception4c`, `mixed4c`, `8`)",
+        ),
+        (f"`{PREFIX}/layer/norm`", "float", "0..1", f"layer by fader position, {layers[0].name} to {layers[-1].name}"),
+        (f"`{PREFIX}/channel`", "int", "0..channels-1", "one channel of the deepest layer in the objective"),
+        (f"`{PREFIX}/preset/load`", "string", "preset name", "load a preset (morphs when morph time > 0)"),
+        (f"`{PREFIX}/preset/save`", "string", "preset name", "save the current look as a preset"),
+        (f"`{PREFIX}/morph`", "float", "seconds ≥ 0", "cross-fade time for layer and preset changes"),
+        (f"`{PREFIX}/learn`", "string", "parameter name", "MIDI learn: the next moved control drives this parameter"),
+        (
+            f"`{PREFIX}/query`",
+            "string",
+            "parameter name or `layer`",
+            f"replies `{PREFIX}/<param> <value>` (and `/norm`)",
+        ),
+        (f"`{PREFIX}/dump`", "—", "", "replies with every parameter"),
+        (f"`{PREFIX}/status`", "—", "", f"replies `{PREFIX}/status/<field> <value>` for {', '.join(STATUS_FIELDS)}"),
+    ]
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    lines = ["| " + " | ".join(cell.ljust(w) for cell, w in zip(row, widths)) + " |" for row in rows]
+    lines.insert(1, "| " + " | ".join("-" * w for w in widths) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _decimals(param: Param) -> int:
+    if param.kind == "int":
+        return 0
+    span = param.hi - param.lo
+    return 3 if span <= 0.2 else 2 if span <= 10 else 1
+
+
+def _widget(kind: str, wid: str, address: str, **props: Any) -> dict[str, Any]:
+    return {"type": kind, "id": wid, "address": address, "preArgs": "", "target": "", **props}
+
+
+def _panel(wid: str, layout: str, widgets: list[dict[str, Any]], **props: Any) -> dict[str, Any]:
+    # bypass: a scrolled panel would otherwise send its scroll position as an OSC message
+    return {
+        "type": "panel",
+        "id": f"panel_{wid}",
+        "layout": layout,
+        "expand": True,
+        "bypass": True,
+        "widgets": widgets,
+        **props,
+    }
+
+
+def open_stage_control_session(params: Iterable[Param] = LIVE_PARAMS) -> dict[str, Any]:
+    """An Open Stage Control (v1) session: faders, toggles, layer menu, presets and status.
+
+    Faders speak engineering units at ``/dream/<param>`` (log faders where the curve is log),
+    so they show real values and follow the server's feedback. Start Open Stage Control with
+    ``--send 127.0.0.1:9000`` and give the show ``--osc-feedback 127.0.0.1:<its osc port>``.
+    """
+    params = list(params)
+    faders, toggles, buttons = [], [], []
+    for p in params:
+        address = f"{PREFIX}/{p.name}"
+        label = f"{p.name} ({p.unit})" if p.unit else p.name
+        if p.kind in ("float", "int"):
+            faders.append(
+                _widget(
+                    "fader",
+                    p.name,
+                    address,
+                    label=label,
+                    comments=p.help,
+                    range={"min": p.lo, "max": p.hi},
+                    logScale=p.curve == "log",
+                    decimals=_decimals(p),
+                    default=p.default,
+                    doubleTap=True,
+                    expand=True,
+                )
+            )
+        elif p.kind == "bool":
+            toggles.append(
+                _widget(
+                    "button",
+                    p.name,
+                    address,
+                    label=p.name,
+                    comments=p.help,
+                    mode="toggle",
+                    on=1,
+                    off=0,
+                    default=int(p.default),
+                )
+            )
+        elif p.kind == "trigger":
+            buttons.append(_widget("button", p.name, address, label=p.name, comments=p.help, mode="tap", on=1, off=0))
+    buttons.append(
+        _widget(
+            "button",
+            "dump",
+            f"{PREFIX}/dump",
+            label="sync",
+            mode="tap",
+            on=None,
+            comments="ask the show for every current value",
+        )
+    )
+
+    objective = next((p for p in params if p.kind == "objective"), None)
+    current = catalog.resolve(str(objective.default)).name if objective else catalog.LAYERS[0].name
+    dream = [
+        _widget(
+            "dropdown",
+            "layer",
+            f"{PREFIX}/layer",
+            label="layer",
+            values={f"{layer.index + 1} {layer.name}": layer.name for layer in catalog.LAYERS},
+            default=current,
+        ),
+        _widget("input", "channel", f"{PREFIX}/channel", label="channel", default=""),
+    ]
+    if objective is not None:
+        dream.append(_widget("input", "objective", f"{PREFIX}/objective", label="objective", default=current))
+
+    slots = [str(i) for i in range(1, 9)]
+    presets = [
+        _widget("input", "preset_load", f"{PREFIX}/preset/load", label="load preset", default=""),
+        _widget("input", "preset_save", f"{PREFIX}/preset/save", label="save preset", default=""),
+        *(
+            _widget("button", f"load_{s}", f"{PREFIX}/preset/load", label=f"load {s}", mode="tap", on=s, off="")
+            for s in slots
+        ),
+        # saving overwrites a preset: a double tap keeps a stray touch from doing it
+        *(
+            _widget(
+                "button",
+                f"save_{s}",
+                f"{PREFIX}/preset/save",
+                label=f"save {s}",
+                mode="tap",
+                on=s,
+                off="",
+                doubleTap=True,
+            )
+            for s in slots
+        ),
+    ]
+    status = [_widget("text", f"status_{f}", f"{PREFIX}/status/{f}", label=f, default="") for f in STATUS_FIELDS]
+
+    tab = {
+        "type": "tab",
+        "id": "dream",
+        "label": "dream",
+        "layout": "vertical",
+        "bypass": True,
+        "widgets": [
+            _panel("status", "horizontal", status, height=60, expand=False),
+            _panel("objective", "horizontal", dream, height=60, expand=False),
+            _panel("faders", "horizontal", faders),
+            _panel("switches", "horizontal", toggles + buttons, height=80, expand=False),
+            _panel("presets", "grid", presets, gridTemplate=9, height=160, expand=False),
+        ],
+        "tabs": [],
+    }
+    return {
+        "createdWith": "Open Stage Control",
+        "version": "1.26.2",
+        "type": "session",
+        "content": {"type": "root", "id": "root", "bypass": True, "widgets": [], "tabs": [tab]},
+    }
+
+
+def write_layout(path: Path = LAYOUT_PATH, params: Iterable[Param] = LIVE_PARAMS) -> Path:
+    """(Re)write the shipped Open Stage Control session from the registry."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(open_stage_control_session(params), indent=2, ensure_ascii=False) + "\n")
+    return path
