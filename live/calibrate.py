@@ -1,0 +1,565 @@
+"""``deepdream-live calibrate``: what this machine and this camera can hold, written as a profile.
+
+It times the real :class:`live.app.LiveLoop`, headless, on the built-in test scene (the same
+path as ``bench``: :func:`live.benchmark.run_loop`) for every backend × dream size × steps ×
+layer asked for, optionally reads the camera for a few seconds (its real frame rate, interval
+jitter and how old a frame is when the loop takes it), chooses the settings that hold the
+target frame rate with headroom, and writes ``calibration/<site>.toml`` atomically. ``run``
+reads the choice back with :func:`load_profile`; the run-time governor corrects from there.
+
+Decisions:
+
+- **Random weights by default.** Speed does not depend on the weights' values, so calibration
+  needs no download and runs offline.
+- **The choice**: the largest size, then the most steps, whose measured frame rate is at least
+  ``target_fps / headroom`` for *every* layer measured (the operator may switch layers live).
+  When nothing holds the target, the cheapest measured setting is chosen with ``fits = false``
+  and a warning; the governor will trim further at run time if it can.
+- **A profile from another machine** (different GPU, or different CPU when dreaming on the CPU,
+  or another backend) is still used, with a warning that names both machines: the governor
+  corrects a wrong start within seconds, while refusing would leave an unattended show at
+  defaults that may be far worse. Re-run ``calibrate`` to silence it.
+- **A missing or corrupt profile is an error** naming the file and the command that writes it:
+  a site config that names a profile expects it to be there.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import platform
+import re
+import socket
+import statistics
+import time
+import tomllib
+from collections.abc import Mapping, Sequence
+from dataclasses import MISSING, asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import tomli_w
+
+from live.atomic import atomic_write
+from live.errors import DataError, InputError, OutputError, UsageError
+
+if TYPE_CHECKING:
+    import torch
+
+log = logging.getLogger(__name__)
+
+FORMAT = 1  # bump when the file layout changes; older readers refuse newer files with a reason
+DEFAULT_TARGET_FPS = 25.0
+DEFAULT_HEADROOM = 0.85
+# Short enough for a CPU to finish in well under a minute; --full measures the wider sweep.
+CPU_SIZES = ((320, 192), (256, 160))
+CPU_STEPS = (1, 2, 3)
+CUDA_SIZES = ((1920, 1088), (1280, 736), (960, 544), (640, 352))
+CUDA_STEPS = (1, 2, 4, 6)
+FULL_CPU_SIZES = ((640, 352), (480, 288), (320, 192), (256, 160))
+FULL_CUDA_SIZES = ((1920, 1088), (1600, 896), (1280, 736), (1024, 576), (960, 544), (640, 352))
+FULL_STEPS = (1, 2, 3, 4, 6, 8)
+FULL_LAYERS = ("inception3b", "inception4c", "inception5b")
+_SITE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+def _steps(n: int) -> str:
+    return f"{n} step{'' if n == 1 else 's'}"
+
+
+# ----------------------------------------------------------------------------- records
+@dataclass(frozen=True)
+class Measurement:
+    """One timed setting: the whole live loop, headless, on the test scene."""
+
+    backend: str
+    layer: str
+    width: int
+    height: int
+    steps: int
+    fps: float
+    frame_ms: float
+    latency_ms: float
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return self.width, self.height
+
+
+@dataclass(frozen=True)
+class CameraMeasurement:
+    """What the camera really delivers. ``skipped`` holds the reason when it was not measured."""
+
+    spec: str
+    fps: float = 0.0
+    jitter_ms: float = 0.0  # standard deviation of the interval between frames
+    max_interval_ms: float = 0.0
+    read_latency_ms: float = 0.0  # how old a frame is when the loop takes it (not sensor latency)
+    frames: int = 0
+    size: str = ""
+    skipped: str = ""
+
+
+@dataclass(frozen=True)
+class Choice:
+    """The chosen setting; ``fits`` is false when nothing measured holds the target."""
+
+    backend: str
+    width: int
+    height: int
+    steps: int
+    fps: float
+    fits: bool
+
+
+@dataclass(frozen=True)
+class Profile:
+    """A calibration profile as written to, or read from, ``calibration/<site>.toml``."""
+
+    site: str
+    created: str
+    target_fps: float
+    headroom: float
+    chosen: Choice
+    machine: Mapping[str, str]
+    table: tuple[Measurement, ...]
+    camera: CameraMeasurement | None = None
+    path: Path | None = None
+    mismatch: tuple[str, ...] = field(default=())  # how this machine differs from the measured one
+
+    def registry_values(self) -> dict[str, int]:
+        """The chosen steps and size, for ``registry.update(..., source="calibration")``."""
+        return {"steps": self.chosen.steps, "width": self.chosen.width, "height": self.chosen.height}
+
+    def sizes(self) -> list[tuple[int, int]]:
+        """The measured dream sizes, largest first: the governor's ladder."""
+        return sorted({m.size for m in self.table}, key=lambda s: -s[0] * s[1])
+
+
+# ----------------------------------------------------------------------------- the machine
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown CPU"
+
+
+def machine_description(device: torch.device | None = None) -> dict[str, str]:
+    """CPU, GPU (name and compute capability), PyTorch and CUDA versions, and the host name."""
+    import torch  # here, so `deepdream-live --help` does not pay for importing torch
+    gpu, capability = "none", ""
+    use_cuda = device.type == "cuda" if device is not None else torch.cuda.is_available()
+    if use_cuda and torch.cuda.is_available():
+        index = device.index if device is not None and device.index is not None else 0
+        gpu = torch.cuda.get_device_name(index)
+        capability = "{}.{}".format(*torch.cuda.get_device_capability(index))
+    return {
+        "cpu": _cpu_name(),
+        "gpu": gpu,
+        "gpu_capability": capability,
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda or "",
+        "python": platform.python_version(),
+        "host": socket.gethostname(),
+    }
+
+
+def compare_machines(measured: Mapping[str, str], here: Mapping[str, str]) -> list[str]:
+    """The differences that change speed: the GPU, or the CPU when neither has a GPU."""
+    reasons = []
+    if measured.get("gpu") != here.get("gpu"):
+        reasons.append(f"GPU {measured.get('gpu')!r} there, {here.get('gpu')!r} here")
+    elif here.get("gpu") == "none" and measured.get("cpu") != here.get("cpu"):
+        reasons.append(f"CPU {measured.get('cpu')!r} there, {here.get('cpu')!r} here")
+    return reasons
+
+
+# ----------------------------------------------------------------------------- choosing
+def choose(table: Sequence[Measurement], target_fps: float, headroom: float = DEFAULT_HEADROOM) -> Choice:
+    """The largest size, then the most steps, that holds ``target_fps / headroom`` on every
+    measured layer; across backends the fastest wins. Nothing fits: the cheapest, ``fits=False``."""
+    if not table:
+        raise UsageError("nothing was measured: give at least one size, one step count and one layer")
+    need = target_fps / headroom
+    # worst layer per (backend, size, steps): the operator may switch layers while the show runs
+    worst: dict[tuple[str, int, int, int], float] = {}
+    for m in table:
+        key = (m.backend, m.width, m.height, m.steps)
+        worst[key] = min(worst.get(key, float("inf")), m.fps)
+    ranked = sorted(worst.items(), key=lambda kv: (-kv[0][1] * kv[0][2], -kv[0][3], -kv[1]))
+    for (backend, w, h, steps), fps in ranked:
+        if fps >= need:
+            return Choice(backend, w, h, steps, fps, True)
+    (backend, w, h, steps), fps = max(worst.items(), key=lambda kv: kv[1])
+    return Choice(backend, w, h, steps, fps, False)
+
+
+# ----------------------------------------------------------------------------- measuring
+def measure_camera(spec: str, seconds: float = 3.0, width: int = 1280, height: int = 720,
+                   fps: float = 30.0) -> CameraMeasurement:
+    """Read ``spec`` for ``seconds``: delivered fps, interval jitter, frame age when taken.
+    A camera that cannot be opened (or delivers nothing) is skipped with the reason."""
+    from live.sources import open_source
+
+    try:
+        source = open_source(spec, width, height, fps).start()
+    except (InputError, UsageError) as e:
+        log.warning("camera not measured: %s", e)
+        return CameraMeasurement(spec, skipped=str(e))
+    stamps: list[float] = []
+    ages: list[float] = []
+    size = ""
+    last_seq = -1
+    with source:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            frame = source.latest(timeout=0.5)
+            if frame is None or frame.sequence == last_seq:
+                continue
+            if frame.placeholder:
+                return CameraMeasurement(spec, skipped=f"the camera dropped out while measuring ({source.message})")
+            ages.append(time.monotonic() - frame.timestamp)
+            last_seq = frame.sequence
+            stamps.append(frame.timestamp)
+            size = "{}x{}".format(*frame.size)
+    if len(stamps) < 3:
+        return CameraMeasurement(spec, frames=len(stamps), skipped=f"only {len(stamps)} frame(s) in {seconds:g} s")
+    intervals = [b - a for a, b in zip(stamps, stamps[1:])]
+    measured = CameraMeasurement(
+        spec=spec,
+        fps=(len(stamps) - 1) / (stamps[-1] - stamps[0]),
+        jitter_ms=1e3 * statistics.pstdev(intervals),
+        max_interval_ms=1e3 * max(intervals),
+        read_latency_ms=1e3 * statistics.median(ages),
+        frames=len(stamps),
+        size=size,
+    )
+    log.info("camera %s: %.1f fps at %s, jitter %.1f ms, longest gap %.0f ms", spec, measured.fps, size,
+             measured.jitter_ms, measured.max_interval_ms)  # fmt: skip
+    return measured
+
+
+def default_profile_path(site: str) -> Path:
+    """``calibration/<site>.toml`` (relative to the working directory)."""
+    return Path("calibration") / f"{site}.toml"
+
+
+def default_site_name() -> str:
+    name = re.sub(r"[^A-Za-z0-9_.-]", "-", socket.gethostname()).strip("-.") or "site"
+    return name[:64]
+
+
+def calibrate(
+    *,
+    site: str | None = None,
+    path: Path | None = None,
+    target_fps: float = DEFAULT_TARGET_FPS,
+    headroom: float = DEFAULT_HEADROOM,
+    sizes: Sequence[tuple[int, int]] | None = None,
+    steps: Sequence[int] | None = None,
+    layers: Sequence[str] = ("inception4c",),
+    backends: Sequence[str] = ("auto",),
+    frames: int | None = None,
+    full: bool = False,
+    camera: str | None = None,
+    camera_seconds: float = 3.0,
+    weights: str = "random",
+    device: str = "auto",
+) -> Profile:
+    """Measure, choose and write a profile; returns it (with ``path`` set).
+
+    Per size, step counts are timed in increasing order and the rest are skipped once one runs
+    at under half the target (more steps can only be slower), which keeps a sweep short.
+    """
+    from live.app import round32
+    from live.backends import BACKENDS, open_backend
+    from live.benchmark import run_loop, scene_source
+    from live.errors import LiveError
+    from live.model import load_model
+    from live.objectives import Objective
+
+    if target_fps <= 0 or not 0 < headroom <= 1:
+        raise UsageError(f"target fps must be above 0 and headroom in (0, 1]; got {target_fps:g} and {headroom:g}")
+    site = site or default_site_name()
+    if not _SITE_NAME.match(site):
+        raise UsageError(f"site name {site!r}: use letters, digits, '-', '_' or '.' (it names calibration/<site>.toml)")
+    path = Path(path) if path is not None else default_profile_path(site)
+    _check_writable(path)
+    for layer in layers:
+        Objective.parse(layer)  # an unknown layer fails now, with the catalog, not after minutes of timing
+
+    model = load_model(weights, progress=False)
+    names = list(BACKENDS) if list(backends) == ["all"] else list(backends)
+    opened = []
+    for name in names:
+        try:
+            opened.append(open_backend(name, model, device))
+        except LiveError as e:
+            if len(names) == 1:
+                raise
+            log.warning("backend %s not measured: %s", name, e)
+    if not opened:
+        raise UsageError(f"none of the backends {', '.join(names)} could start (see the log)")
+    cuda = any(b.device.type == "cuda" for b in opened)
+    if not sizes:
+        sizes = (FULL_CUDA_SIZES if full else CUDA_SIZES) if cuda else (FULL_CPU_SIZES if full else CPU_SIZES)
+    steps = sorted(set(steps or (FULL_STEPS if full else (CUDA_STEPS if cuda else CPU_STEPS))))
+    layers = list(FULL_LAYERS if full and tuple(layers) == ("inception4c",) else layers)
+    frames = frames or (30 if cuda else 8)
+
+    table: list[Measurement] = []
+    started = time.monotonic()
+    for backend in opened:
+        for w, h in sizes:
+            dw, dh = round32(w), round32(h)
+            for layer in layers:
+                for n in steps:
+                    f = run_loop(model, backend, scene_source(dw, dh), dw, dh, n, frames, layer)
+                    m = Measurement(backend.name, layer, dw, dh, n, f.fps, 1e3 / max(f.fps, 1e-9), f.latency_ms)
+                    table.append(m)
+                    log.info("%s %s %dx%d x%d: %.2f fps", backend.describe(), layer, dw, dh, n, f.fps)
+                    if f.fps < target_fps / 2 and n != steps[-1]:
+                        log.info("  more steps at %dx%d (%s) cannot reach %g fps: skipped", dw, dh, layer, target_fps)
+                        break
+    log.info("measured %d settings in %.1f s", len(table), time.monotonic() - started)
+
+    chosen = choose(table, target_fps, headroom)
+    if not chosen.fits:
+        log.warning("no measured setting holds %g fps with %.0f%% headroom; the fastest is %s at %dx%d "
+                    "(%.1f fps). Try smaller --sizes or fewer --steps, or a lower --target-fps.",
+                    target_fps, 100 * (1 - headroom), _steps(chosen.steps), chosen.width, chosen.height,
+                    chosen.fps)  # fmt: skip
+    camera_result = measure_camera(camera, camera_seconds) if camera else None
+    device_of_choice = next(b.device for b in opened if b.name == chosen.backend)
+    machine = machine_description(device_of_choice)
+    machine["backend"] = next(b.describe() for b in opened if b.name == chosen.backend)
+    profile = Profile(
+        site=site,
+        created=dt.datetime.now(dt.timezone.utc).astimezone().isoformat(timespec="seconds"),
+        target_fps=float(target_fps),
+        headroom=float(headroom),
+        chosen=chosen,
+        machine=machine,
+        table=tuple(table),
+        camera=camera_result,
+        path=path,
+    )
+    write_profile(profile, path)
+    return profile
+
+
+def _check_writable(path: Path) -> None:
+    parent = path.parent if str(path.parent) else Path(".")
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OutputError(f"cannot create {parent} for the calibration profile: {e}") from e
+    if path.exists() and path.is_dir():
+        raise OutputError(f"calibration profile {path} is a directory; give a .toml file path")
+
+
+# ----------------------------------------------------------------------------- the file
+def write_profile(profile: Profile, path: Path) -> Path:
+    """Write ``profile`` as TOML, atomically (a reader sees the old file or the new one)."""
+    data: dict[str, Any] = {
+        "calibration": {
+            "format": FORMAT,
+            "site": profile.site,
+            "created": profile.created,
+            "target_fps": profile.target_fps,
+            "headroom": profile.headroom,
+        },
+        "chosen": asdict(profile.chosen),
+        "machine": dict(profile.machine),
+        "measurement": [asdict(m) for m in profile.table],
+    }
+    if profile.camera is not None:
+        data["camera"] = asdict(profile.camera)
+    text = (
+        f"# Written by deepdream-live calibrate on {profile.created}; re-run it after changing the machine.\n"
+        "# run loads [chosen]; the governor trims steps or size at run time when frames run long.\n"
+        + tomli_w.dumps(data)
+    )
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_write(path) as f:
+            f.write(text.encode())
+    except OSError as e:
+        raise OutputError(f"cannot write the calibration profile {path}: {e}") from e
+    log.info("calibration written to %s: %s at %dx%d (%s)", path, _steps(profile.chosen.steps), profile.chosen.width,
+             profile.chosen.height, "holds the target" if profile.chosen.fits else "below the target")  # fmt: skip
+    return path
+
+
+def _record(cls: type, table: Any, what: str) -> Any:
+    if not isinstance(table, dict):
+        raise TypeError(f"[{what}] is missing or not a table")
+    fields = cls.__dataclass_fields__
+    missing = [n for n, f in fields.items() if n not in table and f.default is MISSING and f.default_factory is MISSING]
+    if missing:
+        raise TypeError(f"[{what}] lacks {', '.join(missing)}")
+    return cls(**{k: v for k, v in table.items() if k in fields})  # unknown keys: a newer writer's extras
+
+
+def _typed(record: Any, what: str) -> Any:
+    for name, f in record.__dataclass_fields__.items():
+        value = getattr(record, name)
+        kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", "")
+        ok = {"int": isinstance(value, int) and not isinstance(value, bool),
+              "float": isinstance(value, (int, float)) and not isinstance(value, bool),
+              "str": isinstance(value, str), "bool": isinstance(value, bool)}.get(kind, True)  # fmt: skip
+        if not ok:
+            raise TypeError(f"[{what}] {name} = {value!r} is not {kind}")
+    return record
+
+
+def load_profile(path: Path | str, here: Mapping[str, str] | None = None) -> Profile:
+    """Read a calibration profile. ``here``: this machine (default: :func:`machine_description`).
+
+    Missing file: InputError; not a profile (bad TOML, missing or mistyped keys, a newer format):
+    DataError naming the file. Measured on another machine: a warning, and ``mismatch`` says how.
+    """
+    path = Path(path)
+    hint = "write it with `deepdream-live calibrate`"
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InputError(
+            f"calibration profile {path} does not exist; {hint} (or remove it from the site config)"
+        ) from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise InputError(f"calibration profile {path} cannot be read: {e}") from e
+    try:
+        data = tomllib.loads(text)
+        head = data.get("calibration")
+        if not isinstance(head, dict):
+            raise TypeError("[calibration] is missing")
+        if head.get("format") != FORMAT:
+            raise TypeError(f"format {head.get('format')!r}; this version reads format {FORMAT}")
+        chosen = _typed(_record(Choice, data.get("chosen"), "chosen"), "chosen")
+        table = data.get("measurement", [])
+        if not isinstance(table, list):
+            raise TypeError("[[measurement]] is not a list of tables")
+        rows = tuple(_typed(_record(Measurement, row, "measurement"), "measurement") for row in table)
+        camera = _record(CameraMeasurement, data["camera"], "camera") if "camera" in data else None
+        machine = data.get("machine")
+        if not isinstance(machine, dict):
+            raise TypeError("[machine] is missing")
+        if chosen.steps < 0 or chosen.width < 32 or chosen.height < 32:
+            raise TypeError(f"[chosen] {chosen.steps} steps at {chosen.width}x{chosen.height} is not a dream setting")
+        profile = Profile(
+            site=str(head.get("site", path.stem)),
+            created=str(head.get("created", "")),
+            target_fps=float(head["target_fps"]),
+            headroom=float(head.get("headroom", DEFAULT_HEADROOM)),
+            chosen=chosen,
+            machine={str(k): str(v) for k, v in machine.items()},
+            table=rows,
+            camera=camera,
+            path=path,
+        )
+    except tomllib.TOMLDecodeError as e:
+        raise DataError(f"calibration profile {path} is not valid TOML ({e}); {hint} again") from e
+    except (TypeError, KeyError, ValueError) as e:
+        raise DataError(f"calibration profile {path} is not a usable profile: {e}; {hint} again") from e
+    here = here if here is not None else machine_description()
+    mismatch = tuple(compare_machines(profile.machine, here))
+    if mismatch:
+        log.warning("calibration profile %s was measured on another machine (%s): using its settings anyway; the "
+                    "governor corrects them at run time. Re-run `deepdream-live calibrate` here to fix this.",
+                    path, "; ".join(mismatch))  # fmt: skip
+        profile = Profile(**{**profile.__dict__, "mismatch": mismatch})
+    if not profile.chosen.fits:
+        log.warning("calibration profile %s: its setting did not hold %g fps when measured", path, profile.target_fps)
+    return profile
+
+
+# ----------------------------------------------------------------------------- the report
+def format_report(profile: Profile) -> str:
+    """The measured table and the choice, as text for the terminal."""
+    need = profile.target_fps / profile.headroom
+    lines = [
+        f"calibration for {profile.site}: target {profile.target_fps:g} fps with {100 * (1 - profile.headroom):.0f}% "
+        f"headroom (needs {need:.1f} fps measured); {profile.machine.get('backend', '')}, "
+        f"GPU {profile.machine.get('gpu')}, CPU {profile.machine.get('cpu')}",
+        f"{'backend':>8} {'layer':>12} {'size':>10} {'steps':>5} {'fps':>7} {'ms':>7}  fits",
+    ]
+    for m in profile.table:
+        c = profile.chosen
+        mark = "*" if (m.backend, m.width, m.height, m.steps) == (c.backend, c.width, c.height, c.steps) else " "
+        lines.append(f"{m.backend:>8} {m.layer:>12} {m.width:>5}x{m.height:<4} {m.steps:>5} {m.fps:>7.2f} "
+                     f"{m.frame_ms:>7.1f}  {'yes' if m.fps >= need else 'no ':3} {mark}")  # fmt: skip
+    c = profile.chosen
+    verdict = "holds the target" if c.fits else "DOES NOT hold the target (the fastest measured)"
+    lines.append(f"chosen: {_steps(c.steps)} at {c.width}x{c.height} on {c.backend}, {c.fps:.1f} fps - {verdict}")
+    cam = profile.camera
+    if cam is not None:
+        if cam.skipped:
+            lines.append(f"camera {cam.spec}: not measured ({cam.skipped})")
+        else:
+            lines.append(f"camera {cam.spec}: {cam.fps:.1f} fps at {cam.size}, jitter {cam.jitter_ms:.1f} ms, "
+                         f"longest gap {cam.max_interval_ms:.0f} ms, "
+                         f"frame age when read {cam.read_latency_ms:.0f} ms")  # fmt: skip
+        if not cam.skipped and cam.fps < profile.target_fps:
+            lines.append(f"  the camera delivers fewer than {profile.target_fps:g} fps: the show cannot be faster")
+    if profile.path is not None:
+        lines.append(f"written to {profile.path}")
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- command line
+def add_arguments(parser: Any) -> None:
+    """The ``calibrate`` subcommand's options (``parser``: an argparse (sub)parser)."""
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--site", default=None, help="site name: writes calibration/SITE.toml (default: the host name)")
+    where.add_argument("--output", type=Path, default=None, metavar="FILE", help="write the profile here instead")
+    parser.add_argument("--target-fps", type=float, default=DEFAULT_TARGET_FPS,
+                        help="frame rate to hold (default: %(default)s)")
+    parser.add_argument("--headroom", type=float, default=DEFAULT_HEADROOM,
+                        help="use at most this share of the frame time (default: %(default)s)")
+    parser.add_argument("--sizes", default=None, metavar="WxH[,WxH…]",
+                        help="dream sizes (default: 320x192,256x160 on CPU; 1920x1088…640x352 on CUDA)")
+    parser.add_argument("--steps", default=None, metavar="N[,N…]",
+                        help="steps per frame (default: 1,2,3 on CPU; 1,2,4,6 on CUDA)")
+    parser.add_argument("--layers", default="inception4c", metavar="L[,L…]", help="layers (default: %(default)s)")
+    parser.add_argument("--backends", default="auto", metavar="B[,B…]",
+                        help="backends to time, or 'all' (default: %(default)s)")
+    parser.add_argument("--frames", type=int, default=None,
+                        help="frames timed per setting (default: 8 on CPU, 30 on CUDA)")
+    parser.add_argument("--full", action="store_true", help="the wide sweep: more sizes, steps 1..8, three layers")
+    parser.add_argument("--camera", default=None, metavar="SPEC", help="also measure this camera (fps, jitter), e.g. 0")
+    parser.add_argument("--camera-seconds", type=float, default=3.0,
+                        help="how long to read the camera (default: %(default)s)")
+
+
+def calibrate_from_args(args: Any) -> Profile:
+    """Run :func:`calibrate` from parsed ``add_arguments`` options (plus ``weights``/``device``)."""
+
+    def sizes(text: str) -> list[tuple[int, int]]:
+        out = []
+        for item in text.split(","):
+            w, sep, h = item.strip().lower().partition("x")
+            if not (sep and w.isdigit() and h.isdigit() and int(w) > 0 and int(h) > 0):
+                raise UsageError(f"--sizes {item!r}: expected WIDTHxHEIGHT[,WIDTHxHEIGHT…], e.g. 640x352,320x192")
+            out.append((int(w), int(h)))
+        return out
+
+    def counts(text: str) -> list[int]:
+        try:
+            values = [int(t) for t in text.split(",")]
+        except ValueError:
+            raise UsageError(f"--steps {text!r}: expected step counts such as 1,2,4") from None
+        if any(not 0 <= v <= 50 for v in values):
+            raise UsageError(f"--steps {text!r}: each count must be 0..50")
+        return values
+
+    return calibrate(
+        site=args.site, path=args.output, target_fps=args.target_fps, headroom=args.headroom,
+        sizes=sizes(args.sizes) if args.sizes else None, steps=counts(args.steps) if args.steps else None,
+        layers=[t.strip() for t in args.layers.split(",")], backends=[t.strip() for t in args.backends.split(",")],
+        frames=args.frames, full=args.full, camera=args.camera, camera_seconds=args.camera_seconds,
+        weights=getattr(args, "weights", None) or "random", device=getattr(args, "device", "auto"),
+    )  # fmt: skip
