@@ -11,12 +11,12 @@ TORCH ?= torch==2.13.0
 # the ImageNet weights, or falls back to (announced) random weights when offline. Ctrl-C stops.
 RUN_ARGS ?= run --weights auto
 
-# Debian packages OpenCV's wheel needs on a bare machine, and Xvfb for the window tests
-# (installed with apt-get when missing).
+# Debian packages OpenCV's wheel needs on a bare machine, and for the tests Xvfb (window) and
+# systemd (systemd-analyze verify of the units); installed with apt-get when missing.
 APT_PACKAGES := libgl1 libglib2.0-0
-APT_TEST_PACKAGES := xvfb
+APT_TEST_PACKAGES := xvfb systemd
 
-.PHONY: run test bench layers clean system-deps test-system-deps
+.PHONY: run test bench layers clean system-deps test-system-deps install-service
 
 # $(call apt-ensure,PACKAGES): apt-get install those not yet installed (sudo when not root).
 define apt-ensure
@@ -59,6 +59,12 @@ bench: $(VENV)/.installed
 
 layers: $(VENV)/.installed
 	$(BIN)/deepdream-live layers
+
+# Install the systemd user units for this user (systemd/README.md walks through a kiosk).
+# More: make install-service INSTALL_ARGS='--hours 10:00-18:00 --v4l2loopback'
+INSTALL_ARGS ?=
+install-service: system-deps $(VENV)/.installed
+	sh systemd/install.sh $(INSTALL_ARGS) $(abspath $(BIN))/deepdream-live
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

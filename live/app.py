@@ -12,6 +12,7 @@ loop (the registry rejects them).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import threading
@@ -31,6 +32,8 @@ from live.backends import Backend
 from live.control.params import Registry, Snapshot
 from live.control.presets import Morpher
 from live.control.schedule import IdleWatcher, OpeningHours, PresetCycler
+from live.governor import Governor
+from live.placeholder import placeholder_frame
 from live.dreamer import Dreamer, DreamSettings
 from live.model import Model, catalog
 from live.objectives import Objective
@@ -107,8 +110,11 @@ class LiveLoop:
         screenshot_dir: Path = Path("."),
         status_every: float = 10.0,
         hours: OpeningHours | None = None,
+        closed_look: str = "blackout",
         cycler: PresetCycler | None = None,
         idle: IdleWatcher | None = None,
+        governor: Governor | None = None,
+        on_tick: Callable[[], None] | None = None,
     ) -> None:
         self.source = source
         self.model = model
@@ -124,7 +130,12 @@ class LiveLoop:
         self.feedback = temporal.TemporalFeedback()
         self.clock = StageClock()
         self.morpher = Morpher(registry)  # layer and preset changes cross-fade over morph_time
-        self.hours, self.cycler, self.idle = hours, cycler, idle
+        self.hours, self.closed_look, self.cycler, self.idle = hours, closed_look, cycler, idle
+        self.governor = governor
+        self.on_tick = on_tick  # once per iteration, on the loop's thread (config reload)
+        if governor is not None:
+            registry.subscribe(governor.registry_listener)
+        self._dreamed = False  # whether this iteration dreamed (what the governor times)
         # On CUDA the dream runs asynchronously: download one frame late so flow overlaps it.
         self.pipelined = self.device.type == "cuda"
         self._pending: tuple[Tensor, float] | None = None
@@ -166,15 +177,25 @@ class LiveLoop:
                 self._stop_reason = f"{duration:g} s"
                 break
             frame_started = time.monotonic()
+            if self.on_tick is not None:
+                self.on_tick()
             if self.cycler is not None:
                 self.cycler.tick()
             snap = self.morpher.view(self.registry.snapshot())
             if self.idle is not None and self.idle.idle:
                 snap = Snapshot(self.idle.apply(dict(snap)), snap.version)
+            self._dreamed = False
             if self.hours is not None and not self.hours.is_open():
+                if self.closed_look == "stop":
+                    self._stop_reason = "closed"
+                    break
                 self._closed(snap)
             else:
                 self.step(snap)
+            if self.governor is not None and self._dreamed:
+                adjustment = self.governor.observe(time.monotonic() - frame_started, self.registry.snapshot())
+                if adjustment is not None:
+                    self.registry.update(adjustment.values(), source="governor")
             if on_frame is not None:
                 on_frame(self.clock.frames)
             self._handle_keys()
@@ -232,8 +253,13 @@ class LiveLoop:
         if self._was_open:
             log.info("closing time: outputs go black until opening hours")
             self._was_open = False
-        self._emit_array(np.zeros((round32(snap.height), round32(snap.width), 3), np.uint8), time.monotonic())
-        time.sleep(0.2)  # a handful of frames a second is plenty for a black screen
+        w, h = round32(snap.width), round32(snap.height)
+        if self.closed_look == "placeholder":
+            picture = placeholder_frame(w, h, "closed")
+        else:
+            picture = np.zeros((h, w, 3), np.uint8)
+        self._emit_array(picture, time.monotonic())
+        time.sleep(0.2)  # a handful of frames a second is plenty for a closed screen
 
     def _dream_failed(self, error: Exception, dw: int, dh: int) -> None:
         """A frame's dream raised: shrink on out-of-memory, else pass the camera through for a
@@ -296,6 +322,7 @@ class LiveLoop:
         else:
             dreamed = x
         self.feedback.finish(cam, dreamed)
+        self._dreamed = True
         shown = temporal.mix(dreamed, cam, snap.mix) if snap.mix < 1.0 else dreamed
         self.clock.add("dream", time.perf_counter() - t)
 
@@ -408,6 +435,21 @@ class LiveLoop:
             f"{c.breakdown()}; source {self.source.status}, {self.source.dropped} dropped; {self.outputs.summary()}"
         )
 
+    def status(self) -> dict[str, object]:
+        """What OSC's /dream/status answers: fps, layer, objective, steps, backend, size, source."""
+        snap = self.registry.snapshot()
+        objective: Objective = snap.objective
+        return {
+            "fps": round(self.clock.fps(), 2),
+            "layer": objective.layers[-1] if objective.layers else "",
+            "objective": str(objective),
+            "steps": snap.steps,
+            "backend": self.backend.describe(),
+            "size": f"{round32(snap.width)}x{round32(snap.height)}",
+            "source": str(self.source.status),
+            "weights": "random" if self.model.weights.is_random else self.model.weights.kind,
+        }
+
     def report(self) -> LoopReport:
         c = self.clock
         seconds = time.monotonic() - c.started
@@ -460,6 +502,29 @@ class ShowOptions:
     status_every: float = 10.0
     screenshot_dir: Path = Path(".")
     test_scene_size: tuple[int, int] = (640, 360)  # drawn at the dream size: no camera to match
+    model: str = "torchvision"
+    # live control
+    osc: bool = True
+    osc_host: str = "127.0.0.1"
+    osc_port: int = 9000
+    osc_allow: tuple[str, ...] = ()
+    osc_feedback: tuple[str, ...] = ()
+    midi: bool = True
+    midi_map: Path | None = None
+    presets_dir: Path | None = None
+    # unattended installations
+    preset_cycle: tuple[str, ...] = ()
+    preset_cycle_minutes: float = 10.0
+    hours: OpeningHours | None = None
+    closed_look: str = "blackout"  # blackout | placeholder | stop
+    idle_after_minutes: float | None = None
+    idle_threshold: float = 0.02
+    idle_values: dict[str, object] = field(default_factory=dict)
+    target_fps: float | None = None  # None: no governor
+    governor_sizes: list[tuple[int, int]] | None = None
+    governor_min_steps: int = 1
+    governor_min_size: tuple[int, int] | None = None
+    governor_headroom: float = 0.85
 
 
 def open_show_source(opts: ShowOptions) -> Source:
@@ -498,29 +563,56 @@ def build_outputs(opts: ShowOptions) -> Fanout:
     return Fanout(outputs)
 
 
-def run_show(opts: ShowOptions, registry: Registry, stop: threading.Event | None = None) -> LoopReport:
-    """Set up source, outputs, network and backend, then run the loop until stopped.
+def run_show(
+    opts: ShowOptions,
+    registry: Registry,
+    stop: threading.Event | None = None,
+    *,
+    on_tick: Callable[[], None] | None = None,
+) -> LoopReport:
+    """Set up outputs, control, network and source, then run the loop until stopped.
 
     Outputs open first and show a placeholder while the network loads, so a video-call app
-    keeps the virtual camera and a projector never shows a desktop.
+    keeps the virtual camera and a projector never shows a desktop. OSC and MIDI start before
+    the network too: a performer can set the look while it loads. systemd hears READY=1 after
+    the first frame and a watchdog ping from every frame the loop makes.
     """
     from concurrent.futures import ThreadPoolExecutor
 
     from live.backends import open_backend
+    from live.control.presets import PresetStore
     from live.model import load_model
+    from live.service import notify
 
     stop = stop or threading.Event()
     snap = registry.snapshot()
     width, height = round32(snap.width), round32(snap.height)
     opts.test_scene_size = (width, height)
-    with build_outputs(opts) as outputs:
+    presets = PresetStore(registry, opts.presets_dir)
+    watchdog = notify.Watchdog()
+    loop_ref: list[LiveLoop] = []
+
+    def status() -> dict[str, object]:
+        if not loop_ref:
+            return {"state": "loading", "fps": 0.0}
+        return loop_ref[0].status()
+
+    with contextlib.ExitStack() as stack:
+        outputs = stack.enter_context(build_outputs(opts))
         outputs.open(width, height, snap.fps_cap)
+        midi = stack.enter_context(_start_midi(opts, registry)) if opts.midi else None
+        if opts.osc:
+            actions = {"preset/load": presets.load, "preset/save": presets.save,
+                       "morph": lambda seconds: registry.set("morph_time", seconds, source="osc")}
+            if midi is not None:
+                actions["learn"] = midi.learn
+            _start_osc(stack, opts, registry, actions, status)
 
         def prepare() -> tuple[Model, Backend]:
-            model = load_model(opts.weights)
+            model = load_model(opts.weights, model=opts.model)
             return model, open_backend(opts.backend, model, opts.device)
 
-        with ThreadPoolExecutor(1, thread_name_prefix="load") as pool:
+        with notify.extending(120, status_text="loading the network"), ThreadPoolExecutor(1, "load") as pool:
             loading = pool.submit(prepare)
             while not loading.done():
                 outputs.send_placeholder("deepdream-live: loading the network...")
@@ -529,11 +621,57 @@ def run_show(opts: ShowOptions, registry: Registry, stop: threading.Event | None
             model, backend = loading.result()  # re-raises a loading error with its own message
         if stop.is_set():
             return LoopReport(0, 0.0, 0.0, 0.0, "", 0.0, "stopped while loading")
-        with open_show_source(opts) as source:
-            loop = LiveLoop(
-                source, model, backend, registry, outputs,
-                overlay=opts.overlay, flow_preset=opts.flow_preset, seed=opts.seed,
-                screenshot_dir=opts.screenshot_dir, status_every=opts.status_every,
-            )  # fmt: skip
-            log.info("running: %s -> %s, %s", source.describe(), outputs.summary(), backend.describe())
-            return loop.run(stop, max_frames=opts.max_frames, duration=opts.duration)
+        source = stack.enter_context(open_show_source(opts))
+        loop = LiveLoop(
+            source, model, backend, registry, outputs,
+            overlay=opts.overlay, flow_preset=opts.flow_preset, seed=opts.seed,
+            screenshot_dir=opts.screenshot_dir, status_every=opts.status_every,
+            hours=opts.hours, closed_look=opts.closed_look,
+            cycler=PresetCycler(presets, list(opts.preset_cycle), opts.preset_cycle_minutes)
+            if opts.preset_cycle else None,
+            idle=_idle_watcher(opts, registry), governor=_governor(opts), on_tick=on_tick,
+        )  # fmt: skip
+        loop_ref.append(loop)
+        log.info("running: %s -> %s, %s", source.describe(), outputs.summary(), backend.describe())
+
+        def on_frame(n: int) -> None:
+            if n == 1:
+                notify.ready(f"dreaming: {source.describe()} on {backend.describe()}")
+            watchdog.on_frame(n)
+
+        try:
+            return loop.run(stop, max_frames=opts.max_frames, duration=opts.duration, on_frame=on_frame)
+        finally:
+            notify.stopping()
+
+
+def _start_midi(opts: ShowOptions, registry: Registry):
+    """MIDI control, or a no-op context where the extra is missing (logged by MidiControl)."""
+    from live.control.midi import MidiControl
+
+    return MidiControl(registry, opts.midi_map)
+
+
+def _start_osc(stack: contextlib.ExitStack, opts: ShowOptions, registry: Registry,
+               actions: dict[str, Callable[[object], object]], status: Callable[[], dict[str, object]]) -> None:
+    """OSC control. A port already in use is an error at start-up: the message names --osc-port."""
+    from live.control.osc import OscServer
+
+    stack.enter_context(OscServer(registry, opts.osc_host, opts.osc_port, allow=opts.osc_allow,
+                                  feedback=opts.osc_feedback, actions=actions, status=status))
+
+
+def _idle_watcher(opts: ShowOptions, registry: Registry) -> IdleWatcher | None:
+    if not opts.idle_after_minutes:
+        return None
+    values = {k: registry.param(k).coerce(v) for k, v in opts.idle_values.items()}
+    if not values:
+        values = {"zoom": 0.004, "feedback": 1.0}  # the classic slow endless zoom
+    return IdleWatcher(opts.idle_after_minutes * 60.0, values, threshold=opts.idle_threshold)
+
+
+def _governor(opts: ShowOptions) -> Governor | None:
+    if not opts.target_fps:
+        return None
+    return Governor(opts.target_fps, sizes=opts.governor_sizes, min_steps=opts.governor_min_steps,
+                    min_size=opts.governor_min_size, headroom=opts.governor_headroom)

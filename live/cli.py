@@ -14,17 +14,24 @@ from live.errors import LiveError
 log = logging.getLogger("live")
 
 
-def _add_model_options(p: argparse.ArgumentParser) -> None:
+def _add_model_options(p: argparse.ArgumentParser, default_weights: str | None = "imagenet",
+                       defaults: bool = True) -> None:
+    """--model, --weights, --backend, --device. ``defaults=False`` leaves them None so a site
+    config can fill what the command line does not say."""
     g = p.add_argument_group("network")
+    g.add_argument("--model", default="torchvision" if defaults else None, choices=("torchvision", "bvlc"),
+                   help="torchvision's GoogLeNet, or bvlc: the 2015 Caffe GoogLeNet of the classic look "
+                   "(default: torchvision)")
     g.add_argument(
         "--weights",
-        default="imagenet",
+        default=default_weights,
         metavar="W",
         help="imagenet (cached; downloaded on first use), auto (imagenet, or random when offline), "
-        "random[:SEED] (untrained, for demos), or a checkpoint FILE (default: %(default)s)",
+        "random[:SEED] (untrained, for demos), or a weights FILE (default: imagenet)",
     )
-    g.add_argument("--backend", default="auto", help="auto or torch (default: %(default)s)")
-    g.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: %(default)s)")
+    g.add_argument("--backend", default="auto" if defaults else None,
+                   help="auto, torch, onnx or tensorrt (default: auto, the fastest that starts)")
+    g.add_argument("--device", default="auto" if defaults else None, help="auto, cpu, cuda or cuda:N (default: auto)")
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -33,7 +40,7 @@ def _build_parser() -> argparse.ArgumentParser:
     d = DreamSettings()
     parser = argparse.ArgumentParser(prog="deepdream-live", description="Real-time DeepDream for cameras and streams.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    parser.add_argument("--log-level", default="info", choices=logs.LEVELS)
+    parser.add_argument("--log-level", default=None, choices=logs.LEVELS, help="(default: info, or the config's)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     image = sub.add_parser("image", help="dream on a still image (PNG or JPEG)", description="The classic still-image DeepDream.")
@@ -63,36 +70,61 @@ def _build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser(
         "run",
         help="the live show: camera (or file, stream, test scene) dreamed to window, virtual camera, recording",
-        description="Dream live on a camera or stream. Parameters below can also be changed while running.",
+        description="Dream live on a camera or stream. Flags override the site config (--config); the "
+        "live parameters can also be changed while running (keys, OSC, MIDI).",
     )
+    run.add_argument("--config", type=Path, default=None, metavar="FILE",
+                     help="site config (TOML); SIGHUP re-reads it (see live/site-example.toml)")
     src = run.add_argument_group("source")
-    src.add_argument("--source", default="auto", help="auto (camera 0, else the test scene), a camera index or "
-                     "/dev/videoN, an rtsp:// or http(s):// URL, a video or image file, or test-scene")
-    src.add_argument("--capture-size", default="1280x720", metavar="WxH", help="size asked of a camera (default: %(default)s)")
-    src.add_argument("--capture-fps", type=float, default=30.0, help="rate asked of a camera (default: %(default)s)")
-    src.add_argument("--once", action="store_true", help="play a video file once, then stop (default: loop)")
+    src.add_argument("--source", default=None, help="auto (camera 0, else the test scene), a camera index or "
+                     "/dev/videoN, an rtsp:// or http(s):// URL, a video or image file, or test-scene (default: auto)")
+    src.add_argument("--capture-size", default=None, metavar="WxH", help="size asked of a camera (default: 1280x720)")
+    src.add_argument("--capture-fps", type=float, default=None, help="rate asked of a camera (default: 30)")
+    src.add_argument("--once", action="store_true", default=None, help="play a video file once, then stop (default: loop)")
     out = run.add_argument_group("outputs (any combination; none = headless)")
     out.add_argument("--window", action=argparse.BooleanOptionalAction, default=None,
                      help="show a window (default: when there is a display)")
-    out.add_argument("--fullscreen", action="store_true", help="fullscreen window, for projectors")
+    out.add_argument("--fullscreen", action=argparse.BooleanOptionalAction, default=None,
+                     help="fullscreen window, for projectors")
     out.add_argument("--monitor", type=int, default=None, help="monitor index for the window (0 = primary)")
-    out.add_argument("--vcam", action="store_true", help="send to a virtual camera (v4l2loopback / OBS) for video calls")
+    out.add_argument("--vcam", action=argparse.BooleanOptionalAction, default=None,
+                     help="send to a virtual camera (v4l2loopback / OBS) for video calls")
     out.add_argument("--vcam-device", default=None, help="virtual camera device, e.g. /dev/video10")
     out.add_argument("--vcam-backend", default=None, help="pyvirtualcam backend (default: the platform's)")
     out.add_argument("--record", type=Path, default=None, metavar="FILE", help="record to FILE (.mp4 or .avi)")
-    out.add_argument("--overlay", action="store_true", help="draw fps, layer, steps and backend on the output")
-    out.add_argument("--screenshot-dir", type=Path, default=Path("."), help="where the 's' key saves PNGs")
-    ctl = run.add_argument_group("loop")
-    ctl.add_argument("--size", default=None, metavar="WxH", help="dream size, same as --width W --height H")
+    out.add_argument("--overlay", action=argparse.BooleanOptionalAction, default=None,
+                     help="draw fps, layer, steps and backend on the output")
+    out.add_argument("--screenshot-dir", type=Path, default=None, help="where the 's' key saves PNGs (default: .)")
+    ctl = run.add_argument_group("control")
+    ctl.add_argument("--osc", action=argparse.BooleanOptionalAction, default=None,
+                     help="OSC control (default: on, 127.0.0.1:9000)")
+    ctl.add_argument("--osc-host", default=None, help="address to listen on (default: 127.0.0.1)")
+    ctl.add_argument("--osc-port", type=int, default=None, help="UDP port (default: 9000)")
+    ctl.add_argument("--osc-allow", action="append", default=None, metavar="CIDR",
+                     help="sender network allowed besides loopback, e.g. 192.168.1.0/24 (repeatable)")
+    ctl.add_argument("--osc-feedback", action="append", default=None, metavar="HOST:PORT",
+                     help="controller that receives every change, e.g. 192.168.1.20:9001 (repeatable)")
+    ctl.add_argument("--midi", action=argparse.BooleanOptionalAction, default=None,
+                     help="MIDI control (default: on where the midi extra is installed)")
+    ctl.add_argument("--midi-map", type=Path, default=None, metavar="FILE",
+                     help="MIDI mapping file (default: ~/.config/deepdream-live/midi.toml)")
     ctl.add_argument("--preset", default=None, help="start from this preset (flags given here override it)")
     ctl.add_argument("--presets", type=Path, default=None, metavar="DIR",
                      help="presets directory (default: $DEEPDREAM_LIVE_PRESETS or ~/.config/deepdream-live/presets)")
-    ctl.add_argument("--flow-preset", default="fast", choices=("ultrafast", "fast", "medium"))
-    ctl.add_argument("--seed", type=int, default=None, help="seed for the jitter (CPU)")
-    ctl.add_argument("--max-frames", type=int, default=None, help="stop after N output frames")
-    ctl.add_argument("--duration", type=float, default=None, help="stop after SECONDS")
-    ctl.add_argument("--status-every", type=float, default=10.0, help="seconds between status lines")
-    _add_model_options(run)
+    loop = run.add_argument_group("loop")
+    loop.add_argument("--size", default=None, metavar="WxH", help="dream size, same as --width W --height H")
+    loop.add_argument("--calibration", type=Path, default=None, metavar="FILE",
+                      help="a profile written by `deepdream-live calibrate` (its settings, then the config's)")
+    loop.add_argument("--target-fps", type=float, default=None,
+                      help="hold this frame rate by trimming steps, then size (default: the profile's, else off)")
+    loop.add_argument("--governor", action=argparse.BooleanOptionalAction, default=None,
+                      help="adaptive quality (default: on when a target fps is known)")
+    loop.add_argument("--flow-preset", default=None, choices=("ultrafast", "fast", "medium"))
+    loop.add_argument("--seed", type=int, default=None, help="seed for the jitter (CPU)")
+    loop.add_argument("--max-frames", type=int, default=None, help="stop after N output frames")
+    loop.add_argument("--duration", type=float, default=None, help="stop after SECONDS")
+    loop.add_argument("--status-every", type=float, default=10.0, help="seconds between status lines")
+    _add_model_options(run, default_weights=None, defaults=False)
     add_param_flags(run)
     run.set_defaults(handler=_cmd_run)
 
@@ -106,6 +138,31 @@ def _build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--layer", default="inception4c")
     _add_model_options(bench)
     bench.set_defaults(handler=_cmd_bench, weights="random")
+
+    check = sub.add_parser("check", help="is this machine ready for the show? one line per check, with the fix")
+    check.add_argument("--config", type=Path, default=None, metavar="FILE", help="check what this site config needs")
+    check.add_argument("--no-probe", action="store_true", help="do not start each backend (faster)")
+    check.set_defaults(handler=_cmd_check)
+
+    from live import calibrate
+
+    cal = sub.add_parser("calibrate", help="measure this machine and camera; write calibration/SITE.toml",
+                         description="Time the live loop here (backend x size x steps x layer) and choose the "
+                         "settings that hold the target frame rate with headroom.")
+    calibrate.add_arguments(cal)
+    _add_model_options(cal)
+    cal.set_defaults(handler=_cmd_calibrate, weights="random")
+
+    eng = sub.add_parser("build-engines", help="build TensorRT engines ahead of opening hours",
+                         description="Export the forward-only dream graph and build a TensorRT plan for each "
+                         "size and layer set; plans are checked against this machine before use.")
+    eng.add_argument("--sizes", required=True, metavar="WxH[,WxH…]", help="dream sizes, e.g. 1280x720,1920x1080")
+    eng.add_argument("--layers", default="inception4c", metavar="L[+L][,…]",
+                     help="layer sets, ',' between sets, '+' within one (default: %(default)s)")
+    eng.add_argument("--precision", default="fp16", choices=("fp16", "fp32"))
+    eng.add_argument("--force", action="store_true", help="rebuild even when a valid plan exists")
+    _add_model_options(eng)
+    eng.set_defaults(handler=_cmd_build_engines)
 
     layers = sub.add_parser("layers", help="list the layers that can be dreamed on")
     layers.set_defaults(handler=_cmd_layers)
@@ -129,6 +186,7 @@ def _cmd_image(args: argparse.Namespace) -> int:
         objective=args.objective,
         settings=settings,
         weights=args.weights,
+        model=args.model,
         backend=args.backend,
         device=args.device,
         seed=args.seed,
@@ -152,37 +210,28 @@ def _cmd_run(args: argparse.Namespace) -> int:
     import signal
     import threading
 
-    from live.app import ShowOptions, run_show
-    from live.control.params import Registry
-    from live.control.presets import PresetStore
+    from live.app import run_show
 
-    registry = Registry()
-    presets = PresetStore(registry, args.presets)
-    if args.preset:
-        presets.load(args.preset)
-    apply_flags(registry, args)
-    if args.size:
-        w, h = _parse_size(args.size, "--size")
-        registry.update({"width": w, "height": h}, source="cli")
-    cw, ch = _parse_size(args.capture_size, "--capture-size")
-    opts = ShowOptions(
-        source=args.source, capture_width=cw, capture_height=ch, capture_fps=args.capture_fps,
-        loop_video=not args.once, window=args.window, fullscreen=args.fullscreen, monitor=args.monitor,
-        vcam=args.vcam, vcam_device=args.vcam_device, vcam_backend=args.vcam_backend, record=args.record,
-        overlay=args.overlay, weights=args.weights, backend=args.backend, device=args.device,
-        flow_preset=args.flow_preset, seed=args.seed, max_frames=args.max_frames, duration=args.duration,
-        status_every=args.status_every, screenshot_dir=args.screenshot_dir,
-    )  # fmt: skip
+    opts, registry, reloader = _show_setup(args)
     stop = threading.Event()
+    reload_asked = threading.Event()
 
     def on_signal(signum: int, _frame: object) -> None:
+        if signum == signal.SIGHUP:
+            reload_asked.set()  # applied on the loop's thread, between frames
+            return
         log.info("%s: finishing the current frame and closing outputs", signal.Signals(signum).name)
         stop.set()
         signal.signal(signum, signal.SIG_DFL)  # a second one ends the process at once
 
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    def on_tick() -> None:
+        if reload_asked.is_set():
+            reload_asked.clear()
+            reloader()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     try:
-        report = run_show(opts, registry, stop)
+        report = run_show(opts, registry, stop, on_tick=on_tick)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
@@ -193,11 +242,161 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _show_setup(args: argparse.Namespace):
+    """ShowOptions, the registry and a config reloader from the flags, the site config and the
+    calibration profile. Lowest to highest: defaults, profile, config, preset, flags."""
+    import dataclasses
+
+    from live.app import ShowOptions
+    from live.control.params import Registry
+    from live.control.presets import PresetStore
+    from live.control.schedule import OpeningHours
+
+    site = None
+    if args.config is not None:
+        from live.site import load_site
+
+        site = load_site(args.config)
+        if site.log.level and args.log_level is None:
+            logs.configure(site.log.level)
+
+    registry = Registry()
+    profile = None
+    profile_path = args.calibration or (site.calibration_path if site else None)
+    if profile_path is not None:
+        from live.calibrate import load_profile
+
+        profile = load_profile(profile_path)
+        registry.update(profile.registry_values(), source="calibration")
+    if site is not None:
+        site.apply(registry)
+    presets_dir = args.presets or (site.presets.directory if site else None)
+    preset = args.preset or (site.presets.start if site else None)
+    if preset:
+        PresetStore(registry, presets_dir).load(preset)
+    if site is not None and site.presets.morph_time is not None:
+        registry.set("morph_time", site.presets.morph_time, source="config")
+    apply_flags(registry, args)
+    if args.size:
+        w, h = _parse_size(args.size, "--size")
+        registry.update({"width": w, "height": h}, source="cli")
+
+    fields: dict[str, object] = dict(site.show_options()) if site else {}
+    if site is not None:
+        o, m, sch, idle, gov = site.osc, site.midi, site.schedule, site.idle, site.governor
+        fields.update(osc=o.enabled, osc_host=o.host, osc_port=o.port, osc_allow=tuple(str(n) for n in o.allow),
+                      osc_feedback=tuple(f"{h}:{p}" for h, p in o.feedback), midi=m.enabled)
+        if m.mapping is not None:
+            fields["midi_map"] = m.mapping
+        fields.update(preset_cycle=site.presets.cycle, preset_cycle_minutes=site.presets.cycle_minutes)
+        if sch.open is not None and sch.close is not None:
+            fields.update(hours=OpeningHours(sch.open, sch.close, sch.days), closed_look=sch.outside)
+        if idle.after_minutes:
+            fields.update(idle_after_minutes=idle.after_minutes, idle_threshold=idle.motion_threshold,
+                          idle_values=dict(idle.dream))
+        if gov.enabled:
+            fields.update(governor_headroom=gov.headroom, governor_min_steps=gov.min_steps,
+                          governor_min_size=gov.min_size)
+            if gov.target_fps:
+                fields["target_fps"] = gov.target_fps
+    if profile is not None:
+        fields.setdefault("target_fps", profile.target_fps)
+        fields["governor_sizes"] = profile.sizes()
+    cli = {
+        "source": args.source, "capture_fps": args.capture_fps, "loop_video": False if args.once else None,
+        "window": args.window, "fullscreen": args.fullscreen, "monitor": args.monitor, "vcam": args.vcam,
+        "vcam_device": args.vcam_device, "vcam_backend": args.vcam_backend, "record": args.record,
+        "overlay": args.overlay, "screenshot_dir": args.screenshot_dir, "weights": args.weights,
+        "backend": args.backend, "device": args.device, "model": args.model, "flow_preset": args.flow_preset,
+        "seed": args.seed, "max_frames": args.max_frames, "duration": args.duration,
+        "status_every": args.status_every, "osc": args.osc, "osc_host": args.osc_host, "osc_port": args.osc_port,
+        "osc_allow": tuple(args.osc_allow) if args.osc_allow else None,
+        "osc_feedback": tuple(args.osc_feedback) if args.osc_feedback else None,
+        "midi": args.midi, "midi_map": args.midi_map, "presets_dir": presets_dir, "target_fps": args.target_fps,
+    }
+    if args.capture_size:
+        cli["capture_width"], cli["capture_height"] = _parse_size(args.capture_size, "--capture-size")
+    fields.update({k: v for k, v in cli.items() if v is not None})
+    if args.governor is False:
+        fields["target_fps"] = None
+    elif args.governor and not fields.get("target_fps"):
+        fields["target_fps"] = 25.0
+    names = {f.name for f in dataclasses.fields(ShowOptions)}
+    opts = ShowOptions(**{k: v for k, v in fields.items() if k in names})
+
+    state = {"site": site}
+
+    def reload() -> None:
+        """SIGHUP: re-read the config; apply what can change live, say what needs a restart."""
+        if args.config is None:
+            log.info("SIGHUP: no --config to reload")
+            return
+        from live.errors import LiveError
+        from live.site import apply_reload, load_site
+
+        try:
+            new = load_site(args.config)
+        except LiveError as e:
+            log.error("config not reloaded, the show goes on unchanged:\n%s", e)
+            return
+        apply_reload(state["site"], new, registry)
+        if new.log.level and new.log.level != (state["site"].log.level if state["site"] else None):
+            logs.configure(new.log.level)
+        state["site"] = new
+
+    return opts, registry, reload
+
+
 def _cmd_bench(args: argparse.Namespace) -> int:
     from live.benchmark import loop_benchmark
 
     sizes = [_parse_size(t, "--sizes") for t in args.sizes.split(",")] if args.sizes else None
     loop_benchmark(sizes, args.steps, args.frames, args.layer, args.weights, args.backend, args.device)
+    return 0
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    from live.check import CheckOptions, exit_code, format_results, run_checks
+
+    fields: dict[str, object] = {}
+    if args.config is not None:
+        from live.site import load_site
+
+        site = load_site(args.config)
+        o = site.show_options()
+        fields.update({k: o[k] for k in ("source", "window", "vcam", "vcam_device", "record", "screenshot_dir",
+                                         "backend", "device", "weights") if k in o})
+        fields.update(osc_host=site.osc.host, osc_port=site.osc.port if site.osc.enabled else None,
+                      midi=site.midi.enabled)
+    else:
+        fields.update(osc_port=9000, midi=True)  # what `run` uses when told nothing
+    fields["probe_backends"] = not args.no_probe
+    results = run_checks(CheckOptions(**fields))
+    print(format_results(results))
+    return exit_code(results)
+
+
+def _cmd_calibrate(args: argparse.Namespace) -> int:
+    from live.calibrate import calibrate_from_args, format_report
+
+    print(format_report(calibrate_from_args(args)))
+    return 0
+
+
+def _cmd_build_engines(args: argparse.Namespace) -> int:
+    from live.engines import build_engines
+    from live.model import load_model
+
+    sizes = [_parse_size(t, "--sizes") for t in args.sizes.split(",")]
+    layer_sets = [[name for name in group.split("+") if name] for group in args.layers.split(",")]
+    model = load_model(args.weights, model=args.model)
+
+    def progress(done: int, total: int, label: str) -> None:
+        print(f"[{done}/{total}] {label}", file=sys.stderr, flush=True)
+
+    plans = build_engines(model, sizes, layer_sets, precision=args.precision, progress=progress, force=args.force)
+    for plan in plans:
+        print(plan)
     return 0
 
 
@@ -216,7 +415,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``deepdream-live`` command; returns the process exit code."""
     parser = _build_parser()
     args = parser.parse_args(argv)
-    logs.configure(args.log_level)
+    logs.configure(args.log_level or "info")
     try:
         return args.handler(args)
     except LiveError as e:

@@ -95,6 +95,7 @@ class StillJob:
     objective: str = "inception4c"
     settings: DreamSettings = DreamSettings()
     weights: str | None = None
+    model: str = "torchvision"
     backend: str = "auto"
     device: str = "auto"
     seed: int | None = 0
@@ -114,7 +115,7 @@ def dream_still(job: StillJob) -> Path:
     objective = Objective.parse(job.objective)
     fmt = check_output(job.target)
     rgb, alpha = read_picture(job.source)
-    model = load_model(job.weights, progress=job.progress is not False)
+    model = load_model(job.weights, model=job.model, progress=job.progress is not False)
     backend = open_backend(job.backend, model, job.device)
     dreamer = Dreamer(backend, model.space, seed=job.seed)
 

@@ -294,14 +294,27 @@ def run_window_script(body: str, tmp_path: Path) -> dict:
         blocks = {blocks!r}
         for (name, bgr), (y, x) in zip(blocks.items(), [(0, 0), (0, 160), (90, 0), (90, 160)]):
             frame[y:y + 90, x:x + 160] = bgr
+        shown = []
         def show(output, seconds=0.5):
             # Qt maps and paints asynchronously: keep frames coming, as the loop would.
+            shown[:] = [output]
             deadline = time.monotonic() + seconds
             while time.monotonic() < deadline:
                 output.send(frame)
                 time.sleep(0.01)
-        def grab(name):
-            ImageGrab.grab(xdisplay=os.environ["DISPLAY"]).save(out / (name + ".png"))
+        def grab(name, patience=5.0):
+            # A busy machine can take seconds to map a new window: keep frames coming until the
+            # frame's red block is on screen (or patience runs out), then keep that screenshot.
+            deadline = time.monotonic() + patience
+            while True:
+                shot = ImageGrab.grab(xdisplay=os.environ["DISPLAY"])
+                if (np.asarray(shot.convert("RGB")) == (255, 0, 0)).all(axis=-1).any() or time.monotonic() > deadline:
+                    break
+                for _ in range(10):
+                    if shown and getattr(shown[0], "healthy", True):
+                        shown[0].send(frame)
+                    time.sleep(0.01)
+            shot.save(out / (name + ".png"))
         result = {{}}
         """
     ).format(blocks=BLOCKS) + textwrap.dedent(body) + "\nprint('RESULT ' + json.dumps(result))\n"

@@ -132,3 +132,15 @@ def test_readme_documents_every_parameter_with_its_range() -> None:
         assert row is not None, f"README has no row for {p.name}"
         if p.kind in ("int", "float"):
             assert f"{p.lo:g}..{p.hi:g}" in row, row
+
+
+def test_readme_osc_table_is_the_generated_one() -> None:
+    from pathlib import Path
+
+    from live.control.osc import address_table_markdown
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert address_table_markdown().strip() in readme, (
+        "README's OSC table is stale: paste the output of "
+        "`python -c 'from live.control.osc import address_table_markdown as t; print(t())'`"
+    )
