@@ -610,7 +610,10 @@ def run_show(
 
         def prepare() -> tuple[Model, Backend]:
             model = load_model(opts.weights, model=opts.model)
-            return model, open_backend(opts.backend, model, opts.device)
+            backend = open_backend(opts.backend, model, opts.device)
+            # export/build what the first frame needs now, while the outputs show a placeholder
+            backend.prepare((1, 3, height, width), registry.snapshot().objective.layers)
+            return model, backend
 
         with notify.extending(120, status_text="loading the network"), ThreadPoolExecutor(1, "load") as pool:
             loading = pool.submit(prepare)

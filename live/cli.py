@@ -165,6 +165,7 @@ def _build_parser() -> argparse.ArgumentParser:
     eng.set_defaults(handler=_cmd_build_engines)
 
     layers = sub.add_parser("layers", help="list the layers that can be dreamed on")
+    layers.add_argument("--model", default="torchvision", choices=("torchvision", "bvlc"))
     layers.set_defaults(handler=_cmd_layers)
     return parser
 
@@ -403,8 +404,8 @@ def _cmd_build_engines(args: argparse.Namespace) -> int:
 def _cmd_layers(args: argparse.Namespace) -> int:
     from live.model import catalog
 
-    print(f"{'#':>2}  {'layer':<12} {'channels':>8}  aliases")
-    for layer in catalog.LAYERS:
+    print(f"{'#':>2}  {'layer':<12} {'channels':>8}  aliases   ({args.model})")
+    for layer in catalog.for_model(args.model).layers:
         print(f"{layer.index + 1:>2}  {layer.name:<12} {layer.channels:>8}  {', '.join(layer.aliases)}")
     print("\nObjectives: a layer (inception4c), a channel (inception4c:97), channels (inception4c:0..9,97)")
     print("or a weighted sum ('0.5*inception3b + inception4c').")

@@ -164,3 +164,33 @@ def test_bvlc_still_on_the_onnx_backend_end_to_end(engines, tmp_path) -> None:
                  "--backend", "onnx", "--weights", "random", "--steps", "1", "--octaves", "1", "--max-side", "128",
                  "--no-progress"]) == 0
     assert out.stat().st_size > 1000
+
+
+def test_bvlc_live_loop_on_the_onnx_backend(bvlc_model, engines) -> None:
+    import cv2
+    import numpy as np
+
+    from live.app import LiveLoop
+    from live.control.params import Registry
+    from live.outputs import Fanout, NullOutput
+    from live.sources import ImageSource
+    from tests.conftest import photo_path
+
+    frames = []
+
+    class Keep(NullOutput):
+        def send(self, frame):
+            frames.append(frame.copy())
+            super().send(frame)
+
+    registry = Registry()
+    registry.update({"width": 96, "height": 64, "steps": 1, "objective": "norm2 + inception4c", "fps_cap": 240})
+    fan = Fanout([Keep()])
+    fan.open(96, 64, 240)
+    backend = OnnxBackend(bvlc_model, torch.device("cpu"))
+    backend.prepare((1, 3, 64, 96), registry.get("objective").layers)
+    with ImageSource(photo_path("coffee.png"), fps=240) as photo:
+        report = LiveLoop(photo, bvlc_model, backend, registry, fan, status_every=3600).run(max_frames=3)
+    assert report.frames == 3 and backend.stats.net_builds == 1  # prepared once, never re-exported
+    camera = cv2.resize(cv2.imread(str(photo_path("coffee.png"))), (96, 64), interpolation=cv2.INTER_AREA)
+    assert np.abs(frames[-1].astype(int) - camera).mean() > 1
