@@ -302,7 +302,7 @@ def run_window_script(body: str, tmp_path: Path) -> dict:
             while time.monotonic() < deadline:
                 output.send(frame)
                 time.sleep(0.01)
-        def grab(name, patience=5.0):
+        def grab(name, patience=15.0):
             # A busy machine can take seconds to map a new window: keep frames coming until the
             # frame's red block is on screen (or patience runs out), then keep that screenshot.
             deadline = time.monotonic() + patience
@@ -392,7 +392,7 @@ def test_closing_the_window_stops_only_the_window(display: str, tmp_path: Path) 
         cv2.destroyWindow("dream")  # what the close button does
         show(fan, 0.3)
         result["actions"] = fan.poll_keys()
-        grab("after")
+        grab("after", patience=0)
         result["window"] = [win.healthy, win.sent, win.failure]
         result["other"] = other.sent
         result["active"] = [o.name for o in fan.active]
