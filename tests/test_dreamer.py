@@ -138,3 +138,23 @@ def test_explicit_unavailable_device_fails_with_its_reason(model) -> None:
 def test_unknown_backend_names_the_valid_ones(model) -> None:
     with pytest.raises(UsageError, match="expected auto or one of: torch"):
         open_backend("tensorflow", model)
+
+
+def test_graph_cache_captures_once_per_key_and_falls_back_once_with_the_reason(caplog) -> None:
+    from live.backends import BackendStats
+    from live.backends.cuda_graph import GraphCache
+
+    stats = BackendStats()
+    cache = GraphCache(torch.device("cpu"), stats, "test steps")
+    made = []
+    assert cache.get("a", lambda: made.append(1) or "graph-a") == "graph-a"
+    assert cache.get("a", lambda: made.append(1) or "other") == "graph-a"  # no recapture
+
+    def broken():
+        made.append(2)
+        raise RuntimeError("operation not permitted when stream is capturing")
+
+    assert cache.get("b", broken) is None and cache.get("b", broken) is None  # eager from now on, no retry
+    assert cache.get("c", broken) is None
+    assert made == [1, 2, 2] and stats.graph_captures == 1
+    assert caplog.text.count("CUDA graph capture of test steps failed (RuntimeError: operation not permitted") == 1

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ from torch import Tensor
 
 from live.atomic import atomic_write
 from live.backends import Backend
+from live.backends.cuda_graph import GraphCache, capture_ascent
 from live.backends.forward_graph import INPUT, OUTPUTS, weight_input
 from live.backends.onnx_backend import check_model, ensure_onnx, graph_precision, precision_dtype
 from live.dreamer import ascent_steps
@@ -151,18 +152,6 @@ class _Engine:
     context: Any
     buffers: dict[str, Tensor]
     loaded: Objective | None = None
-    graphs: dict[int, Any] = field(default_factory=dict)  # steps -> _Captured or None
-
-
-@dataclass
-class _Captured:
-    graph: torch.cuda.CUDAGraph
-    x: Tensor
-    step: Tensor
-    jitter: Tensor
-    lo: Tensor
-    hi: Tensor
-    out: Tensor
 
 
 class TensorRTBackend(Backend):
@@ -184,7 +173,7 @@ class TensorRTBackend(Backend):
         self.no_build = no_build
         self.cuda_graphs = cuda_graphs
         self._engines: dict[tuple[Shape, tuple[str, ...]], _Engine] = {}
-        self._capture_failed_logged = False
+        self._graphs = GraphCache(device, self.stats, "the TensorRT dream steps")
 
     def describe(self) -> str:
         return f"tensorrt {self.toolchain.tensorrt} on {self.toolchain.gpu} ({self.precision})"
@@ -256,50 +245,15 @@ class TensorRTBackend(Backend):
         e = self._engine(tuple(int(d) for d in x.shape), objective.layers)  # type: ignore[arg-type]
         self._load_objective(e, objective)
         if self.cuda_graphs and steps > 0:
-            captured = self._graph_for(e, tuple(x.shape), steps)
+            shape = tuple(x.shape)
+            # TensorRT allocates and initialises lazily on its first enqueue: one warm-up outside capture
+            captured = self._graphs.get(
+                (shape, objective.layers, steps),
+                lambda: capture_ascent(lambda z: self._run(e, z), shape, steps, self.device, warmup=1),
+            )
             if captured is not None:
-                captured.x.copy_(x)
-                captured.step.copy_(step)
-                captured.jitter.fill_(jitter)
-                captured.lo.copy_(lo)
-                captured.hi.copy_(hi)
-                captured.graph.replay()
-                return captured.out.clone()
+                return captured(x, step, jitter, lo, hi)
         return ascent_steps(lambda z: self._run(e, z), x, steps, step, jitter, lo, hi, generator)
-
-    def _graph_for(self, e: _Engine, shape: tuple, steps: int) -> _Captured | None:
-        if steps in e.graphs:
-            return e.graphs[steps]
-        dev = self.device
-        try:
-            x = torch.zeros(shape, device=dev)
-            step = torch.zeros(1, 3, 1, 1, device=dev)
-            jitter = torch.zeros((), device=dev)
-            lo = torch.full((1, 3, 1, 1), -1.0, device=dev)
-            hi = torch.full((1, 3, 1, 1), 1.0, device=dev)
-
-            def run() -> Tensor:
-                return ascent_steps(lambda z: self._run(e, z), x, steps, step, jitter, lo, hi, None)
-
-            side = torch.cuda.Stream(dev)
-            side.wait_stream(torch.cuda.current_stream(dev))
-            with torch.cuda.stream(side):
-                run()  # TensorRT allocates and initialises lazily on its first enqueue: not inside capture
-            torch.cuda.current_stream(dev).wait_stream(side)
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph):
-                out = run()
-            captured: _Captured | None = _Captured(graph, x, step, jitter, lo, hi, out)
-            self.stats.graph_captures += 1
-        except Exception as e2:  # capture support varies by driver and TensorRT build; eager works
-            captured = None
-            if not self._capture_failed_logged:
-                log.warning("CUDA graph capture of the TensorRT engine failed (%s: %s); enqueueing per step",
-                            type(e2).__name__, e2)
-                self._capture_failed_logged = True
-            torch.cuda.synchronize(dev)
-        e.graphs[steps] = captured
-        return captured
 
 
 def create(model: Model, device: torch.device) -> TensorRTBackend:

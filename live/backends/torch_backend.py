@@ -11,28 +11,17 @@ from __future__ import annotations
 
 import copy
 import logging
-from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
 from live.backends import Backend
+from live.backends.cuda_graph import GraphCache, capture_ascent
 from live.dreamer import ascent_steps
 from live.model import Model
 from live.objectives import Objective
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class _Captured:
-    graph: torch.cuda.CUDAGraph
-    x: Tensor
-    step: Tensor
-    jitter: Tensor
-    lo: Tensor
-    hi: Tensor
-    out: Tensor
 
 
 class TorchBackend(Backend):
@@ -58,8 +47,7 @@ class TorchBackend(Backend):
         self.cuda_graphs = cuda_graphs and device.type == "cuda"
         self._weights: dict[tuple[str, ...], dict[str, Tensor]] = {}
         self._loaded: dict[tuple[str, ...], Objective] = {}  # what each buffer set holds now
-        self._graphs: dict[tuple, _Captured | None] = {}
-        self._capture_failed_logged = False
+        self._graphs = GraphCache(device, self.stats, "the torch dream steps")
         if device.type == "cuda":
             torch.backends.cudnn.benchmark = True
 
@@ -128,58 +116,18 @@ class TorchBackend(Backend):
         generator: torch.Generator | None = None,
     ) -> Tensor:
         weights = self.load_objective(objective)
+
+        def gradient(z: Tensor) -> Tensor:
+            return self._gradient(z, weights)[0]
+
         if self.cuda_graphs and steps > 0:
-            captured = self._graph_for(tuple(x.shape), objective.layers, steps, weights)
+            shape = tuple(x.shape)
+            captured = self._graphs.get(
+                (shape, objective.layers, steps), lambda: capture_ascent(gradient, shape, steps, self.device)
+            )
             if captured is not None:
-                captured.x.copy_(x)
-                captured.step.copy_(step)
-                captured.jitter.fill_(jitter)
-                captured.lo.copy_(lo)
-                captured.hi.copy_(hi)
-                captured.graph.replay()
-                return captured.out.clone()
-        return ascent_steps(lambda z: self._gradient(z, weights)[0], x, steps, step, jitter, lo, hi, generator)
-
-    # ----- CUDA graphs
-    def _graph_for(self, shape: tuple, layers: tuple[str, ...], steps: int, weights: dict[str, Tensor]) -> _Captured | None:
-        key = (shape, layers, steps)
-        if key in self._graphs:
-            return self._graphs[key]
-        try:
-            captured = self._capture(shape, steps, weights)
-            self.stats.graph_captures += 1
-            log.info("captured a CUDA graph for %s, layers %s, %d steps", "x".join(map(str, shape)), "+".join(layers), steps)
-        except Exception as e:  # capture can fail in many driver-specific ways; eager always works
-            captured = None
-            if not self._capture_failed_logged:
-                log.warning("CUDA graph capture failed (%s: %s); running eagerly, which is slower", type(e).__name__, e)
-                self._capture_failed_logged = True
-            torch.cuda.synchronize(self.device)
-        self._graphs[key] = captured
-        return captured
-
-    def _capture(self, shape: tuple, steps: int, weights: dict[str, Tensor]) -> _Captured:
-        dev = self.device
-        x = torch.zeros(shape, device=dev)
-        step = torch.zeros(1, 3, 1, 1, device=dev)
-        jitter = torch.zeros((), device=dev)
-        lo = torch.full((1, 3, 1, 1), -1.0, device=dev)
-        hi = torch.full((1, 3, 1, 1), 1.0, device=dev)
-
-        def run() -> Tensor:
-            # generator=None: the default CUDA generator is the one graph replay advances.
-            return ascent_steps(lambda z: self._gradient(z, weights)[0], x, steps, step, jitter, lo, hi, None)
-
-        side = torch.cuda.Stream(dev)
-        side.wait_stream(torch.cuda.current_stream(dev))
-        with torch.cuda.stream(side):
-            for _ in range(2):  # warm-up: cuDNN autotuning and allocator pools settle outside capture
-                run()
-        torch.cuda.current_stream(dev).wait_stream(side)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            out = run()
-        return _Captured(graph, x, step, jitter, lo, hi, out)
+                return captured(x, step, jitter, lo, hi)
+        return ascent_steps(gradient, x, steps, step, jitter, lo, hi, generator)
 
 
 def create(model: Model, device: torch.device) -> TorchBackend:

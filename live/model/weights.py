@@ -178,21 +178,26 @@ def _progress_bar(total: int | None, name: str, enabled: bool):
     return tqdm(total=total, unit="B", unit_scale=True, desc=name, disable=not enabled, file=sys.stderr)
 
 
+def _torch_load(path: Path, expected: str) -> object:
+    """``torch.load`` a weights file (tensors only), with errors that name the file and what was expected."""
+    if not path.exists():
+        raise InputError(f"weights file {path} does not exist")
+    if not path.is_file() or not os.access(path, os.R_OK):
+        raise InputError(f"weights file {path} is not a readable file")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises many types for a bad file; all mean the same to the operator
+        raise DataError(f"weights file {path} is corrupt or truncated ({type(e).__name__}: {e}); expected {expected}") from e
+
+
 def read_checkpoint(path: Path) -> TorchvisionGoogLeNet:
     """Load a torchvision-format GoogLeNet checkpoint into the reference network.
 
     Every error names the file and what was expected: missing, unreadable, not a PyTorch file
     (corrupt or truncated), not GoogLeNet (missing or mis-shaped keys), or non-finite values.
     """
-    if not path.exists():
-        raise InputError(f"weights file {path} does not exist")
-    if not path.is_file() or not os.access(path, os.R_OK):
-        raise InputError(f"weights file {path} is not a readable file")
     expected = f"a torchvision GoogLeNet ImageNet checkpoint such as {CHECKPOINT_NAME} ({CHECKPOINT_URL})"
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # torch raises many types for a bad file; all mean the same to the operator
-        raise DataError(f"weights file {path} is corrupt or truncated ({type(e).__name__}: {e}); expected {expected}") from e
+    obj = _torch_load(path, expected)
     state = obj
     if isinstance(obj, dict):
         for key in ("state_dict", "model"):  # common training-script wrappers
@@ -331,17 +336,8 @@ def read_bvlc_checkpoint(path: Path) -> bvlc.BVLCGoogLeNet:
 
     Every error names the file and what was expected, as :func:`read_checkpoint`'s do.
     """
-    if not path.exists():
-        raise InputError(f"weights file {path} does not exist")
-    if not path.is_file() or not os.access(path, os.R_OK):
-        raise InputError(f"weights file {path} is not a readable file")
     expected = f"{BVLC_CAFFEMODEL_NAME} ({BVLC_CAFFEMODEL_URL}) or its conversion {BVLC_CONVERTED_NAME}"
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # torch raises many types for a bad file; all mean the same to the operator
-        raise DataError(
-            f"weights file {path} is corrupt or truncated ({type(e).__name__}: {e}); expected {expected}"
-        ) from e
+    state = _torch_load(path, expected)
     if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
         raise DataError(f"weights file {path} holds a {type(state).__name__}, not a state dict; expected {expected}")
     net = bvlc.BVLCGoogLeNet()
