@@ -32,12 +32,12 @@ from live.backends import Backend
 from live.control.params import Registry, Snapshot
 from live.control.presets import Morpher
 from live.control.schedule import IdleWatcher, OpeningHours, PresetCycler
-from live.governor import Governor
-from live.placeholder import placeholder_frame
 from live.dreamer import Dreamer, DreamSettings
+from live.governor import Governor
 from live.model import Model, catalog
 from live.objectives import Objective
 from live.outputs import Fanout
+from live.placeholder import placeholder_frame
 from live.sources import Frame, Source, Status
 
 log = logging.getLogger(__name__)

@@ -32,7 +32,6 @@ import re
 import socket
 import statistics
 import time
-import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import MISSING, asdict, dataclass, field
 from pathlib import Path
@@ -42,6 +41,7 @@ import tomli_w
 
 from live.atomic import atomic_write
 from live.errors import DataError, InputError, OutputError, UsageError
+from live.tomlfile import read_toml
 
 if TYPE_CHECKING:
     import torch
@@ -424,16 +424,10 @@ def load_profile(path: Path | str, here: Mapping[str, str] | None = None) -> Pro
     """
     path = Path(path)
     hint = "write it with `deepdream-live calibrate`"
+    data = read_toml(path, "calibration profile",
+                     f"calibration profile {path} does not exist; {hint} (or remove it from the site config)",
+                     hint=f"{hint} again")
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise InputError(
-            f"calibration profile {path} does not exist; {hint} (or remove it from the site config)"
-        ) from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise InputError(f"calibration profile {path} cannot be read: {e}") from e
-    try:
-        data = tomllib.loads(text)
         head = data.get("calibration")
         if not isinstance(head, dict):
             raise TypeError("[calibration] is missing")
@@ -461,8 +455,6 @@ def load_profile(path: Path | str, here: Mapping[str, str] | None = None) -> Pro
             camera=camera,
             path=path,
         )
-    except tomllib.TOMLDecodeError as e:
-        raise DataError(f"calibration profile {path} is not valid TOML ({e}); {hint} again") from e
     except (TypeError, KeyError, ValueError) as e:
         raise DataError(f"calibration profile {path} is not a usable profile: {e}; {hint} again") from e
     here = here if here is not None else machine_description()

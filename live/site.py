@@ -42,7 +42,6 @@ import difflib
 import ipaddress
 import logging
 import re
-import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,9 +50,10 @@ from typing import Any
 
 from live.control.params import LIVE_PARAMS, Param, Registry
 from live.control.schedule import DAYS, OpeningHours
-from live.errors import DataError, InputError, UsageError
+from live.errors import UsageError
 from live.logs import LEVELS
 from live.objectives import Objective
+from live.tomlfile import read_toml
 
 log = logging.getLogger(__name__)
 
@@ -542,16 +542,8 @@ def load_site(path: Path | str) -> Site:
     number) or UsageError (every unknown key and wrong value, each with what is allowed).
     """
     path = Path(path).expanduser()
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise InputError(f"site config {path} does not exist; copy live/site-example.toml there and edit it") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise InputError(f"site config {path} cannot be read: {e}") from e
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as e:
-        raise DataError(f"site config {path} is not valid TOML: {e}") from e
+    data = read_toml(path, "site config",
+                     f"site config {path} does not exist; copy live/site-example.toml there and edit it")
     return parse_site(data, path)
 
 

@@ -39,7 +39,6 @@ import re
 import sys
 import threading
 import time
-import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,7 +49,8 @@ import tomli_w
 
 from live.atomic import atomic_write
 from live.control.params import Param, Registry
-from live.errors import DataError, InputError, OutputError, UsageError
+from live.errors import DataError, OutputError, UsageError
+from live.tomlfile import read_toml
 
 log = logging.getLogger(__name__)
 
@@ -306,16 +306,7 @@ def parse_mapping(data: Mapping[str, Any], registry: Registry, where: str = "MID
 
 def load_mapping(path: Path, registry: Registry) -> list[Binding]:
     """Read and check a mapping file; InputError if it cannot be read, DataError if it is wrong."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise InputError(f"no MIDI mapping file {path}") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise InputError(f"cannot read MIDI mapping {path}: {e}") from e
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as e:
-        raise DataError(f"MIDI mapping {path} is not valid TOML: {e}") from e
+    data = read_toml(path, "MIDI mapping", f"no MIDI mapping file {path}")
     return parse_mapping(data, registry, str(path))
 
 

@@ -18,7 +18,6 @@ import os
 import re
 import threading
 import time
-import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +29,7 @@ from live.atomic import atomic_write
 from live.control.params import Param, Registry, Snapshot
 from live.errors import DataError, InputError, OutputError, UsageError
 from live.objectives import Objective
+from live.tomlfile import read_toml
 
 log = logging.getLogger(__name__)
 
@@ -71,10 +71,7 @@ class PresetStore:
         if not path.is_file():
             known = ", ".join(self.names()) or "none yet"
             raise InputError(f"no preset {name!r} in {self.directory} (presets there: {known})")
-        try:
-            data = tomllib.loads(path.read_text(encoding="utf-8"))
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-            raise DataError(f"preset file {path} is not valid TOML: {e}") from e
+        data = read_toml(path, "preset file", f"no preset {name!r} in {self.directory}")
         values: dict[str, Any] = {}
         for key, value in data.items():
             if key in NOT_PRESET:

@@ -178,6 +178,16 @@ def _progress_bar(total: int | None, name: str, enabled: bool):
     return tqdm(total=total, unit="B", unit_scale=True, desc=name, disable=not enabled, file=sys.stderr)
 
 
+def random_seed(spec: str) -> int | None:
+    """The seed of a ``random`` or ``random:SEED`` weights value, None for any other value."""
+    if spec != "random" and not spec.startswith("random:"):
+        return None
+    seed_text = spec.partition(":")[2] or "0"
+    if not seed_text.isdigit():
+        raise UsageError(f"--weights {spec!r}: expected 'random' or 'random:SEED' with an integer SEED")
+    return int(seed_text)
+
+
 def _torch_load(path: Path, expected: str) -> object:
     """``torch.load`` a weights file (tensors only), with errors that name the file and what was expected."""
     if not path.exists():
@@ -264,13 +274,11 @@ def load_reference(spec: str | None = None, *, progress: bool = True) -> tuple[T
     ``"random"`` or ``"random:SEED"``: a seeded untrained network. Anything else: a file path.
     """
     spec = (spec or "imagenet").strip()
-    if spec == "random" or spec.startswith("random:"):
-        seed_text = spec.partition(":")[2] or "0"
-        if not seed_text.isdigit():
-            raise UsageError(f"--weights {spec!r}: expected 'random' or 'random:SEED' with an integer SEED")
-        info = WeightsInfo("random", f"seed {int(seed_text)}")
+    seed = random_seed(spec)
+    if seed is not None:
+        info = WeightsInfo("random", f"seed {seed}")
         log.warning("using %s", info.describe())
-        return random_reference(int(seed_text)), info
+        return random_reference(seed), info
     if spec in ("imagenet", "auto"):
         path = find_cached_checkpoint()
         if path is None:
@@ -395,13 +403,11 @@ def load_bvlc(spec: str | None = None, *, progress: bool = True) -> tuple[bvlc.B
     a ``.caffemodel`` (converted, the conversion cached by content) or a converted ``.pth``.
     """
     spec = (spec or "imagenet").strip()
-    if spec == "random" or spec.startswith("random:"):
-        seed_text = spec.partition(":")[2] or "0"
-        if not seed_text.isdigit():
-            raise UsageError(f"--weights {spec!r}: expected 'random' or 'random:SEED' with an integer SEED")
-        info = WeightsInfo("random", f"seed {int(seed_text)}")
+    seed = random_seed(spec)
+    if seed is not None:
+        info = WeightsInfo("random", f"seed {seed}")
         log.warning("using %s (BVLC GoogLeNet)", info.describe())
-        return bvlc.random_bvlc(int(seed_text)), info
+        return bvlc.random_bvlc(seed), info
     if spec in ("imagenet", "auto"):
         try:
             return _bvlc_imagenet(progress)
