@@ -385,7 +385,7 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
 
 
 def _cmd_build_engines(args: argparse.Namespace) -> int:
-    from live.engines import build_engines
+    from live.backends.tensorrt_backend import build_engines
     from live.model import load_model
 
     sizes = [_parse_size(t, "--sizes") for t in args.sizes.split(",")]

@@ -14,20 +14,16 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from live.backends import Backend
 from live.errors import UsageError
 from live.model.googlenet import InputSpace
 from live.objectives import Objective
 
-if TYPE_CHECKING:
-    from live.backends import Backend
-
-EPS = 1e-8  # keeps an all-zero gradient (an all-zero objective) from dividing by zero
 MIN_OCTAVE_SIDE = 32  # GoogLeNet's ceil-mode pools reject inputs much smaller than this
 
 
@@ -68,56 +64,6 @@ def octave_shapes(height: int, width: int, octaves: int, scale: float, multiple:
         if not shapes or shapes[-1] != (h, w):
             shapes.append((h, w))
     return shapes
-
-
-def roll2d(x: Tensor, shift: Tensor) -> Tensor:
-    """``torch.roll`` over H and W by a device tensor ``shift = (dy, dx)``.
-
-    Written as index gathers so the shift never leaves the device: no host sync, and the random
-    shift changes on every replay of a captured CUDA graph.
-    """
-    h, w = x.shape[-2:]
-    iy = torch.remainder(torch.arange(h, device=x.device) - shift[0], h)
-    ix = torch.remainder(torch.arange(w, device=x.device) - shift[1], w)
-    return x.index_select(-2, iy).index_select(-1, ix)
-
-
-def jitter_shift(jitter: Tensor | int, generator: torch.Generator | None, device: torch.device) -> Tensor:
-    """A uniform random (dy, dx) in [-jitter, jitter], drawn on ``device`` unless a generator lives elsewhere."""
-    if generator is not None and generator.device != device:
-        r = torch.rand(2, generator=generator).to(device)
-    else:
-        r = torch.rand(2, generator=generator, device=device)
-    j = torch.as_tensor(jitter, dtype=torch.float32, device=device)
-    return (torch.floor(r * (2 * j + 1)) - j).long()
-
-
-def ascent_steps(
-    gradient: Callable[[Tensor], Tensor],
-    x: Tensor,
-    steps: int,
-    step: Tensor,
-    jitter: Tensor | int,
-    lo: Tensor,
-    hi: Tensor,
-    generator: torch.Generator | None = None,
-) -> Tensor:
-    """``steps`` jittered, normalised gradient-ascent steps; the math every backend shares.
-
-    Only torch ops on device tensors, so a backend can capture the whole loop as one CUDA graph.
-    ``step``, ``lo`` and ``hi`` are per-channel (1, 3, 1, 1) tensors in model units.
-    """
-    roll = isinstance(jitter, Tensor) or jitter > 0
-    for _ in range(steps):
-        if roll:
-            shift = jitter_shift(jitter, generator, x.device)
-            x = roll2d(x, shift)
-        g = gradient(x)
-        x = x + step * g / (g.abs().mean() + EPS)
-        if roll:
-            x = roll2d(x, -shift)
-        x = torch.maximum(torch.minimum(x, hi), lo)
-    return x
 
 
 def resize(x: Tensor, shape: tuple[int, int]) -> Tensor:

@@ -24,10 +24,10 @@ from typing import TYPE_CHECKING, Protocol
 
 from live import __version__
 from live.atomic import atomic_write
-from live.errors import DataError, OutputError, UnavailableError, UsageError
+from live.errors import DataError, OutputError, UnavailableError
 
 if TYPE_CHECKING:
-    from live.model import Model
+    pass
 
 log = logging.getLogger(__name__)
 
@@ -238,59 +238,7 @@ def load_plan(
         raise DataError(f"TensorRT cannot load the freshly built engine {plan}: {e}") from e
 
 
-Progress = Callable[[int, int, str], None]  # (done, total, what is being built now)
-
-
-def build_engines(
-    model: Model,
-    sizes: Sequence[tuple[int, int]],
-    layer_sets: Sequence[Sequence[str]],
-    *,
-    precision: str = "fp16",
-    toolchain: Toolchain | None = None,
-    progress: Progress | None = None,
-    force: bool = False,
-) -> list[Path]:
-    """Export and build every (layer set × size) ahead of opening hours; returns the plans.
-
-    ``sizes`` are (width, height) as the camera delivers them; each is rounded up to the dream
-    size (a multiple of 32). ``toolchain`` defaults to TensorRT on the current CUDA device.
-    ``progress(done, total, label)`` is called before each build and once at the end.
-    """
-    from live.backends.onnx_backend import ensure_onnx, precision_dtype
-
-    if toolchain is None:
-        import torch
-
-        from live.backends.tensorrt_backend import TensorRTToolchain
-
-        toolchain = TensorRTToolchain(torch.device("cuda"))
-    cat = model.catalog
-    canonical = [tuple(sorted({cat.resolve(n).name for n in layers}, key=lambda n: cat.by_name[n].index))
-                 for layers in layer_sets]
-    jobs = [(layers, (1, 3, _ceil32(h), _ceil32(w))) for layers in canonical for (w, h) in sizes]
-    plans = []
-    dtype = precision_dtype(precision)
-    for i, (layers, shape) in enumerate(jobs):
-        label = f"{'+'.join(layers)} at {size_text(shape)} ({precision})"
-        if progress:
-            progress(i, len(jobs), label)
-        onnx = ensure_onnx(model, layers, shape, dtype)
-        plan = plan_path(layers, shape, precision, toolchain)
-        wanted = wanted_manifest(toolchain, onnx, precision, shape, layers)
-        plans.append(build_engine(toolchain, onnx, plan, wanted, force_reason="rebuild requested" if force else None))
-    if progress:
-        progress(len(jobs), len(jobs), "done")
-    return plans
-
-
 def plan_path(layers: Sequence[str], shape: Shape, precision: str, toolchain: Toolchain) -> Path:
     """Where the plan for this graph and GPU architecture lives in the engines directory."""
     arch = "sm" + toolchain.compute_capability.replace(".", "")
     return engines_dir() / f"{stem(layers, shape, precision)}-{arch}.plan"
-
-
-def _ceil32(n: int) -> int:
-    if n <= 0:
-        raise UsageError(f"dream sizes must be positive, got {n}")
-    return -(-n // 32) * 32

@@ -1,4 +1,4 @@
-"""Temporal feedback for the live loop (DESIGN.md, "One frame, in seven steps", step 4).
+"""Temporal feedback for the live loop (docs/architecture.md, "One frame", step 4).
 
 Per frame::
 

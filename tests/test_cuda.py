@@ -1,7 +1,7 @@
 """The torch backend on an NVIDIA GPU: fp16 agreement and CUDA-graph capture. Skipped without CUDA.
 
 The CPU tests cover the same code paths up to the device (the ascent math that is captured is
-``live.dreamer.ascent_steps``, exercised on the CPU everywhere else).
+``live.ascent.ascent_steps``, exercised on the CPU everywhere else).
 """
 
 from __future__ import annotations

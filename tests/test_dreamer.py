@@ -9,7 +9,8 @@ import torch
 
 from live.backends import open_backend
 from live.backends.torch_backend import TorchBackend
-from live.dreamer import Dreamer, DreamSettings, jitter_shift, octave_shapes, roll2d
+from live.ascent import jitter_shift, roll2d
+from live.dreamer import Dreamer, DreamSettings, octave_shapes
 from live.errors import UsageError
 from live.objectives import Objective
 

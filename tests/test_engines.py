@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from live import engines
+from live.backends.tensorrt_backend import build_engines
 from live.engines import Manifest, build_engine, check, load_plan, manifest_path, rebuild_command, wanted_manifest
 from live.errors import DataError, UnavailableError
 
@@ -143,7 +144,7 @@ def test_build_engines_exports_and_builds_every_size_and_layer_set_with_progress
     monkeypatch.setenv("DEEPDREAM_LIVE_ENGINES", str(tmp_path / "engines"))
     tool = StandIn()
     seen = []
-    plans = engines.build_engines(model, [(96, 64), (50, 40)], [["mixed3a"], ["conv3", "conv2"]], precision="fp32",
+    plans = build_engines(model, [(96, 64), (50, 40)], [["mixed3a"], ["conv3", "conv2"]], precision="fp32",
                                   toolchain=tool, progress=lambda done, total, label: seen.append((done, total, label)))
     assert [s for _, s in tool.builds] == [(1, 3, 64, 96), (1, 3, 64, 64), (1, 3, 64, 96), (1, 3, 64, 64)]
     assert [p.name for p in plans][:2] == ["dream-inception3a-96x64-fp32-sm90.plan", "dream-inception3a-64x64-fp32-sm90.plan"]
@@ -152,5 +153,5 @@ def test_build_engines_exports_and_builds_every_size_and_layer_set_with_progress
     for plan in plans:
         assert json.loads(manifest_path(plan).read_text())["layers"] in (["inception3a"], ["conv2", "conv3"])
     # a second run ahead of the next show: everything matches, nothing is built
-    engines.build_engines(model, [(96, 64), (50, 40)], [["mixed3a"], ["conv2", "conv3"]], precision="fp32", toolchain=tool)
+    build_engines(model, [(96, 64), (50, 40)], [["mixed3a"], ["conv2", "conv3"]], precision="fp32", toolchain=tool)
     assert len(tool.builds) == 4

@@ -19,7 +19,9 @@ from pythonosc.osc_message_builder import OscMessageBuilder, build_msg
 from pythonosc.osc_packet import OscPacket
 
 from live.control import osc
-from live.control.osc import OscServer, SenderFilter, address_table_markdown, open_stage_control_session
+from live.control.osc import OscServer, SenderFilter
+from live.control.osc_layout import LAYOUT_PATH, open_stage_control_session
+from live.control.osc_reference import address_table_markdown
 from live.control.params import LIVE_PARAMS, Param, Registry
 from live.errors import UsageError
 from live.model import catalog
@@ -523,10 +525,10 @@ def test_throttle_logs_once_per_kind_per_interval(caplog) -> None:
 
 
 def test_the_shipped_layout_is_generated_from_the_registry() -> None:
-    shipped = json.loads(osc.LAYOUT_PATH.read_text())
+    shipped = json.loads(LAYOUT_PATH.read_text())
     assert shipped == open_stage_control_session(LIVE_PARAMS), (
         "live/control/layouts/open-stage-control.json is stale; regenerate it with: "
-        ".venv/bin/python -c 'from live.control.osc import write_layout; write_layout()'"
+        ".venv/bin/python -c 'from live.control.osc_layout import write_layout; write_layout()'"
     )
 
 

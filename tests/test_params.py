@@ -137,10 +137,10 @@ def test_readme_documents_every_parameter_with_its_range() -> None:
 def test_readme_osc_table_is_the_generated_one() -> None:
     from pathlib import Path
 
-    from live.control.osc import address_table_markdown
+    from live.control.osc_reference import address_table_markdown
 
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     assert address_table_markdown().strip() in readme, (
         "README's OSC table is stale: paste the output of "
-        "`python -c 'from live.control.osc import address_table_markdown as t; print(t())'`"
+        "`python -c 'from live.control.osc_reference import address_table_markdown as t; print(t())'`"
     )

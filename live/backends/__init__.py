@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
-from live.dreamer import ascent_steps
+from live.ascent import ascent_steps
 from live.errors import LiveError, UnavailableError, UsageError
 from live.objectives import Objective
 
@@ -62,7 +62,7 @@ class Backend(ABC):
         hi: Tensor,
         generator: torch.Generator | None = None,
     ) -> Tensor:
-        """Run ``steps`` ascent steps (see :func:`live.dreamer.ascent_steps`); backends may fuse them."""
+        """Run ``steps`` ascent steps (see :func:`live.ascent.ascent_steps`); backends may fuse them."""
         return ascent_steps(lambda z: self.gradient(z, objective)[0], x, steps, step, jitter, lo, hi, generator)
 
     def prepare(self, shape: tuple[int, int, int, int], layers: tuple[str, ...]) -> None:

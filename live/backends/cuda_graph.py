@@ -1,6 +1,6 @@
 """The few-step ascent captured as one CUDA graph, shared by the torch and TensorRT backends.
 
-Eager launches cost ~8 ms a step whatever the size (DESIGN.md); a replayed graph does not. The
+Eager launches cost ~8 ms a step whatever the size (docs/architecture.md, "Frame budget"); a replayed graph does not. The
 image, step size, jitter and bounds live in static buffers that are overwritten before each
 replay, so changing them never recaptures; the jitter draws from the device's default generator,
 the one replay advances.
@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from live.backends import BackendStats
-from live.dreamer import ascent_steps
+from live.ascent import ascent_steps
 
 log = logging.getLogger(__name__)
 

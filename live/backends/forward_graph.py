@@ -2,8 +2,8 @@
 
 TensorRT has no autograd and PyTorch cannot export ``autograd.grad`` to ONNX, so the backward
 pass of the truncated network (torchvision's folded GoogLeNet, or the BVLC one) is spelled
-out here, walking the modules the network lists in its ``SEQUENCE`` (DESIGN.md, "The forward-ops-only
-gradient graph"):
+out here, walking the modules the network lists in its ``SEQUENCE`` (docs/architecture.md, "The
+forward-ops-only gradient graph"):
 
 * conv (batch-norm folded): input gradient = ``ConvTranspose`` with the same weight, stride and
   padding, ``output_padding`` chosen so the shape matches the conv's input;

@@ -4,7 +4,8 @@
 it. Plans are built from the exported ONNX file (see :mod:`live.backends.onnx_backend`) with a
 strongly typed network - fp16 is decided in the ONNX graph itself, TensorRT 11 has no FP16
 builder flag - a timing cache kept in the engines directory, a workspace limit, and written
-atomically with a manifest (:mod:`live.engines`). Engines run on torch's current CUDA stream
+atomically with a manifest (:mod:`live.engines`, the cache this module builds into);
+:func:`build_engines` builds ahead of opening hours. Engines run on torch's current CUDA stream
 with buffers allocated once and bound by address (``set_tensor_address``,
 ``execute_async_v3``); the few-step ascent around them can be captured as one CUDA graph.
 No PyCUDA: it fights torch's CUDA context.
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,14 +27,14 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from live.ascent import ascent_steps
 from live.atomic import atomic_write
 from live.backends import Backend
 from live.backends.cuda_graph import GraphCache, capture_ascent
 from live.backends.forward_graph import INPUT, OUTPUTS, weight_input
 from live.backends.onnx_backend import check_model, ensure_onnx, graph_precision, precision_dtype
-from live.dreamer import ascent_steps
-from live.engines import Shape, load_plan, plan_path, wanted_manifest
-from live.errors import DataError, UnavailableError
+from live.engines import Shape, Toolchain, build_engine, load_plan, plan_path, size_text, wanted_manifest
+from live.errors import DataError, UnavailableError, UsageError
 from live.model import Model
 from live.objectives import Objective
 
@@ -263,3 +265,50 @@ def create(model: Model, device: torch.device) -> TensorRTBackend:
     if device.type != "cuda":
         raise UnavailableError(f"the tensorrt backend needs an NVIDIA GPU (--device cuda), not {device}")
     return TensorRTBackend(model, device)
+
+
+# ----- building ahead of opening hours (`deepdream-live build-engines`)
+Progress = Callable[[int, int, str], None]  # (done, total, what is being built now)
+
+
+def build_engines(
+    model: Model,
+    sizes: Sequence[tuple[int, int]],
+    layer_sets: Sequence[Sequence[str]],
+    *,
+    precision: str = "fp16",
+    toolchain: Toolchain | None = None,
+    progress: Progress | None = None,
+    force: bool = False,
+) -> list[Path]:
+    """Export and build every (layer set × size) ahead of opening hours; returns the plans.
+
+    ``sizes`` are (width, height) as the camera delivers them; each is rounded up to the dream
+    size (a multiple of 32). ``toolchain`` defaults to TensorRT on the current CUDA device.
+    ``progress(done, total, label)`` is called before each build and once at the end.
+    """
+    if toolchain is None:
+        toolchain = TensorRTToolchain(torch.device("cuda"))
+    cat = model.catalog
+    canonical = [tuple(sorted({cat.resolve(n).name for n in layers}, key=lambda n: cat.by_name[n].index))
+                 for layers in layer_sets]
+    jobs = [(layers, (1, 3, _ceil32(h), _ceil32(w))) for layers in canonical for (w, h) in sizes]
+    plans = []
+    dtype = precision_dtype(precision)
+    for i, (layers, shape) in enumerate(jobs):
+        label = f"{'+'.join(layers)} at {size_text(shape)} ({precision})"
+        if progress:
+            progress(i, len(jobs), label)
+        onnx = ensure_onnx(model, layers, shape, dtype)
+        plan = plan_path(layers, shape, precision, toolchain)
+        wanted = wanted_manifest(toolchain, onnx, precision, shape, layers)
+        plans.append(build_engine(toolchain, onnx, plan, wanted, force_reason="rebuild requested" if force else None))
+    if progress:
+        progress(len(jobs), len(jobs), "done")
+    return plans
+
+
+def _ceil32(n: int) -> int:
+    if n <= 0:
+        raise UsageError(f"dream sizes must be positive, got {n}")
+    return -(-n // 32) * 32

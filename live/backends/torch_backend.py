@@ -2,7 +2,7 @@
 
 On CPU it runs eagerly in float32. On CUDA it computes in fp16 (updates stay fp32), lets cuDNN
 autotune, and captures the whole few-step ascent as one CUDA graph per (shape, layer set,
-steps): eager PyTorch is launch-bound at ~8 ms a step, a replayed graph is not (DESIGN.md).
+steps): eager PyTorch is launch-bound at ~8 ms a step, a replayed graph is not (docs/architecture.md, "Frame budget").
 Objective weights, step size, jitter and bounds live in static device buffers that are
 overwritten before each replay, so changing them never recaptures.
 """
@@ -17,7 +17,7 @@ from torch import Tensor
 
 from live.backends import Backend
 from live.backends.cuda_graph import GraphCache, capture_ascent
-from live.dreamer import ascent_steps
+from live.ascent import ascent_steps
 from live.model import Model
 from live.objectives import Objective
 
@@ -39,7 +39,7 @@ class TorchBackend(Backend):
         super().__init__(device)
         self.dtype = dtype or (torch.float16 if device.type == "cuda" else torch.float32)
         # oneDNN's CPU convolutions are ~1.5x faster on channels-last tensors (measured at 640x360);
-        # on CUDA the layout changes nothing (DESIGN.md), so the default layout stays there.
+        # on CUDA the layout changes nothing (docs/architecture.md, "Frame budget"), so the default layout stays there.
         self.memory_format = torch.channels_last if device.type == "cpu" else torch.contiguous_format
         self.net = copy.deepcopy(model.net).to(device=device, dtype=self.dtype, memory_format=self.memory_format)
         self.net.requires_grad_(False).eval()

@@ -4,7 +4,8 @@ Every address writes through the parameter :class:`~live.control.params.Registry
 MIDI, keys and presets all land in one place, and every accepted change from any of them is
 sent back to the configured controllers (feedback) so their faders follow.
 
-Address space (prefix ``/dream``; :func:`address_table_markdown` renders it for the README):
+Address space (prefix ``/dream``; :func:`live.control.osc_reference.address_table_markdown`
+renders it for the README):
 
 * ``/dream/<param> <value>`` in engineering units; ``/dream/<param>/norm <0..1>`` for faders.
   Integer parameters round floats (faders send floats). On/off parameters take 0/1, T/F,
@@ -36,7 +37,6 @@ from __future__ import annotations
 
 import inspect
 import ipaddress
-import json
 import logging
 import math
 import socket
@@ -44,7 +44,6 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
-from pathlib import Path
 from typing import Any, Self
 
 import numpy as np
@@ -55,7 +54,7 @@ from pythonosc.osc_packet import OscPacket
 from pythonosc.osc_server import BlockingOSCUDPServer
 from pythonosc.udp_client import SimpleUDPClient
 
-from live.control.params import LIVE_PARAMS, Param, Registry
+from live.control.params import Param, Registry
 from live.errors import LiveError, UsageError
 from live.model import catalog
 from live.objectives import Objective
@@ -72,7 +71,6 @@ LOG_EVERY = 10.0  # s between two log lines of the same error kind
 STATUS_EVERY = 1.0  # s between status pushes to the feedback targets
 STATUS_FIELDS = ("fps", "layer", "backend", "size")  # what the app's status() is expected to return
 ACTIONS = ("preset/load", "preset/save", "morph", "learn")
-LAYOUT_PATH = Path(__file__).parent / "layouts" / "open-stage-control.json"
 
 _FADER_KINDS = ("float", "int", "bool", "choice")  # kinds with a 0..1 mapping
 _ACCEPTED_TYPES = (bool, int, float, str)  # OSC argument types a parameter can be set from
@@ -690,227 +688,3 @@ class OscServer:
                     self._throttle("feedback_dropped", "feedback to %s:%s dropped: %s", host, port, e)
                 except Exception:  # noqa: BLE001 - an unbuildable value must not stop feedback; logged
                     self._count_error("internal", "cannot build feedback %s %r", address, args, exc_info=True)
-
-
-# ----- documentation and controller layout, generated from the registry
-
-
-def _range_text(param: Param) -> str:
-    if param.kind in ("float", "int"):
-        text = f"{param.lo:g}..{param.hi:g}"
-        if param.unit:
-            text += f" {param.unit}"
-        if param.curve == "log":
-            text += " (log fader)"
-        return text
-    if param.kind == "bool":
-        return "0/1, T/F, true/false; no argument toggles"
-    if param.kind == "trigger":
-        return "non-zero or no argument fires"
-    if param.kind == "choice":
-        return ", ".join(param.choices)
-    if param.kind == "objective":
-        return "e.g. `inception4c:97`, `0.5*inception3b + mixed4c`"
-    return ""
-
-
-_ARG_TYPE = {
-    "float": "float",
-    "int": "int",
-    "bool": "bool",
-    "trigger": "—",
-    "objective": "string",
-    "choice": "string",
-    "str": "string",
-}
-
-
-def address_table_markdown(params: Iterable[Param] = LIVE_PARAMS) -> str:
-    """The OSC address space as a Markdown table (address, argument, range/unit, meaning)."""
-    rows = [("Address", "Argument", "Range / unit", "Meaning")]
-    for p in params:
-        rows.append((f"`{PREFIX}/{p.name}`", _ARG_TYPE.get(p.kind, p.kind), _range_text(p), p.help))
-    layers = catalog.LAYERS
-    rows += [
-        (
-            f"`{PREFIX}/<param>/norm`",
-            "float",
-            "0..1",
-            "fader position along the parameter's curve, for every number and on/off parameter",
-        ),
-        (
-            f"`{PREFIX}/layer`",
-            "string or int",
-            f"name, alias or 1..{len(layers)}",
-            "dream on the whole layer (`inception4c`, `mixed4c`, `8`)",
-        ),
-        (f"`{PREFIX}/layer/norm`", "float", "0..1", f"layer by fader position, {layers[0].name} to {layers[-1].name}"),
-        (f"`{PREFIX}/channel`", "int", "0..channels-1", "one channel of the deepest layer in the objective"),
-        (f"`{PREFIX}/preset/load`", "string", "preset name", "load a preset (morphs when morph time > 0)"),
-        (f"`{PREFIX}/preset/save`", "string", "preset name", "save the current look as a preset"),
-        (f"`{PREFIX}/morph`", "float", "seconds ≥ 0", "cross-fade time for layer and preset changes"),
-        (f"`{PREFIX}/learn`", "string", "parameter name", "MIDI learn: the next moved control drives this parameter"),
-        (
-            f"`{PREFIX}/query`",
-            "string",
-            "parameter name or `layer`",
-            f"replies `{PREFIX}/<param> <value>` (and `/norm`)",
-        ),
-        (f"`{PREFIX}/dump`", "—", "", "replies with every parameter"),
-        (f"`{PREFIX}/status`", "—", "", f"replies `{PREFIX}/status/<field> <value>` for {', '.join(STATUS_FIELDS)}"),
-    ]
-    widths = [max(len(row[i]) for row in rows) for i in range(4)]
-    lines = ["| " + " | ".join(cell.ljust(w) for cell, w in zip(row, widths)) + " |" for row in rows]
-    lines.insert(1, "| " + " | ".join("-" * w for w in widths) + " |")
-    return "\n".join(lines) + "\n"
-
-
-def _decimals(param: Param) -> int:
-    if param.kind == "int":
-        return 0
-    span = param.hi - param.lo
-    return 3 if span <= 0.2 else 2 if span <= 10 else 1
-
-
-def _widget(kind: str, wid: str, address: str, **props: Any) -> dict[str, Any]:
-    return {"type": kind, "id": wid, "address": address, "preArgs": "", "target": "", **props}
-
-
-def _panel(wid: str, layout: str, widgets: list[dict[str, Any]], **props: Any) -> dict[str, Any]:
-    # bypass: a scrolled panel would otherwise send its scroll position as an OSC message
-    return {
-        "type": "panel",
-        "id": f"panel_{wid}",
-        "layout": layout,
-        "expand": True,
-        "bypass": True,
-        "widgets": widgets,
-        **props,
-    }
-
-
-def open_stage_control_session(params: Iterable[Param] = LIVE_PARAMS) -> dict[str, Any]:
-    """An Open Stage Control (v1) session: faders, toggles, layer menu, presets and status.
-
-    Faders speak engineering units at ``/dream/<param>`` (log faders where the curve is log),
-    so they show real values and follow the server's feedback. Start Open Stage Control with
-    ``--send 127.0.0.1:9000`` and give the show ``--osc-feedback 127.0.0.1:<its osc port>``.
-    """
-    params = list(params)
-    faders, toggles, buttons = [], [], []
-    for p in params:
-        address = f"{PREFIX}/{p.name}"
-        label = f"{p.name} ({p.unit})" if p.unit else p.name
-        if p.kind in ("float", "int"):
-            faders.append(
-                _widget(
-                    "fader",
-                    p.name,
-                    address,
-                    label=label,
-                    comments=p.help,
-                    range={"min": p.lo, "max": p.hi},
-                    logScale=p.curve == "log",
-                    decimals=_decimals(p),
-                    default=p.default,
-                    doubleTap=True,
-                    expand=True,
-                )
-            )
-        elif p.kind == "bool":
-            toggles.append(
-                _widget(
-                    "button",
-                    p.name,
-                    address,
-                    label=p.name,
-                    comments=p.help,
-                    mode="toggle",
-                    on=1,
-                    off=0,
-                    default=int(p.default),
-                )
-            )
-        elif p.kind == "trigger":
-            buttons.append(_widget("button", p.name, address, label=p.name, comments=p.help, mode="tap", on=1, off=0))
-    buttons.append(
-        _widget(
-            "button",
-            "dump",
-            f"{PREFIX}/dump",
-            label="sync",
-            mode="tap",
-            on=None,
-            comments="ask the show for every current value",
-        )
-    )
-
-    objective = next((p for p in params if p.kind == "objective"), None)
-    current = catalog.resolve(str(objective.default)).name if objective else catalog.LAYERS[0].name
-    dream = [
-        _widget(
-            "dropdown",
-            "layer",
-            f"{PREFIX}/layer",
-            label="layer",
-            values={f"{layer.index + 1} {layer.name}": layer.name for layer in catalog.LAYERS},
-            default=current,
-        ),
-        _widget("input", "channel", f"{PREFIX}/channel", label="channel", default=""),
-    ]
-    if objective is not None:
-        dream.append(_widget("input", "objective", f"{PREFIX}/objective", label="objective", default=current))
-
-    slots = [str(i) for i in range(1, 9)]
-    presets = [
-        _widget("input", "preset_load", f"{PREFIX}/preset/load", label="load preset", default=""),
-        _widget("input", "preset_save", f"{PREFIX}/preset/save", label="save preset", default=""),
-        *(
-            _widget("button", f"load_{s}", f"{PREFIX}/preset/load", label=f"load {s}", mode="tap", on=s, off="")
-            for s in slots
-        ),
-        # saving overwrites a preset: a double tap keeps a stray touch from doing it
-        *(
-            _widget(
-                "button",
-                f"save_{s}",
-                f"{PREFIX}/preset/save",
-                label=f"save {s}",
-                mode="tap",
-                on=s,
-                off="",
-                doubleTap=True,
-            )
-            for s in slots
-        ),
-    ]
-    status = [_widget("text", f"status_{f}", f"{PREFIX}/status/{f}", label=f, default="") for f in STATUS_FIELDS]
-
-    tab = {
-        "type": "tab",
-        "id": "dream",
-        "label": "dream",
-        "layout": "vertical",
-        "bypass": True,
-        "widgets": [
-            _panel("status", "horizontal", status, height=60, expand=False),
-            _panel("objective", "horizontal", dream, height=60, expand=False),
-            _panel("faders", "horizontal", faders),
-            _panel("switches", "horizontal", toggles + buttons, height=80, expand=False),
-            _panel("presets", "grid", presets, gridTemplate=9, height=160, expand=False),
-        ],
-        "tabs": [],
-    }
-    return {
-        "createdWith": "Open Stage Control",
-        "version": "1.26.2",
-        "type": "session",
-        "content": {"type": "root", "id": "root", "bypass": True, "widgets": [], "tabs": [tab]},
-    }
-
-
-def write_layout(path: Path = LAYOUT_PATH, params: Iterable[Param] = LIVE_PARAMS) -> Path:
-    """(Re)write the shipped Open Stage Control session from the registry."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(open_stage_control_session(params), indent=2, ensure_ascii=False) + "\n")
-    return path
