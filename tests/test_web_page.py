@@ -129,7 +129,7 @@ def test_faders_drive_the_show_and_the_show_drives_the_page_within_100_ms(browse
                 f.value = v; const t = performance.timeOrigin + performance.now();
                 f.dispatchEvent(new Event('input', {bubbles: true})); return t; }""", position)
             expected = round(64 * position / 1000)
-            _wait(lambda: any(v == expected for _, v in arrived), what=f"jitter {expected} from the page")
+            _wait(lambda want=expected: any(v == want for _, v in arrived), what=f"jitter {expected} from the page")
             to_show.append(next(t for t, v in arrived if v == expected) * 1e3 - started)
             assert osc.value("jitter") == expected  # the show's value, asked over OSC
 

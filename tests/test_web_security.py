@@ -149,3 +149,42 @@ def test_where_the_config_directory_cannot_hold_it_the_token_goes_to_the_user_co
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "home"))
     choice = resolve_token(None, config=tmp_path / "etc" / "site.toml")
     assert choice.created and choice.path == tmp_path / "home" / "deepdream-live" / "web-token"
+
+
+def test_a_show_on_the_network_prints_its_new_token_once_and_keeps_it(checkpoint: Path, tmp_path: Path, capfd,
+                                                                     caplog, monkeypatch) -> None:
+    import socket
+
+    from live.app import ShowOptions, run_show
+
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    errors = []
+    for _ in range(2):
+        registry = Registry()
+        registry.update({"width": 64, "height": 64, "steps": 0}, "test")
+        opts = ShowOptions(source="test-scene", window=False, weights=str(checkpoint), web_host="0.0.0.0",
+                           web_port=port, osc=False, midi=False, mdns=False, max_frames=2, status_every=3600)
+        with caplog.at_level(logging.DEBUG):
+            run_show(opts, registry)
+        errors.append(capfd.readouterr().err)
+    token_file = tmp_path / "config" / "deepdream-live" / "web-token"
+    token = token_file.read_text().strip()
+    assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
+    assert errors[0].count(f":{port}/?token={token}") >= 1 and token not in errors[1]
+    assert token not in caplog.text and f"web page token in {token_file}" in caplog.text
+
+
+def test_the_site_config_web_section_reaches_the_show(tmp_path: Path) -> None:
+    from live.cli import _build_parser, _show_setup
+
+    site = tmp_path / "site.toml"
+    site.write_text('[web]\nhost = "0.0.0.0"\nport = 8123\nmdns = false\ntoken_file = "secrets/token"\n')
+    opts, _, _ = _show_setup(_build_parser().parse_args(["run", "--config", str(site)]))
+    assert (opts.web, opts.web_host, opts.web_port, opts.mdns) == (True, "0.0.0.0", 8123, False)
+    assert opts.web_token_path == tmp_path / "secrets" / "token" and opts.config == site
+    opts, _, _ = _show_setup(_build_parser().parse_args(["run", "--config", str(site), "--no-web",
+                                                         "--web-token", TOKEN]))
+    assert opts.web is False and opts.web_token == TOKEN

@@ -275,7 +275,7 @@ class WebServer:
             raise self._start_error
         logging.getLogger("live").addHandler(self.problems)
         self.registry.subscribe(self._registry_changed)
-        host, port = self.address
+        port = self.address[1]
         log.info("web page on %s%s", self.url, "" if is_loopback_bind(self.host) else " (token required)")
         if self.mdns:
             services, notes = plan_services(self.namespace.name, (self.host, port), self.osc)
@@ -637,7 +637,7 @@ class WebServer:
                     client.awaiting_ack = time.monotonic()
                     await asyncio.wait_for(client.ws.send_bytes(jpeg), self.stall_seconds)
                     self.counts["frames_sent"] += 1
-        except asyncio.TimeoutError:
+        except TimeoutError:
             self._drop_stalled(client, "a send did not finish")
         except (ConnectionError, RuntimeError):
             pass  # the page went away while we wrote to it
