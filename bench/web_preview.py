@@ -69,12 +69,24 @@ def _window(loop: LiveLoop, seconds: float) -> float:
     return (loop.clock.frames - start) / (time.monotonic() - t0)
 
 
+def _web_cpu() -> float:
+    """CPU seconds used so far by the web server's threads (server loop and JPEG encoder)."""
+    total = 0.0
+    for t in threading.enumerate():
+        if t.name.startswith("web-") and t.ident is not None:
+            try:
+                total += time.clock_gettime(time.pthread_getcpuclockid(t.ident))
+            except OSError:
+                pass  # the thread just ended
+    return total
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", default="320x192")
     parser.add_argument("--steps", type=int, default=2)
-    parser.add_argument("--seconds", type=float, default=10.0)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--rounds", type=int, default=6)
     args = parser.parse_args()
     w, h = (int(v) for v in args.size.split("x"))
 
@@ -107,6 +119,7 @@ def main() -> None:
     if chromium:
         columns["Chromium page (phone size), preview on"] = []
     frames_sent: dict[str, list[float]] = {k: [] for k in columns}
+    web_share: dict[str, list[float]] = {k: [] for k in columns}  # web threads' CPU / the process's
     with WebServer(registry, port=0, preview=preview, status=loop.status) as web:
         url = web.url
         _window(loop, 3.0)  # warm-up: first frames, allocator, threads
@@ -122,9 +135,10 @@ def main() -> None:
                     proc.stdout.readline()  # "open": the page is connected
                     time.sleep(1.0)
                 sent = web.counts["frames_sent"]
-                t0 = time.monotonic()
+                t0, cpu0, web0 = time.monotonic(), time.process_time(), _web_cpu()
                 columns[name].append(_window(loop, args.seconds))
                 frames_sent[name].append((web.counts["frames_sent"] - sent) / (time.monotonic() - t0))
+                web_share[name].append((_web_cpu() - web0) / max(time.process_time() - cpu0, 1e-9))
                 if proc is not None:
                     proc.terminate()
                     proc.wait(30)
@@ -133,14 +147,16 @@ def main() -> None:
     thread.join(60)
     outputs.close()
 
-    base = statistics.median(columns["no page"])
+    base = columns["no page"]
     print(f"live loop {w}x{h}, {args.steps} steps, inception4c, torch on cpu ({torch.get_num_threads()} threads), "
-          f"{args.rounds} rounds of {args.seconds:g} s, interleaved")
-    print(f"{'':<42} {'loop fps (median)':>18} {'vs no page':>11} {'preview fps to the page':>24}")
+          f"{args.rounds} rounds of {args.seconds:g} s, interleaved; ratios are per round against the no-page "
+          "window just before, then the median")
+    print(f"{'':<40} {'loop fps':>9} {'vs no page':>11} {'preview fps':>12} {'web threads CPU':>16}")
     for name, values in columns.items():
-        fps = statistics.median(values)
-        print(f"{name:<42} {fps:>18.2f} {fps / base:>10.1%} {statistics.median(frames_sent[name]):>24.1f}")
-        print(f"{'  rounds':<42} {', '.join(f'{v:.2f}' for v in values):>18}")
+        ratio = statistics.median(v / b for v, b in zip(values, base))
+        print(f"{name:<40} {statistics.median(values):>9.2f} {ratio:>10.1%} "
+              f"{statistics.median(frames_sent[name]):>12.1f} {statistics.median(web_share[name]):>15.1%}")
+    print("(web threads CPU: the web server's and encoder's CPU time as a share of the whole process's)")
     if not chromium:
         print("(Chromium column skipped: /usr/bin/chromium or playwright missing)")
     print(f"PreviewOutput.send on the loop's thread: {send_ns:.0f} ns a frame")

@@ -115,7 +115,8 @@ def test_a_server_beyond_loopback_without_a_token_does_not_start() -> None:
         WebServer(Registry(), "0.0.0.0", 0)
 
 
-def test_the_token_is_made_once_kept_private_and_reused(tmp_path: Path, caplog, capsys) -> None:
+def test_the_token_is_made_once_kept_private_and_reused(tmp_path: Path, caplog, capsys, monkeypatch) -> None:
+    monkeypatch.setattr("live.web.security._interactive", lambda: True)  # started from a terminal
     config = tmp_path / "site.toml"
     config.write_text("")
     with caplog.at_level(logging.DEBUG):
@@ -158,6 +159,7 @@ def test_a_show_on_the_network_prints_its_new_token_once_and_keeps_it(checkpoint
     from live.app import ShowOptions, run_show
 
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    monkeypatch.setattr("live.web.security._interactive", lambda: True)  # started from a terminal
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -188,3 +190,13 @@ def test_the_site_config_web_section_reaches_the_show(tmp_path: Path) -> None:
     opts, _, _ = _show_setup(_build_parser().parse_args(["run", "--config", str(site), "--no-web",
                                                          "--web-token", TOKEN]))
     assert opts.web is False and opts.web_token == TOKEN
+
+
+def test_under_systemd_a_new_token_is_not_printed_into_the_journal(tmp_path: Path, capsys, caplog,
+                                                                   monkeypatch) -> None:
+    monkeypatch.setattr("live.web.security._interactive", lambda: False)  # stderr is the journal
+    choice = resolve_token(None, path=tmp_path / "web-token")
+    with caplog.at_level(logging.INFO):
+        announce_token(choice, 8080)
+    assert choice.created and choice.token not in capsys.readouterr().err and choice.token not in caplog.text
+    assert str(tmp_path / "web-token") in caplog.text

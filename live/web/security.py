@@ -244,21 +244,29 @@ class AccessPolicy:
                        "started (http://…/?token=…), or see the web-token file beside the site config")
 
 
-def announce_token(choice: TokenChoice, port: int, host: str = "0.0.0.0") -> None:
-    """Print the page's address with a newly made token, once, to stderr (not the log).
+def _interactive() -> bool:
+    """Whether stderr is a person's terminal (not systemd's journal or a log file)."""
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):
+        return False
 
-    This is the only place a token is ever written out besides its file: a log is shipped,
-    rotated and pasted into bug reports; a new token is shown to whoever started the show. A
-    stored or given token is not shown again: the log says where the file is.
+
+def announce_token(choice: TokenChoice, port: int, host: str = "0.0.0.0") -> None:
+    """Show the page's address with a newly made token, once, on the terminal that started the show.
+
+    This is the only place a token is ever written out besides its file. It goes to stderr only
+    when that is a terminal: under systemd stderr is the journal, which is a log, so there the
+    log says where the file is instead (``cat`` it). A stored or given token is never shown again.
     """
-    if not choice.created:
-        where = f"in {choice.path}" if choice.path is not None else "given with --web-token"
-        log.info("web page token %s (not logged)", where)
+    where = f"in {choice.path}" if choice.path is not None else "given with --web-token"
+    if not choice.created or not _interactive():
+        log.info("web page token %s (not logged; open http://<this machine>:%d/?token=<it> on a phone)", where, port)
         return
     addresses = _reachable_addresses(host)
     links = "\n".join(f"    http://{a}:{port}/?{TOKEN_QUERY}={choice.token}" for a in addresses)
     sys.stderr.write(
-        f"deepdream-live: the web page is open to the network with this token (shown once; kept in {choice.path}):\n"
+        f"deepdream-live: the web page is open to the network with this token (shown once; kept {where}):\n"
         f"{links}\n"
     )
     sys.stderr.flush()
