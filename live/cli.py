@@ -306,7 +306,9 @@ def _show_setup(args: argparse.Namespace):
             fields["midi_map"] = m.mapping
         fields.update(preset_cycle=site.presets.cycle, preset_cycle_minutes=site.presets.cycle_minutes)
         w = site.web
-        fields.update(web=w.enabled, web_host=w.host, web_port=w.port, mdns=w.mdns, config=site.path)
+        fields.update(web=w.enabled, web_host=w.host, mdns=w.mdns, config=site.path)
+        if w.port is not None:
+            fields["web_port"] = w.port
         if w.token_file is not None:
             fields["web_token_path"] = w.token_file
         if sch.open is not None and sch.close is not None:

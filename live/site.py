@@ -120,7 +120,7 @@ class WebSection:
 
     enabled: bool = True
     host: str = "127.0.0.1"
-    port: int = 8080
+    port: int | None = None  # None: 8080, or a free port when that is taken
     mdns: bool = True
     token_file: Path | None = None
 
