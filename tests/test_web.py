@@ -296,3 +296,29 @@ def test_the_preview_is_encoded_off_the_loop_only_while_a_page_watches(serve) ->
     assert not np.array_equal(decoded[0], decoded[1])
     assert any(name.startswith("web-encode") for name in threads)
     assert preview.sent == 8  # the loop's side only handed over references
+
+
+def test_a_page_that_opens_later_gets_the_newest_frame_not_an_old_one(serve) -> None:
+    import cv2
+
+    reg = Registry()
+    preview = PreviewOutput()
+    server = serve(reg, preview=preview)
+    old, new = np.zeros((90, 160, 3), np.uint8), np.full((90, 160, 3), 255, np.uint8)
+
+    async def first_frame() -> np.ndarray:
+        async with aiohttp.ClientSession() as s, s.ws_connect(_ws_url(server)) as ws:
+            await ws.send_json({"op": "preview", "on": True})
+            while True:
+                msg = await ws.receive(timeout=20)
+                if msg.type == aiohttp.WSMsgType.BINARY:
+                    return cv2.imdecode(np.frombuffer(msg.data, np.uint8), cv2.IMREAD_GRAYSCALE)
+
+    preview.send(old)
+    assert asyncio.run(first_frame()).mean() < 10
+    preview.send(new)  # the show moved on while no page watched
+    time.sleep(0.5)
+    assert asyncio.run(first_frame()).mean() > 245
+    preview.send_placeholder("loading the network")  # a placeholder that stays: still sent to a new page
+    time.sleep(0.5)
+    assert 10 < asyncio.run(first_frame()).mean() < 100

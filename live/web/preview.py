@@ -53,7 +53,9 @@ class PreviewOutput(Output):
     def send_placeholder(self, text: str) -> None:
         # called several times a second while the network loads: draw each text once
         if self._placeholder is None or self._placeholder[0] != text:
-            w, h = self.size if all(self.size) else (PREVIEW_WIDTH, PREVIEW_WIDTH * 9 // 16)
+            # at the preview's own width, so the words stay readable whatever the output's size
+            w, h = self.size if all(self.size) else (16, 9)
+            w, h = PREVIEW_WIDTH, max(2, round(PREVIEW_WIDTH * h / w))
             self._placeholder = (text, placeholder_frame(w, h, text))
             self._latest = (self._latest[0] + 1, self._placeholder[1])
 

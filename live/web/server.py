@@ -252,6 +252,7 @@ class WebServer:
         self._apply_wake: asyncio.Event | None = None
         self._preview_wanted: asyncio.Event | None = None
         self._jpeg: tuple[int, bytes] = (0, b"")
+        self._jpeg_at = -math.inf  # monotonic time it was encoded
         self._dirty: set[str] = set()
         self._dirty_lock = threading.Lock()
         self._flush_pending = False
@@ -632,7 +633,9 @@ class WebServer:
                 for text in self._outgoing(client):
                     await asyncio.wait_for(client.ws.send_str(text), self.stall_seconds)
                 number, jpeg = self._jpeg
-                if client.ready_for_frame and number > client.frame_sent and jpeg:
+                # a frame encoded while no page watched is old news: wait for the encoder's next
+                fresh = time.monotonic() - self._jpeg_at < 2.0 / PREVIEW_FPS
+                if client.ready_for_frame and number > client.frame_sent and jpeg and fresh:
                     client.frame_sent = number
                     client.awaiting_ack = time.monotonic()
                     await asyncio.wait_for(client.ws.send_bytes(jpeg), self.stall_seconds)
@@ -783,7 +786,8 @@ class WebServer:
             started = time.monotonic()
             number, frame = self.preview.latest() if self.preview is not None else (0, None)
             ready = [c for c in self._clients if c.ready_for_frame]
-            if frame is not None and number != seen and ready:
+            stale = time.monotonic() - self._jpeg_at >= 2.0 / PREVIEW_FPS  # a page that just opened
+            if frame is not None and ready and (number != seen or stale):
                 seen = number
                 try:
                     jpeg = await loop.run_in_executor(self._encode_pool, encode_jpeg, frame)
@@ -791,6 +795,7 @@ class WebServer:
                     self._throttle("encode", "web: preview frame not encoded: %s", e)
                 else:
                     self._jpeg = (self._jpeg[0] + 1, jpeg)
+                    self._jpeg_at = time.monotonic()
                     self.counts["frames_encoded"] += 1
                     for client in ready:
                         client.wake.set()
