@@ -63,10 +63,14 @@ with sync_playwright() as p:
 """
 
 
-def _window(loop: LiveLoop, seconds: float) -> float:
-    start, t0 = loop.clock.frames, time.monotonic()
+def _window(loop: LiveLoop, seconds: float, cpu: list[float] | None = None) -> float:
+    """The loop's fps over ``seconds``; appends the process's CPU ms per frame to ``cpu``."""
+    start, t0, c0 = loop.clock.frames, time.monotonic(), time.process_time()
     time.sleep(seconds)
-    return (loop.clock.frames - start) / (time.monotonic() - t0)
+    frames = loop.clock.frames - start
+    if cpu is not None:
+        cpu.append(1e3 * (time.process_time() - c0) / max(frames, 1))
+    return frames / (time.monotonic() - t0)
 
 
 def _web_cpu() -> float:
@@ -120,11 +124,14 @@ def main() -> None:
         columns["Chromium page (phone size), preview on"] = []
     frames_sent: dict[str, list[float]] = {k: [] for k in columns}
     web_share: dict[str, list[float]] = {k: [] for k in columns}  # web threads' CPU / the process's
+    cpu_per_frame: dict[str, list[float]] = {k: [] for k in columns}  # the show process's CPU ms a frame
     with WebServer(registry, port=0, preview=preview, status=loop.status) as web:
         url = web.url
         _window(loop, 3.0)  # warm-up: first frames, allocator, threads
-        for _ in range(args.rounds):
-            for name in columns:
+        names = list(columns)
+        for round_ in range(args.rounds):
+            # rotate the order so no column always follows the teardown of the same other one
+            for name in names[round_ % len(names):] + names[:round_ % len(names)]:
                 proc = None
                 if name.startswith("one websocket"):
                     proc = subprocess.Popen([sys.executable, "-c", WS_CLIENT, url.replace("http", "ws") + "ws"])
@@ -136,27 +143,32 @@ def main() -> None:
                     time.sleep(1.0)
                 sent = web.counts["frames_sent"]
                 t0, cpu0, web0 = time.monotonic(), time.process_time(), _web_cpu()
-                columns[name].append(_window(loop, args.seconds))
+                columns[name].append(_window(loop, args.seconds, cpu_per_frame[name]))
                 frames_sent[name].append((web.counts["frames_sent"] - sent) / (time.monotonic() - t0))
                 web_share[name].append((_web_cpu() - web0) / max(time.process_time() - cpu0, 1e-9))
                 if proc is not None:
                     proc.terminate()
                     proc.wait(30)
-                    time.sleep(1.0)
+                    time.sleep(3.0)  # Chromium's teardown takes CPU: let it finish outside every window
     stop.set()
     thread.join(60)
     outputs.close()
 
     base = columns["no page"]
     print(f"live loop {w}x{h}, {args.steps} steps, inception4c, torch on cpu ({torch.get_num_threads()} threads), "
-          f"{args.rounds} rounds of {args.seconds:g} s, interleaved; ratios are per round against the no-page "
-          "window just before, then the median")
-    print(f"{'':<40} {'loop fps':>9} {'vs no page':>11} {'preview fps':>12} {'web threads CPU':>16}")
+          f"{args.rounds} rounds of {args.seconds:g} s, interleaved in rotating order; ratios are per round "
+          "against that round's no-page window, then the median")
+    print(f"{'':<40} {'loop fps':>9} {'vs no page':>11} {'CPU ms/frame':>13} {'vs no page':>11} "
+          f"{'preview fps':>12} {'web threads CPU':>16}")
     for name, values in columns.items():
         ratio = statistics.median(v / b for v, b in zip(values, base))
+        cpu = statistics.median(c / b for c, b in zip(cpu_per_frame[name], cpu_per_frame["no page"]))
         print(f"{name:<40} {statistics.median(values):>9.2f} {ratio:>10.1%} "
+              f"{statistics.median(cpu_per_frame[name]):>13.1f} {cpu:>10.1%} "
               f"{statistics.median(frames_sent[name]):>12.1f} {statistics.median(web_share[name]):>15.1%}")
-    print("(web threads CPU: the web server's and encoder's CPU time as a share of the whole process's)")
+    print("(CPU ms/frame: the show process's CPU time per loop frame, all threads; on a CPU-bound show fps "
+          "goes as its inverse, and it is far less disturbed by other jobs than fps is.\n web threads CPU: the "
+          "web server's and encoder's CPU time as a share of the whole process's)")
     if not chromium:
         print("(Chromium column skipped: /usr/bin/chromium or playwright missing)")
     print(f"PreviewOutput.send on the loop's thread: {send_ns:.0f} ns a frame")

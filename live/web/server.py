@@ -168,6 +168,11 @@ class _RecentProblems(logging.Handler):
         self.records.append({"time": time.strftime("%H:%M:%S", time.localtime(record.created)),
                              "level": record.levelname.lower(), "source": record.name, "message": message})
 
+    def recent(self) -> list[dict[str, str]]:
+        """A copy, oldest first (``emit`` runs under the handler's lock on the logging thread)."""
+        with self.lock:
+            return list(self.records)
+
 
 class _Throttle:
     def __init__(self, every: float = LOG_EVERY) -> None:
@@ -646,6 +651,9 @@ class WebServer:
             pass  # the page went away while we wrote to it
         except asyncio.CancelledError:
             raise
+        except Exception:  # noqa: BLE001 - one page's failure must not reach the others
+            log.debug("web: writing to the page of %s failed", client.remote, exc_info=True)
+            self._abort(client)
 
     def _outgoing(self, client: _Client) -> list[str]:
         out = []
@@ -744,7 +752,7 @@ class WebServer:
             status = dict(self.status_source()) if self.status_source is not None else {}
         except Exception as e:  # noqa: BLE001 - the page shows the failure instead of going blank
             status = {"state": f"status unavailable: {type(e).__name__}: {e}"}
-        status["errors"] = list(self.problems.records)
+        status["errors"] = self.problems.recent()
         status["pages"] = len(self._clients)
         return _jsonable(status)
 
