@@ -275,6 +275,7 @@ def test_the_preview_is_encoded_off_the_loop_only_while_a_page_watches(serve) ->
             await _receive_until(ws, lambda m: m["type"] == "hello")
             for i in range(5):
                 preview.send(big)
+                assert preview.latest()[1] is big  # the loop hands over a reference: no copy, no encode
                 await asyncio.sleep(0.1)
             assert server.counts["frames_encoded"] == 0  # no page asked for the preview
             await ws.send_json({"op": "preview", "on": True})
