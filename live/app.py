@@ -448,6 +448,12 @@ class LiveLoop:
             "size": f"{round32(snap.width)}x{round32(snap.height)}",
             "source": str(self.source.status),
             "weights": "random" if self.model.weights.is_random else self.model.weights.kind,
+            # for the web page's status panel
+            "latency_ms": round(1e3 * self.clock.latency / max(self.clock.frames, 1), 1),
+            "output_size": f"{self._last_output.shape[1]}x{self._last_output.shape[0]}"
+            if self._last_output is not None else "",
+            "source_dropped": self.source.dropped,
+            "governor": _governor_state(self.governor),
         }
 
     def report(self) -> LoopReport:
@@ -462,6 +468,20 @@ class LiveLoop:
             dream_share=c.dream_share(),
             stopped_because=self._stop_reason or "stopped",
         )
+
+
+def _governor_state(governor: Governor | None) -> str:
+    """One line on what the governor is doing, for status."""
+    if governor is None:
+        return "off"
+    now = f": {governor.current}" if governor.current is not None else ""
+    ceiling = f" (ceiling {governor.ceiling})" if governor.ceiling not in (None, governor.current) else ""
+    return f"holding {governor.target_fps:g} fps{now}{ceiling}"
+
+
+def outputs_status(outputs: Fanout) -> list[dict[str, object]]:
+    """Each output's frames sent and dropped, and why it stopped if it did (the page's table)."""
+    return [{"name": o.name, "sent": o.sent, "dropped": o.dropped, "failure": o.failure} for o in outputs.outputs]
 
 
 def _notice(picture: np.ndarray, text: str) -> np.ndarray:
@@ -509,6 +529,13 @@ class ShowOptions:
     osc_port: int = 9000
     osc_allow: tuple[str, ...] = ()
     osc_feedback: tuple[str, ...] = ()
+    web: bool = True
+    web_host: str = "127.0.0.1"
+    web_port: int | None = None  # None: 8080, or a free port when 8080 is taken (logged)
+    web_token: str | None = None  # None: generated and stored (only needed beyond loopback)
+    web_token_path: Path | None = None  # where a generated token is kept (default: beside the config)
+    mdns: bool = True
+    config: Path | None = None  # the site config file, if any (the web token is kept beside it)
     midi: bool = True
     midi_map: Path | None = None
     presets_dir: Path | None = None
@@ -599,6 +626,7 @@ def run_show(
 
     with contextlib.ExitStack() as stack:
         outputs = stack.enter_context(build_outputs(opts))
+        preview = _add_preview(outputs) if opts.web else None
         outputs.open(width, height, snap.fps_cap)
         midi = stack.enter_context(_start_midi(opts, registry)) if opts.midi else None
         if opts.osc:
@@ -606,7 +634,11 @@ def run_show(
                        "morph": lambda seconds: registry.set("morph_time", seconds, source="osc")}
             if midi is not None:
                 actions["learn"] = midi.learn
-            _start_osc(stack, opts, registry, actions, status)
+            osc_address = _start_osc(stack, opts, registry, actions, status)
+        if opts.web:
+            _start_web(stack, opts, registry, presets, preview, osc_address if opts.osc else None,
+                       lambda: {"state": "dreaming" if loop_ref else "loading the network", **status(),
+                                "outputs": outputs_status(outputs)})
 
         def prepare() -> tuple[Model, Backend]:
             model = load_model(opts.weights, model=opts.model)
@@ -656,12 +688,54 @@ def _start_midi(opts: ShowOptions, registry: Registry):
 
 
 def _start_osc(stack: contextlib.ExitStack, opts: ShowOptions, registry: Registry,
-               actions: dict[str, Callable[[object], object]], status: Callable[[], dict[str, object]]) -> None:
-    """OSC control. A port already in use is an error at start-up: the message names --osc-port."""
+               actions: dict[str, Callable[[object], object]],
+               status: Callable[[], dict[str, object]]) -> tuple[str, int]:
+    """OSC control; returns where it listens. A port already in use is an error at start-up: the
+    message names --osc-port."""
     from live.control.osc import OscServer
 
-    stack.enter_context(OscServer(registry, opts.osc_host, opts.osc_port, allow=opts.osc_allow,
-                                  feedback=opts.osc_feedback, actions=actions, status=status))
+    return stack.enter_context(OscServer(registry, opts.osc_host, opts.osc_port, allow=opts.osc_allow,
+                                  feedback=opts.osc_feedback, actions=actions, status=status)).address
+
+
+def _add_preview(outputs: Fanout):
+    """The web page's preview: one more output in the fan-out, keeping the newest frame."""
+    from live.web.preview import PreviewOutput
+
+    preview = PreviewOutput()
+    outputs.outputs.append(preview)
+    return preview
+
+
+def _start_web(stack: contextlib.ExitStack, opts: ShowOptions, registry: Registry, presets: object,
+               preview: object, osc: tuple[str, int] | None, status: Callable[[], dict[str, object]]) -> None:
+    """The web page, preview and OSCQuery. Beyond loopback it needs a token: the one given, or
+    one made once, kept in a 0600 file and printed this once (docs/architecture.md, *The web page*)."""
+    from live.web.security import announce_token, is_loopback_bind, resolve_token
+    from live.web.server import DEFAULT_PORT as DEFAULT_WEB_PORT
+    from live.web.server import WebServer
+
+    token = None
+    choice = None
+    if not is_loopback_bind(opts.web_host):
+        choice = resolve_token(opts.web_token, config=opts.config, path=opts.web_token_path)
+        token = choice.token
+    from live.errors import UsageError
+
+    def server(port: int) -> WebServer:
+        return WebServer(registry, opts.web_host, port, token=token, presets=presets, preview=preview,
+                         status=status, model=opts.model, osc=osc, osc_allow=opts.osc_allow, mdns=opts.mdns)
+
+    try:
+        web = stack.enter_context(server(opts.web_port or DEFAULT_WEB_PORT))
+    except UsageError as e:
+        if opts.web_port is not None:
+            raise  # a port asked for by name: its owner wants to know
+        # the default port is taken (another show, another program): a page elsewhere beats none
+        log.warning("%s; serving the web page on a free port instead", e)
+        web = stack.enter_context(server(0))
+    if choice is not None:
+        announce_token(choice, web.address[1], opts.web_host)
 
 
 def _idle_watcher(opts: ShowOptions, registry: Registry) -> IdleWatcher | None:

@@ -104,6 +104,18 @@ def _build_parser() -> argparse.ArgumentParser:
                      help="sender network allowed besides loopback, e.g. 192.168.1.0/24 (repeatable)")
     ctl.add_argument("--osc-feedback", action="append", default=None, metavar="HOST:PORT",
                      help="controller that receives every change, e.g. 192.168.1.20:9001 (repeatable)")
+    web = run.add_argument_group("web page (control, live preview and status in a browser; OSCQuery)")
+    web.add_argument("--web", action=argparse.BooleanOptionalAction, default=None,
+                     help="serve the show's web page (default: on, http://127.0.0.1:8080)")
+    web.add_argument("--web-host", default=None,
+                     help="address to listen on (default: 127.0.0.1; 0.0.0.0 for phones on the network: "
+                     "then every device needs the token)")
+    web.add_argument("--web-port", type=int, default=None, help="TCP port (default: 8080)")
+    web.add_argument("--web-token", default=None, metavar="TOKEN",
+                     help="the token devices on the network must give (default: $DEEPDREAM_LIVE_WEB_TOKEN, else "
+                     "made once, printed once and kept in web-token beside the site config)")
+    web.add_argument("--mdns", action=argparse.BooleanOptionalAction, default=None,
+                     help="advertise OSCQuery (_oscjson._tcp) and OSC (_osc._udp) over mDNS (default: on)")
     ctl.add_argument("--midi", action=argparse.BooleanOptionalAction, default=None,
                      help="MIDI control (default: on where the midi extra is installed)")
     ctl.add_argument("--midi-map", type=Path, default=None, metavar="FILE",
@@ -247,6 +259,9 @@ def _show_setup(args: argparse.Namespace):
     """ShowOptions, the registry and a config reloader from the flags, the site config and the
     calibration profile. Lowest to highest: defaults, profile, config, preset, flags."""
     import dataclasses
+    import os
+
+    from live.web.security import TOKEN_ENV
 
     from live.app import ShowOptions
     from live.control.params import Registry
@@ -290,6 +305,12 @@ def _show_setup(args: argparse.Namespace):
         if m.mapping is not None:
             fields["midi_map"] = m.mapping
         fields.update(preset_cycle=site.presets.cycle, preset_cycle_minutes=site.presets.cycle_minutes)
+        w = site.web
+        fields.update(web=w.enabled, web_host=w.host, mdns=w.mdns, config=site.path)
+        if w.port is not None:
+            fields["web_port"] = w.port
+        if w.token_file is not None:
+            fields["web_token_path"] = w.token_file
         if sch.open is not None and sch.close is not None:
             fields.update(hours=OpeningHours(sch.open, sch.close, sch.days), closed_look=sch.outside)
         if idle.after_minutes:
@@ -314,6 +335,8 @@ def _show_setup(args: argparse.Namespace):
         "osc_allow": tuple(args.osc_allow) if args.osc_allow else None,
         "osc_feedback": tuple(args.osc_feedback) if args.osc_feedback else None,
         "midi": args.midi, "midi_map": args.midi_map, "presets_dir": presets_dir, "target_fps": args.target_fps,
+        "web": args.web, "web_host": args.web_host, "web_port": args.web_port, "mdns": args.mdns,
+        "web_token": args.web_token or os.environ.get(TOKEN_ENV) or None,
     }
     if args.capture_size:
         cli["capture_width"], cli["capture_height"] = _parse_size(args.capture_size, "--capture-size")

@@ -7,6 +7,7 @@ A gallery machine runs for weeks from one file (``site.toml``, see ``live/site-e
     [network]     weights, backend, device, flow_preset
     [outputs]     window, fullscreen, monitor, vcam, vcam_device, vcam_backend, record, overlay, screenshot_dir
     [osc]         enabled, host, port, allow = [CIDRs], feedback = ["host:port", …]
+    [web]         enabled, host, port, mdns, token_file (the page, preview and OSCQuery)
     [midi]        enabled, mapping
     [presets]     directory, start, cycle = [names], cycle_minutes, morph_time
     [schedule]    open = "10:00", close = "18:00", days = ["mon", …], outside = blackout|placeholder|stop
@@ -63,7 +64,7 @@ FLOW_PRESETS = ("ultrafast", "fast", "medium")
 DREAM_PARAMS: dict[str, Param] = {p.name: p for p in LIVE_PARAMS if p.kind != "trigger"}
 # What SIGHUP can change while the show runs; every other section needs a restart.
 LIVE_SECTIONS = frozenset({"dream", "presets", "schedule", "idle", "governor", "log"})
-RESTART_SECTIONS = frozenset({"source", "outputs", "network", "osc", "midi", "calibration"})
+RESTART_SECTIONS = frozenset({"source", "outputs", "network", "osc", "midi", "calibration", "web"})
 _PRESET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")  # as live.control.presets
 
 
@@ -110,6 +111,18 @@ class OscSection:
     port: int = 9000
     allow: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
     feedback: tuple[tuple[str, int], ...] = ()
+
+
+@dataclass(frozen=True)
+class WebSection:
+    """The show's web page (control, preview, status) and OSCQuery; beyond loopback it needs the
+    token kept in ``token_file`` (default: ``web-token`` beside this config)."""
+
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int | None = None  # None: 8080, or a free port when that is taken
+    mdns: bool = True
+    token_file: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -186,6 +199,7 @@ class Site:
     network: NetworkSection = NetworkSection()
     outputs: OutputsSection = OutputsSection()
     osc: OscSection = OscSection()
+    web: WebSection = WebSection()
     midi: MidiSection = MidiSection()
     presets: PresetsSection = PresetsSection()
     schedule: ScheduleSection = ScheduleSection()
@@ -387,6 +401,7 @@ SCHEMA: dict[str, dict[str, Check | str]] = {
         "vcam_backend": _text, "record": PATH, "overlay": _bool, "screenshot_dir": PATH,
     },
     "osc": {"enabled": _bool, "host": _host, "port": _int(1, 65535), "allow": _cidrs, "feedback": _hostports},
+    "web": {"enabled": _bool, "host": _host, "port": _int(1, 65535), "mdns": _bool, "token_file": PATH},
     "midi": {"enabled": _bool, "mapping": PATH},
     "presets": {
         "directory": PATH, "start": _preset_name, "cycle": _preset_names,
@@ -525,6 +540,7 @@ def parse_site(data: Mapping[str, Any], path: Path | None = None) -> Site:
         network=build(NetworkSection, "network"),
         outputs=build(OutputsSection, "outputs"),
         osc=build(OscSection, "osc"),
+        web=build(WebSection, "web"),
         midi=build(MidiSection, "midi"),
         presets=build(PresetsSection, "presets"),
         schedule=build(ScheduleSection, "schedule"),

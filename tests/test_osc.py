@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import random
@@ -20,11 +19,9 @@ from pythonosc.osc_packet import OscPacket
 
 from live.control import osc
 from live.control.osc import OscServer, SenderFilter
-from live.control.osc_layout import LAYOUT_PATH, open_stage_control_session
 from live.control.osc_reference import address_table_markdown
 from live.control.params import LIVE_PARAMS, Param, Registry
 from live.errors import UsageError
-from live.model import catalog
 from live.objectives import Objective
 
 Messages = list[tuple[str, list[Any]]]
@@ -522,34 +519,6 @@ def test_throttle_logs_once_per_kind_per_interval(caplog) -> None:
         throttle("malformed", "bad packet")
     messages = [r.getMessage() for r in caplog.records]
     assert messages == ["OSC bad packet", "OSC big packet", "OSC bad packet (99 more malformed since the last report)"]
-
-
-def test_the_shipped_layout_is_generated_from_the_registry() -> None:
-    shipped = json.loads(LAYOUT_PATH.read_text())
-    assert shipped == open_stage_control_session(LIVE_PARAMS), (
-        "live/control/layouts/open-stage-control.json is stale; regenerate it with: "
-        ".venv/bin/python -c 'from live.control.osc_layout import write_layout; write_layout()'"
-    )
-
-
-def test_the_layout_has_a_control_for_every_parameter() -> None:
-    session = open_stage_control_session(LIVE_PARAMS)
-    assert session["type"] == "session" and session["content"]["type"] == "root"
-
-    def widgets(node: dict[str, Any]) -> Iterator[dict[str, Any]]:
-        for child in node.get("widgets", []) + node.get("tabs", []):
-            yield child
-            yield from widgets(child)
-
-    by_address = {w.get("address"): w for w in widgets(session["content"])}
-    for p in LIVE_PARAMS:
-        if p.kind in ("float", "int", "bool", "trigger"):
-            assert f"/dream/{p.name}" in by_address, p.name
-    assert by_address["/dream/step_size"]["logScale"] is True
-    assert by_address["/dream/flow"]["mode"] == "toggle"
-    assert set(by_address["/dream/layer"]["values"].values()) == {layer.name for layer in catalog.LAYERS}
-    assert {"/dream/preset/load", "/dream/preset/save", "/dream/status/fps", "/dream/dump"} <= set(by_address)
-    assert len({w["id"] for w in widgets(session["content"])}) == len(list(widgets(session["content"])))
 
 
 def test_the_readme_table_lists_every_address() -> None:

@@ -199,6 +199,27 @@ def _whole(address: str, value: Any, expected: str) -> int:
     raise UsageError(f"{address} expects {expected}, got {value!r}")
 
 
+def value_messages(param: Param, value: Any, *, triggers: bool = False) -> dict[str, list[Any]]:
+    """The OSC messages that show ``param = value`` on a controller: what ``/dream/query`` answers
+    and feedback sends (OSCQuery's ``?VALUE`` reads the same). A trigger's press count only with
+    ``triggers``."""
+    if param.kind == "trigger" and not triggers:
+        return {}  # a press count would light a button up forever; nothing to follow
+    name = param.name
+    out: dict[str, list[Any]] = {f"{PREFIX}/{name}": [_osc_value(value)]}
+    if param.kind in _FADER_KINDS:
+        out[f"{PREFIX}/{name}/norm"] = [float(param.to_norm(value))]
+    if isinstance(value, Objective):
+        layer = catalog.deepest(value.layers)
+        out[f"{PREFIX}/layer"] = [layer.name]
+        out[f"{PREFIX}/layer/norm"] = [layer.index / (len(catalog.LAYERS) - 1)]
+        if len(value.layers) == 1:
+            nonzero = np.flatnonzero(value.weights(layer.name))
+            if len(nonzero) == 1:
+                out[f"{PREFIX}/channel"] = [int(nonzero[0])]
+    return out
+
+
 class _Server(BlockingOSCUDPServer):
     """python-osc's blocking server with our allowlist, size limit, parser and error counting."""
 
@@ -501,7 +522,8 @@ class OscServer:
 
         def set_value(client: tuple[str, int], address: str, args: tuple[Any, ...]) -> None:
             if param.kind == "trigger":
-                if not args or param.coerce(_one_arg(address, args, param.expects())):
+                # no argument, an OSC nil (what OSCQuery clients send to a "N" method) or non-zero
+                if not args or args == (None,) or param.coerce(_one_arg(address, args, param.expects())):
                     self.registry.set(name, True, "osc")
                 return  # a button's release (0) is not a second press
             if not args and param.kind == "bool":
@@ -627,21 +649,7 @@ class OscServer:
     # ----- feedback (writers' threads -> feedback thread)
     def _messages(self, name: str, value: Any, *, triggers: bool = False) -> dict[str, list[Any]]:
         """The OSC messages that show ``name = value`` on a controller."""
-        param = self.registry.params[name]
-        if param.kind == "trigger" and not triggers:
-            return {}  # a press count would light a button up forever; nothing to follow
-        out: dict[str, list[Any]] = {f"{PREFIX}/{name}": [_osc_value(value)]}
-        if param.kind in _FADER_KINDS:
-            out[f"{PREFIX}/{name}/norm"] = [float(param.to_norm(value))]
-        if isinstance(value, Objective):
-            layer = catalog.deepest(value.layers)
-            out[f"{PREFIX}/layer"] = [layer.name]
-            out[f"{PREFIX}/layer/norm"] = [layer.index / (len(catalog.LAYERS) - 1)]
-            if len(value.layers) == 1:
-                nonzero = np.flatnonzero(value.weights(layer.name))
-                if len(nonzero) == 1:
-                    out[f"{PREFIX}/channel"] = [int(nonzero[0])]
-        return out
+        return value_messages(self.registry.params[name], value, triggers=triggers)
 
     def _changed(self, name: str, value: Any, source: str) -> None:
         if self._closed:
