@@ -34,6 +34,23 @@ def _add_model_options(p: argparse.ArgumentParser, default_weights: str | None =
     g.add_argument("--device", default="auto" if defaults else None, help="auto, cpu, cuda or cuda:N (default: auto)")
 
 
+def _add_encoder_options(g: argparse._ArgumentGroup) -> None:
+    """--record-*, --stream*, --keyframe-interval, --ndi: the encoder outputs (live/outputs/encoder.py)."""
+    g.add_argument("--record-dir", type=Path, default=None, metavar="DIR",
+                   help="where OSC /dream/record/start writes its time-named files (default: --record's directory, else .)")
+    g.add_argument("--record-codec", default=None, metavar="CODEC",
+                   help="H.264 encoder: h264_nvenc, libx264, … (default: h264_nvenc where it opens, else libx264)")
+    g.add_argument("--record-bitrate", default=None, metavar="RATE",
+                   help="recording bitrate, e.g. 8M (default: constant quality, CRF 20)")
+    g.add_argument("--stream", action="append", default=None, metavar="URL",
+                   help="stream to URL (repeatable): rtmp(s)://host/app/KEY, srt://host:port[?mode=listener], "
+                   "udp://host:port, rtp://host:port; keys are never logged")
+    g.add_argument("--stream-bitrate", default=None, metavar="RATE", help="constant stream bitrate (default: 4500k)")
+    g.add_argument("--keyframe-interval", type=float, default=None, metavar="SECONDS",
+                   help="a keyframe every SECONDS of real time (default: 2)")
+    g.add_argument("--ndi", default=None, metavar="NAME", help="send as the NDI source NAME (the ndi extra)")
+
+
 def _build_parser() -> argparse.ArgumentParser:
     from live.dreamer import DreamSettings
 
@@ -91,7 +108,9 @@ def _build_parser() -> argparse.ArgumentParser:
                      help="send to a virtual camera (v4l2loopback / OBS) for video calls")
     out.add_argument("--vcam-device", default=None, help="virtual camera device, e.g. /dev/video10")
     out.add_argument("--vcam-backend", default=None, help="pyvirtualcam backend (default: the platform's)")
-    out.add_argument("--record", type=Path, default=None, metavar="FILE", help="record to FILE (.mp4 or .avi)")
+    out.add_argument("--record", type=Path, default=None, metavar="FILE",
+                     help="record H.264 to FILE: .mp4 or .mov (fragmented MP4) or .mkv (Matroska); crash-safe")
+    _add_encoder_options(out)
     out.add_argument("--overlay", action=argparse.BooleanOptionalAction, default=None,
                      help="draw fps, layer, steps and backend on the output")
     out.add_argument("--screenshot-dir", type=Path, default=None, help="where the 's' key saves PNGs (default: .)")
@@ -314,6 +333,7 @@ def _show_setup(args: argparse.Namespace):
         "osc_allow": tuple(args.osc_allow) if args.osc_allow else None,
         "osc_feedback": tuple(args.osc_feedback) if args.osc_feedback else None,
         "midi": args.midi, "midi_map": args.midi_map, "presets_dir": presets_dir, "target_fps": args.target_fps,
+        **_encoder_fields(args),
     }
     if args.capture_size:
         cli["capture_width"], cli["capture_height"] = _parse_size(args.capture_size, "--capture-size")
@@ -348,6 +368,19 @@ def _show_setup(args: argparse.Namespace):
     return opts, registry, reload
 
 
+def _encoder_fields(args: argparse.Namespace) -> dict[str, object]:
+    """ShowOptions fields of the encoder flags (None where not given, so the config's stand)."""
+    from live.outputs.encoder import parse_bitrate
+
+    return {
+        "record_dir": args.record_dir, "record_codec": args.record_codec,
+        "record_bitrate": parse_bitrate(args.record_bitrate) if args.record_bitrate else None,
+        "streams": tuple(args.stream) if args.stream else None,
+        "stream_bitrate": parse_bitrate(args.stream_bitrate) if args.stream_bitrate else None,
+        "keyframe_seconds": args.keyframe_interval, "ndi": args.ndi,
+    }
+
+
 def _cmd_bench(args: argparse.Namespace) -> int:
     from live.benchmark import loop_benchmark
 
@@ -366,7 +399,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
         site = load_site(args.config)
         o = site.show_options()
         fields.update({k: o[k] for k in ("source", "window", "vcam", "vcam_device", "record", "screenshot_dir",
-                                         "backend", "device", "weights") if k in o})
+                                         "backend", "device", "weights", "streams", "ndi", "record_codec") if k in o})
         fields.update(osc_host=site.osc.host, osc_port=site.osc.port if site.osc.enabled else None,
                       midi=site.midi.enabled)
     else:

@@ -68,6 +68,9 @@ def address_table_markdown(params: Iterable[Param] = LIVE_PARAMS) -> str:
         (f"`{PREFIX}/preset/save`", "string", "preset name", "save the current look as a preset"),
         (f"`{PREFIX}/morph`", "float", "seconds ≥ 0", "cross-fade time for layer and preset changes"),
         (f"`{PREFIX}/learn`", "string", "parameter name", "MIDI learn: the next moved control drives this parameter"),
+        (f"`{PREFIX}/record/start`", "—", "", "record to a new file named by the time (a take in progress is finished)"),
+        (f"`{PREFIX}/record/stop`", "—", "", "finish the recording in progress"),
+        (f"`{PREFIX}/stream/<n>/enable`", "bool", "0/1, T/F, true/false", "switch the n-th `--stream` off or on"),
         (
             f"`{PREFIX}/query`",
             "string",
