@@ -478,7 +478,7 @@ class _Session:
                 container = av.open(writer, "w", format=target.format, container_options=target.container_options,
                                     buffer_size=1316 * 8)
             else:
-                container = av.open(target.url, "w", format=target.format, options=target.io_options,
+                container = av.open(target.open_url, "w", format=target.format,
                                     container_options=target.container_options)
         except (av.FFmpegError, OSError) as e:
             if closer is not None:

@@ -73,6 +73,7 @@ class _Lib:
                                        ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64,
                                        ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p]
         lib.srt_epoll_release.argtypes = [ctypes.c_int]
+        lib.srt_setloglevel(3)  # LOG_ERR: libsrt writes straight to stderr; its warnings are noise here
         if lib.srt_startup() < 0:
             raise UnavailableError(f"libsrt did not start: {self.error()}")
         v = lib.srt_getversion()

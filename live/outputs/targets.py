@@ -26,7 +26,6 @@ from live.redact import redact_url
 RECORD_FORMATS = {".mp4": "mp4", ".mov": "mov", ".mkv": "matroska"}
 STREAM_FORMATS = {"rtmp": "flv", "rtmps": "flv", "srt": "mpegts", "udp": "mpegts", "rtp": "rtp_mpegts"}
 FRAGMENT_SECONDS = 0.5  # crash safety: what a SIGKILL can cost at most, plus one frame
-IO_TIMEOUT_US = 5_000_000  # a network write blocked this long is a lost connection
 EXAMPLES = ("show.mp4", "show.mkv", "rtmp://host/app/KEY", "srt://host:9000", "udp://127.0.0.1:5000")
 
 
@@ -38,7 +37,12 @@ class Target:
     scheme: str  # "file" or the URL scheme
     format: str  # the libavformat muxer
     container_options: dict[str, str] = field(default_factory=dict)
-    io_options: dict[str, str] = field(default_factory=dict)
+    io_url: str = ""  # what FFmpeg opens: the URL with protocol options added to its query
+
+    @property
+    def open_url(self) -> str:
+        """The URL or path handed to FFmpeg (protocol options ride in the query: PyAV passes none)."""
+        return self.io_url or self.url
 
     @property
     def network(self) -> bool:
@@ -83,16 +87,15 @@ def parse_target(text: str | os.PathLike[str]) -> Target:
         raise UsageError(f"cannot stream to {shown}: the URL names no host, e.g. {scheme}://192.168.1.20:9000")
     fmt = STREAM_FORMATS[scheme]
     container = {"flush_packets": "1"}  # every frame goes out at once: latency beats batching
-    io: dict[str, str] = {}
+    io_url = ""
     if fmt == "flv":
         container["flvflags"] = "no_duration_filesize"  # a live stream cannot seek back to fill them in
-        io["rw_timeout"] = str(IO_TIMEOUT_US)
-        io["tcp_nodelay"] = "1"
-    elif scheme == "udp":
-        io["pkt_size"] = "1316"  # seven TS packets: one datagram under any Ethernet MTU
+    elif scheme in ("udp", "rtp") and "pkt_size=" not in parts.query:
+        # seven TS packets per datagram: under any Ethernet MTU, and whole TS packets each
+        io_url = raw + ("&" if parts.query else "?") + "pkt_size=1316"
     if fmt in ("mpegts", "rtp_mpegts"):
         container["mpegts_flags"] = "+resend_headers"  # a receiver that joins late finds PAT/PMT
-    return Target(raw, scheme, fmt, container, io)
+    return Target(raw, scheme, fmt, container, io_url)
 
 
 def check_record_path(target: Target) -> None:
