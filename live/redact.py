@@ -28,6 +28,7 @@ SECRET_PARAMS = frozenset(
      "pwd", "secret", "auth", "authorization", "sig", "signature", "apikey", "api_key"}
 )  # fmt: skip
 KEY_IN_PATH = frozenset({"rtmp", "rtmps", "rtmpt", "rtmpe", "rtmpts"})  # the path after the app is the key
+PLAIN_PATH = frozenset({"udp", "rtp", "srt", "rtsp", "http", "https", "file"})  # paths that name, not authorise
 _URL = re.compile(r"\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s'\"<>]+")
 _MIN_SECRET = 4  # shorter strings ("live", "1") would mask ordinary words
 
@@ -67,11 +68,14 @@ def redact_url(url: str) -> str:
         name = user.split(":", 1)[0]
         netloc = f"{name}:{MASK}@{host}"
     path = parts.path
-    if parts.scheme.lower() in KEY_IN_PATH:
+    scheme = parts.scheme.lower()
+    if scheme in KEY_IN_PATH:
         segments = path.split("/")
         named = [i for i, s in enumerate(segments) if s]
         if len(named) > 1:
             path = "/".join(segments[: named[0] + 1]) + "/" + MASK
+    elif scheme not in PLAIN_PATH and path.strip("/"):
+        path = "/" + MASK  # an unknown scheme: its path may be anything, a key included
     query = parts.query
     if query:
         pieces = []

@@ -139,7 +139,7 @@ class EncoderOutput(Output):
         self.placeholders = self.target.network if placeholders is None else placeholders
         self.backoff = backoff
         self.drain_timeout = drain_timeout
-        self.state = "closed"  # closed, connecting, live, offline, waiting, disabled, failed
+        self._state = "closed"
         self.written = 0  # frames encoded
         self.bytes_out = 0
         self.bitrate = 0.0  # bit/s over the last few seconds of output
@@ -248,6 +248,19 @@ class EncoderOutput(Output):
 
     # ----- control (any thread)
     @property
+    def state(self) -> str:
+        """closed, connecting, waiting (for an SRT receiver), live, offline, disabled or failed."""
+        if self.failure is not None:
+            return "failed"
+        if not self._enabled.is_set() and self._state != "closed":
+            return "disabled"
+        return self._state
+
+    @state.setter
+    def state(self, value: str) -> None:
+        self._state = value
+
+    @property
     def enabled(self) -> bool:
         """Whether frames are being encoded; a disabled stream is disconnected."""
         return self._enabled.is_set()
@@ -261,7 +274,6 @@ class EncoderOutput(Output):
             log.info("%s enabled", self.name)
         else:
             self._enabled.clear()
-            self.state = "disabled"
             log.info("%s disabled", self.name)
         self._wake()
 
