@@ -498,6 +498,7 @@ class ShowOptions:
     streams: tuple[str, ...] = ()
     stream_bitrate: int | None = None
     keyframe_seconds: float = 2.0
+    encoder_preset: str = "veryfast"  # libx264's speed/quality trade (docs/architecture.md, *Encoders*)
     ndi: str | None = None
     overlay: bool = False
     weights: str | None = None
@@ -592,8 +593,9 @@ def _encoder_outputs(opts: ShowOptions) -> list:
     from live.outputs.encoder import EncoderOutput, EncoderSettings
     from live.outputs.switch import RecordSwitch
 
-    record = EncoderSettings(codec=opts.record_codec, bitrate=opts.record_bitrate, keyframe_seconds=opts.keyframe_seconds)
-    stream = EncoderSettings(codec=opts.record_codec, bitrate=opts.stream_bitrate, keyframe_seconds=opts.keyframe_seconds)
+    common = {"codec": opts.record_codec, "keyframe_seconds": opts.keyframe_seconds, "preset": opts.encoder_preset}
+    record = EncoderSettings(bitrate=opts.record_bitrate, **common)
+    stream = EncoderSettings(bitrate=opts.stream_bitrate, **common)
     directory = opts.record_dir or (opts.record.parent if opts.record is not None else Path("."))
     suffix = opts.record.suffix.lower() if opts.record is not None else ".mp4"
     outs: list = [RecordSwitch(directory, suffix, record, initial=opts.record)]

@@ -46,6 +46,8 @@ def _add_encoder_options(g: argparse._ArgumentGroup) -> None:
                    help="stream to URL (repeatable): rtmp(s)://host/app/KEY, srt://host:port[?mode=listener], "
                    "udp://host:port, rtp://host:port; keys are never logged")
     g.add_argument("--stream-bitrate", default=None, metavar="RATE", help="constant stream bitrate (default: 4500k)")
+    g.add_argument("--encoder-preset", default=None, metavar="PRESET",
+                   help="libx264 speed/quality: veryfast (default), superfast, ultrafast (cheapest CPU), faster, …")
     g.add_argument("--keyframe-interval", type=float, default=None, metavar="SECONDS",
                    help="a keyframe every SECONDS of real time (default: 2)")
     g.add_argument("--ndi", default=None, metavar="NAME", help="send as the NDI source NAME (the ndi extra)")
@@ -398,7 +400,7 @@ def _encoder_fields(args: argparse.Namespace) -> dict[str, object]:
         "record_bitrate": parse_bitrate(args.record_bitrate) if args.record_bitrate else None,
         "streams": tuple(args.stream) if args.stream else None,
         "stream_bitrate": parse_bitrate(args.stream_bitrate) if args.stream_bitrate else None,
-        "keyframe_seconds": args.keyframe_interval, "ndi": args.ndi,
+        "keyframe_seconds": args.keyframe_interval, "ndi": args.ndi, "encoder_preset": args.encoder_preset,
     }
 
 

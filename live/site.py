@@ -7,7 +7,7 @@ A gallery machine runs for weeks from one file (``site.toml``, see ``live/site-e
     [network]     weights, backend, device, flow_preset
     [outputs]     window, fullscreen, monitor, vcam, vcam_device, vcam_backend, record, overlay, screenshot_dir,
                   record_dir, record_codec, record_bitrate, stream = [URLs], stream_bitrate,
-                  keyframe_interval, ndi
+                  keyframe_interval, encoder_preset, ndi
     [osc]         enabled, host, port, allow = [CIDRs], feedback = ["host:port", …]
     [midi]        enabled, mapping
     [presets]     directory, start, cycle = [names], cycle_minutes, morph_time
@@ -110,6 +110,7 @@ class OutputsSection:
     stream: tuple[str, ...] | None = None  # stream URLs; they may hold keys: print through live.redact
     stream_bitrate: int | None = None
     keyframe_interval: float | None = None
+    encoder_preset: str | None = None
     ndi: str | None = None
 
 
@@ -239,6 +240,7 @@ class Site:
             "streams": o.stream,
             "stream_bitrate": o.stream_bitrate,
             "keyframe_seconds": o.keyframe_interval,
+            "encoder_preset": o.encoder_preset,
             "ndi": o.ndi,
         }
         return {k: v for k, v in values.items() if v is not None}
@@ -430,6 +432,7 @@ SCHEMA: dict[str, dict[str, Check | str]] = {
         "vcam_backend": _text, "record": PATH, "overlay": _bool, "screenshot_dir": PATH,
         "record_dir": PATH, "record_codec": _text, "record_bitrate": _bitrate, "stream": _streams,
         "stream_bitrate": _bitrate, "keyframe_interval": _float(0.1, 60), "ndi": _text,
+        "encoder_preset": _choice("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow"),
     },
     "osc": {"enabled": _bool, "host": _host, "port": _int(1, 65535), "allow": _cidrs, "feedback": _hostports},
     "midi": {"enabled": _bool, "mapping": PATH},

@@ -46,6 +46,7 @@ log = logging.getLogger(__name__)
 BACKOFF = (2.0, 30.0)  # first and longest wait between reconnects, seconds
 DEFAULT_STREAM_BITRATE = 4_500_000  # bit/s: a 720p30 stream as Twitch and YouTube suggest
 DEFAULT_CRF = 20  # recordings: quality-based, visually clean
+PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow")
 _WARN_EVERY_S = 5.0
 _STOP = None
 _nvenc_failure: str | None = None  # why h264_nvenc did not open here (asked once per process)
@@ -90,6 +91,8 @@ class EncoderSettings:
     def __post_init__(self) -> None:
         if not 0.1 <= self.keyframe_seconds <= 60:
             raise UsageError(f"keyframe interval must be 0.1..60 seconds, got {self.keyframe_seconds:g}")
+        if self.preset not in PRESETS:
+            raise UsageError(f"encoder preset {self.preset!r}: choose one of {', '.join(PRESETS)}")
         if not 0 <= self.crf <= 51:
             raise UsageError(f"CRF must be 0..51 (0 lossless, 18-23 good), got {self.crf}")
 
