@@ -624,7 +624,7 @@ def check_outputs(opts: CheckOptions, *, show_running: bool = False) -> list[Che
         results.append(CheckResult(f"ndi {opts.ndi}", found, "ndi-python installed" if found else
                                    "ndi-python is not installed (the show goes on without NDI)",
                                    "pip install 'deepdream-live[ndi]'"))
-    if show_running or opts.osc_port is not None:
+    if opts.osc_port is not None and (show_running or _port_taken(opts.osc_host, opts.osc_port)):
         live = _ask_show_outputs(opts)
         if live is not None:
             for part in (p.strip() for p in live.split(";") if p.strip()):
@@ -656,6 +656,17 @@ def _check_stream(index: int, url: str, av: object) -> CheckResult:
                                required=True)
         return CheckResult(name, True, f"{target.shown}: MPEG-TS over SRT (libsrt {version})", required=True)
     return CheckResult(name, True, f"{target.shown}: {target.format} over {target.scheme}", required=True)
+
+
+def _port_taken(host: str, port: int) -> bool:
+    """Whether something (the show, presumably) holds the UDP port: only then is it asked."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_DGRAM) as sock:
+            sock.bind((host, port))
+    except OSError:
+        return True
+    return False
 
 
 def _ask_show_outputs(opts: CheckOptions, timeout: float = 1.0) -> str | None:

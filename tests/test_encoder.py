@@ -14,7 +14,6 @@ import time
 from pathlib import Path
 
 import av
-import numpy as np
 import pytest
 
 from live.errors import OutputError, UsageError
@@ -292,3 +291,36 @@ def test_bitrates_parse_and_refuse() -> None:
         parse_bitrate("5")
     with pytest.raises(UsageError, match="expected bits per second"):
         parse_bitrate("fast")
+
+
+def test_a_5_fps_show_records_its_real_time(tmp_path: Path, model) -> None:
+    """The live loop on a 5 fps camera, fps_cap 60: the file lasts as long as the show did, each
+    frame at its capture time (held while the dream was slow), never squeezed to 60 fps."""
+    import torch
+
+    from live.app import LiveLoop
+    from live.backends.torch_backend import TorchBackend
+    from live.control.params import Registry
+    from live.outputs import Output
+    from live.sources.testscene import TestSceneSource
+
+    class Stamps(Output):
+        def open(self, width, height, fps): self.times = []
+        def send(self, frame, timestamp=None): self.times.append(timestamp)
+        def close(self): pass
+
+    registry = Registry()
+    registry.update({"width": 64, "height": 64, "steps": 1, "fps_cap": 60})
+    path, stamps = tmp_path / "show.mp4", Stamps("stamps")
+    fan = Fanout([EncoderOutput(path), stamps])
+    fan.open(64, 64, 60)
+    with TestSceneSource(64, 64, 5).start() as camera, fan:
+        report = LiveLoop(camera, model, TorchBackend(model, torch.device("cpu")), registry, fan,
+                          status_every=3600).run(max_frames=12)
+    frames, container = decode(path)
+    assert len(frames) == report.frames == len(stamps.times) == 12
+    shown = [t - stamps.times[0] for t in stamps.times]
+    assert all(abs(float(f.time) - t) <= 1 / 60 for f, t in zip(frames, shown)), "each frame at its capture time"
+    assert shown[-1] >= 11 / 5 - 0.05, "a 5 fps camera: at least 2.2 s of show"
+    rate = float(container.streams.video[0].average_rate)
+    assert rate == pytest.approx(12 / (shown[-1] + 1 / 60), rel=0.1) and rate < 6, "the show's rate, not 60"

@@ -187,7 +187,12 @@ class EncoderOutput(Output):
             self._free.put(np.empty((h, w, 3), np.uint8))
         if not self.target.network:
             # The file is created now, so a full disk or a bad codec is an error at start-up.
-            self._session = self._connect()
+            try:
+                self._session = self._connect()
+            except _Lost as e:
+                raise OutputError(f"cannot record to {self.target.path}: {e}") from None
+            self.codec_name = self._session.codec_name
+            log.info("recording to %s: %s", self.target.path, self._session.describe())
         else:
             self._session = None
         self._opened_at = time.monotonic()
@@ -403,7 +408,7 @@ class EncoderOutput(Output):
             if self._abandon.is_set():
                 return True
             try:
-                written = self._encode_timed(lambda: session.encode(buf, timestamp))
+                written = self._encode_timed(lambda buf=buf, timestamp=timestamp: session.encode(buf, timestamp))
             finally:
                 self._free.put(buf)
             self.written += 1

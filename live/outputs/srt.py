@@ -19,7 +19,6 @@ import logging
 import socket
 import struct
 import threading
-import time
 from functools import lru_cache
 from urllib.parse import urlsplit
 

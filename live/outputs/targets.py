@@ -73,7 +73,7 @@ def parse_target(text: str | os.PathLike[str]) -> Target:
             options = {"cluster_time_limit": str(int(FRAGMENT_SECONDS * 1000)), "flush_packets": "1"}
         else:
             # Fragmented MP4 with the moov at the front: plays while it is still being written
-            # and, killed, keeps every finished fragment (docs/architecture.md, *Outputs*).
+            # and, killed, keeps every finished fragment (docs/architecture.md, *Encoders*).
             options = {"movflags": "+frag_keyframe+empty_moov+default_base_moof+delay_moov",
                        "frag_duration": str(int(FRAGMENT_SECONDS * 1e6)), "flush_packets": "1"}
         return Target(raw, "file", fmt, options)
