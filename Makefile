@@ -11,11 +11,12 @@ TORCH ?= torch==2.13.0
 # the ImageNet weights, or falls back to (announced) random weights when offline. Ctrl-C stops.
 RUN_ARGS ?= run --weights auto
 
-# Debian packages OpenCV's wheel needs on a bare machine, and for the tests Xvfb (window),
-# systemd (systemd-analyze verify of the units) and chromium (the web page, driven by Playwright);
-# installed with apt-get when missing.
-APT_PACKAGES := libgl1 libglib2.0-0
-APT_TEST_PACKAGES := xvfb systemd chromium
+# Debian packages OpenCV's wheel needs on a bare machine and libsrt (SRT streams: PyAV's FFmpeg
+# has no SRT); for the tests Xvfb (window), systemd (systemd-analyze verify of the units),
+# chromium (the web page, driven by Playwright) and nginx with its RTMP module (a stream server
+# the tests start); installed with apt-get when missing.
+APT_PACKAGES := libgl1 libglib2.0-0 libsrt1.5-gnutls
+APT_TEST_PACKAGES := xvfb systemd chromium nginx-light libnginx-mod-rtmp
 
 .PHONY: run test bench layers clean system-deps test-system-deps install-service
 
@@ -45,7 +46,7 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	touch $@
 
 $(VENV)/.installed-test: $(VENV)/.installed
-	$(BIN)/python -m pip install --quiet -e ".[test,midi]"
+	$(BIN)/python -m pip install --quiet -e ".[test,midi,ndi]"
 	touch $@
 
 run: system-deps $(VENV)/.installed

@@ -367,7 +367,7 @@ class LiveLoop:
         self._last_output = out
         if self.overlay:
             out = self._draw_overlay(out.copy())
-        self.outputs.send(out)
+        self.outputs.send(out, captured_at)  # encoders time the video by the capture time
         self.clock.add("output", time.perf_counter() - t)
         self.clock.frames += 1
         self.clock.latency += time.monotonic() - captured_at
@@ -448,6 +448,7 @@ class LiveLoop:
             "size": f"{round32(snap.width)}x{round32(snap.height)}",
             "source": str(self.source.status),
             "weights": "random" if self.model.weights.is_random else self.model.weights.kind,
+            "outputs": self.outputs.summary(),  # state, bitrate and drops per output; keys masked
             # for the web page's status panel
             "latency_ms": round(1e3 * self.clock.latency / max(self.clock.frames, 1), 1),
             "output_size": f"{self._last_output.shape[1]}x{self._last_output.shape[0]}"
@@ -511,6 +512,14 @@ class ShowOptions:
     vcam_device: str | None = None
     vcam_backend: str | None = None
     record: Path | None = None
+    record_dir: Path | None = None  # where /dream/record/start puts its files (default: --record's, else .)
+    record_codec: str | None = None  # None: h264_nvenc where it opens, else libx264
+    record_bitrate: int | None = None  # None: constant quality (CRF)
+    streams: tuple[str, ...] = ()
+    stream_bitrate: int | None = None
+    keyframe_seconds: float = 2.0
+    encoder_preset: str = "veryfast"  # libx264's speed/quality trade (docs/architecture.md, *Encoders*)
+    ndi: str | None = None
     overlay: bool = False
     weights: str | None = None
     backend: str = "auto"
@@ -573,7 +582,7 @@ def build_outputs(opts: ShowOptions) -> Fanout:
     """The outputs asked for. A window is opened by default only where there is a display."""
     import os
 
-    from live.outputs import RecorderOutput, VirtualCamOutput, WindowOutput
+    from live.outputs import VirtualCamOutput, WindowOutput
 
     outputs = []
     window = opts.window
@@ -585,9 +594,56 @@ def build_outputs(opts: ShowOptions) -> Fanout:
         outputs.append(WindowOutput("deepdream-live", fullscreen=opts.fullscreen, monitor=opts.monitor))
     if opts.vcam:
         outputs.append(VirtualCamOutput(device=opts.vcam_device, backend=opts.vcam_backend))
-    if opts.record is not None:
-        outputs.append(RecorderOutput(opts.record))
+    outputs.extend(_encoder_outputs(opts))
+    if opts.ndi:
+        from live.outputs.ndi import NdiOutput
+
+        outputs.append(NdiOutput(opts.ndi))
     return Fanout(outputs)
+
+
+def _encoder_outputs(opts: ShowOptions) -> list:
+    """The recording switch (always, so /dream/record/start works) and one encoder per stream;
+    OpenCV's recorder where PyAV is missing."""
+    from live.outputs import RecorderOutput, encoder
+
+    if not encoder.available():
+        if opts.streams:
+            from live.errors import UnavailableError
+
+            raise UnavailableError("--stream needs PyAV: pip install av")
+        if opts.record is None:
+            return []
+        log.warning("PyAV is not installed: recording with OpenCV instead (mp4v or MJPG, not H.264, not "
+                    "crash-safe, nominal frame rate); pip install av for H.264")
+        return [RecorderOutput(opts.record)]
+    from live.outputs.encoder import EncoderOutput, EncoderSettings
+    from live.outputs.switch import RecordSwitch
+
+    common = {"codec": opts.record_codec, "keyframe_seconds": opts.keyframe_seconds, "preset": opts.encoder_preset}
+    record = EncoderSettings(bitrate=opts.record_bitrate, **common)
+    stream = EncoderSettings(bitrate=opts.stream_bitrate, **common)
+    directory = opts.record_dir or (opts.record.parent if opts.record is not None else Path("."))
+    suffix = opts.record.suffix.lower() if opts.record is not None else ".mp4"
+    outs: list = [RecordSwitch(directory, suffix, record, initial=opts.record)]
+    outs += [EncoderOutput(url, stream, name=f"stream {i}") for i, url in enumerate(opts.streams, 1)]
+    return outs
+
+
+def _output_actions(outputs: Fanout) -> dict[str, Callable[[object], object]]:
+    """OSC actions for the recording switch and each stream (``stream/<n>/enable``)."""
+    from live.outputs.encoder import EncoderOutput
+    from live.outputs.switch import RecordSwitch
+
+    actions: dict[str, Callable[[object], object]] = {}
+    for out in outputs.outputs:
+        if isinstance(out, RecordSwitch):
+            actions["record/start"] = lambda _arg=None, out=out: out.start()
+            actions["record/stop"] = out.stop
+    streams = [o for o in outputs.outputs if isinstance(o, EncoderOutput) and o.target.network]
+    for i, out in enumerate(streams, 1):
+        actions[f"stream/{i}/enable"] = out.set_enabled
+    return actions
 
 
 def run_show(
@@ -634,6 +690,7 @@ def run_show(
                        "morph": lambda seconds: registry.set("morph_time", seconds, source="osc")}
             if midi is not None:
                 actions["learn"] = midi.learn
+            actions.update(_output_actions(outputs))
             osc_address = _start_osc(stack, opts, registry, actions, status)
         if opts.web:
             _start_web(stack, opts, registry, presets, preview, osc_address if opts.osc else None,
@@ -724,7 +781,8 @@ def _start_web(stack: contextlib.ExitStack, opts: ShowOptions, registry: Registr
 
     def server(port: int) -> WebServer:
         return WebServer(registry, opts.web_host, port, token=token, presets=presets, preview=preview,
-                         status=status, model=opts.model, osc=osc, osc_allow=opts.osc_allow, mdns=opts.mdns)
+                         status=status, model=opts.model, osc=osc, osc_allow=opts.osc_allow, mdns=opts.mdns,
+                         streams=len(opts.streams))
 
     try:
         web = stack.enter_context(server(opts.web_port or DEFAULT_WEB_PORT))

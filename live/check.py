@@ -61,6 +61,9 @@ class CheckOptions:
     device: str = "auto"
     weights: str | None = None  # --weights; None means imagenet
     probe_backends: bool = True  # start each backend on random weights (about a second on a CPU)
+    streams: tuple[str, ...] = ()  # stream URLs (may hold keys: only ever printed redacted)
+    ndi: str | None = None
+    record_codec: str | None = None
     min_free_gb: float = 2.0  # disk space below this fails the recording check
     unit: str = UNIT
     extra: dict[str, object] = field(default_factory=dict)  # room for checks added later
@@ -84,6 +87,7 @@ def run_checks(options: CheckOptions | None = None) -> list[CheckResult]:
         ("osc", lambda: [check_osc(opts, show_running=running)]),
         ("midi", lambda: [check_midi(opts)]),
         ("disk", lambda: [check_disk(opts)]),
+        ("outputs", lambda: check_outputs(opts, show_running=running)),
     ]
     for name, step in steps:
         try:
@@ -588,3 +592,103 @@ def check_service(opts: CheckOptions) -> CheckResult:
         f"{enabled}, {active}",
         f"systemctl --user start {opts.unit}; logs: journalctl --user -u {opts.unit} -e",
     )
+
+
+def check_outputs(opts: CheckOptions, *, show_running: bool = False) -> list[CheckResult]:
+    """Recording, streams and NDI: can this machine make them (PyAV, codec, libsrt, NDI
+    runtime)? And, when the show answers on its OSC port, each output's live state, bitrate and
+    dropped frames. Stream URLs are printed with their keys masked."""
+    from live.redact import redact
+
+    results: list[CheckResult] = []
+    try:
+        import av
+    except ImportError:
+        av = None
+    wanted = opts.record is not None or bool(opts.streams)
+    if av is None:
+        results.append(CheckResult("encoder", False, "PyAV is not installed: no H.264 recording or streaming "
+                                   "(the OpenCV fallback records mp4v)", "pip install av", required=bool(opts.streams)))
+    else:
+        codec = opts.record_codec or "libx264"
+        ok = codec in av.codecs_available
+        nvenc = " h264_nvenc in the build (used where an NVIDIA encoder opens)," if "h264_nvenc" in av.codecs_available else ""
+        results.append(CheckResult("encoder", ok, f"PyAV {av.__version__}:{nvenc} {codec} {'present' if ok else 'missing'}",
+                                   "choose --record-codec libx264", required=wanted))
+    for i, url in enumerate(opts.streams, 1):
+        results.append(_check_stream(i, url, av))
+    if opts.ndi:
+        import importlib.util
+
+        found = importlib.util.find_spec("NDIlib") is not None
+        results.append(CheckResult(f"ndi {opts.ndi}", found, "ndi-python installed" if found else
+                                   "ndi-python is not installed (the show goes on without NDI)",
+                                   "pip install 'deepdream-live[ndi]'"))
+    if opts.osc_port is not None and (show_running or _port_taken(opts.osc_host, opts.osc_port)):
+        live = _ask_show_outputs(opts)
+        if live is not None:
+            for part in (p.strip() for p in live.split(";") if p.strip()):
+                name, _, state = part.partition(":")
+                failed = "failed" in state or "offline" in state
+                results.append(CheckResult(f"running: {name}", not failed, redact(state.strip()),
+                                           "see the show's log: journalctl --user -u deepdream-live -e"))
+    return [CheckResult(r.name, r.ok, redact(r.detail), r.fix, r.required) for r in results]
+
+
+def _check_stream(index: int, url: str, av: object) -> CheckResult:
+    from live.errors import UsageError
+    from live.outputs.targets import parse_target
+
+    name = f"stream {index}"
+    try:
+        target = parse_target(url)
+    except UsageError as e:
+        return CheckResult(name, False, str(e), "fix the URL in the site config (--stream)", required=True)
+    if av is None:
+        return CheckResult(name, False, f"{target.shown}: needs PyAV", "pip install av", required=True)
+    if target.scheme == "srt":
+        from live.outputs.srt import load_libsrt
+
+        try:
+            version = load_libsrt().version
+        except Exception as e:  # noqa: BLE001 - the reason is the answer
+            return CheckResult(name, False, f"{target.shown}: {e}", "apt install libsrt1.5-gnutls (Debian, Ubuntu)",
+                               required=True)
+        return CheckResult(name, True, f"{target.shown}: MPEG-TS over SRT (libsrt {version})", required=True)
+    return CheckResult(name, True, f"{target.shown}: {target.format} over {target.scheme}", required=True)
+
+
+def _port_taken(host: str, port: int) -> bool:
+    """Whether something (the show, presumably) holds the UDP port: only then is it asked."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_DGRAM) as sock:
+            sock.bind((host, port))
+    except OSError:
+        return True
+    return False
+
+
+def _ask_show_outputs(opts: CheckOptions, timeout: float = 1.0) -> str | None:
+    """The running show's ``/dream/status/outputs`` line over OSC, or None if nobody answers."""
+    from pythonosc.osc_message import OscMessage
+    from pythonosc.osc_message_builder import build_msg
+
+    host = "127.0.0.1" if opts.osc_host in ("0.0.0.0", "::", "") else opts.osc_host
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_DGRAM) as sock:
+            sock.settimeout(timeout)
+            sock.sendto(build_msg("/dream/status", []).dgram, (host, opts.osc_port or 9000))
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                data, _ = sock.recvfrom(65536)
+                try:
+                    message = OscMessage(data)
+                except Exception:  # noqa: BLE001 - not ours
+                    continue
+                if message.address == "/dream/status/outputs" and message.params:
+                    return str(message.params[0])
+    except OSError:
+        return None
+    return None

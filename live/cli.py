@@ -34,6 +34,25 @@ def _add_model_options(p: argparse.ArgumentParser, default_weights: str | None =
     g.add_argument("--device", default="auto" if defaults else None, help="auto, cpu, cuda or cuda:N (default: auto)")
 
 
+def _add_encoder_options(g: argparse._ArgumentGroup) -> None:
+    """--record-*, --stream*, --keyframe-interval, --ndi: the encoder outputs (live/outputs/encoder.py)."""
+    g.add_argument("--record-dir", type=Path, default=None, metavar="DIR",
+                   help="where OSC /dream/record/start writes its time-named files (default: --record's directory, else .)")
+    g.add_argument("--record-codec", default=None, metavar="CODEC",
+                   help="H.264 encoder: h264_nvenc, libx264, … (default: h264_nvenc where it opens, else libx264)")
+    g.add_argument("--record-bitrate", default=None, metavar="RATE",
+                   help="recording bitrate, e.g. 8M (default: constant quality, CRF 20)")
+    g.add_argument("--stream", action="append", default=None, metavar="URL",
+                   help="stream to URL (repeatable): rtmp(s)://host/app/KEY, srt://host:port[?mode=listener], "
+                   "udp://host:port, rtp://host:port; keys are never logged")
+    g.add_argument("--stream-bitrate", default=None, metavar="RATE", help="constant stream bitrate (default: 4500k)")
+    g.add_argument("--encoder-preset", default=None, metavar="PRESET",
+                   help="libx264 speed/quality: veryfast (default), superfast, ultrafast (cheapest CPU), faster, …")
+    g.add_argument("--keyframe-interval", type=float, default=None, metavar="SECONDS",
+                   help="a keyframe every SECONDS of real time (default: 2)")
+    g.add_argument("--ndi", default=None, metavar="NAME", help="send as the NDI source NAME (the ndi extra)")
+
+
 def _build_parser() -> argparse.ArgumentParser:
     from live.dreamer import DreamSettings
 
@@ -91,7 +110,9 @@ def _build_parser() -> argparse.ArgumentParser:
                      help="send to a virtual camera (v4l2loopback / OBS) for video calls")
     out.add_argument("--vcam-device", default=None, help="virtual camera device, e.g. /dev/video10")
     out.add_argument("--vcam-backend", default=None, help="pyvirtualcam backend (default: the platform's)")
-    out.add_argument("--record", type=Path, default=None, metavar="FILE", help="record to FILE (.mp4 or .avi)")
+    out.add_argument("--record", type=Path, default=None, metavar="FILE",
+                     help="record H.264 to FILE: .mp4 or .mov (fragmented MP4) or .mkv (Matroska); crash-safe")
+    _add_encoder_options(out)
     out.add_argument("--overlay", action=argparse.BooleanOptionalAction, default=None,
                      help="draw fps, layer, steps and backend on the output")
     out.add_argument("--screenshot-dir", type=Path, default=None, help="where the 's' key saves PNGs (default: .)")
@@ -139,6 +160,27 @@ def _build_parser() -> argparse.ArgumentParser:
     _add_model_options(run, default_weights=None, defaults=False)
     add_param_flags(run)
     run.set_defaults(handler=_cmd_run)
+
+    ren = sub.add_parser("render", help="dream a video file frame by frame (every frame, sound kept)",
+                         description="Dream every frame of a video file with the live show's look (flags, a "
+                         "preset or a site config), flow feedback between frames and a fixed seed; the audio is "
+                         "copied untouched. Ctrl-C leaves a playable file; --resume goes on from there.")
+    ren.add_argument("input", type=Path, metavar="IN", help="a video file")
+    ren.add_argument("output", type=Path, metavar="OUT", help=".mp4, .mov or .mkv (H.264)")
+    ren.add_argument("--resume", action="store_true", help="continue a render that was broken off")
+    ren.add_argument("--config", type=Path, default=None, metavar="FILE", help="a site config: its [dream] values")
+    ren.add_argument("--preset", default=None, help="start from this preset (flags given here override it)")
+    ren.add_argument("--presets", type=Path, default=None, metavar="DIR", help="presets directory")
+    ren.add_argument("--size", default=None, metavar="WxH", help="dream size (fitted to the video's aspect)")
+    ren.add_argument("--seed", type=int, default=0, help="seed for the jitter: same seed, same frames (default: 0)")
+    ren.add_argument("--flow-preset", default="fast", choices=("ultrafast", "fast", "medium"))
+    ren.add_argument("--codec", default=None, help="H.264 encoder (default: h264_nvenc where it opens, else libx264)")
+    ren.add_argument("--bitrate", default=None, metavar="RATE", help="e.g. 8M (default: constant quality)")
+    ren.add_argument("--crf", type=int, default=18, help="libx264 quality, 0 lossless .. 51 (default: %(default)s)")
+    ren.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_model_options(ren, default_weights=None, defaults=False)
+    add_param_flags(ren)
+    ren.set_defaults(handler=_cmd_render)
 
     bench = sub.add_parser("bench", help="frames per second of the live loop here, against a plain PyTorch loop",
                            description="The whole live loop (test scene and a clip, headless) against the plain "
@@ -337,6 +379,7 @@ def _show_setup(args: argparse.Namespace):
         "midi": args.midi, "midi_map": args.midi_map, "presets_dir": presets_dir, "target_fps": args.target_fps,
         "web": args.web, "web_host": args.web_host, "web_port": args.web_port, "mdns": args.mdns,
         "web_token": args.web_token or os.environ.get(TOKEN_ENV) or None,
+        **_encoder_fields(args),
     }
     if args.capture_size:
         cli["capture_width"], cli["capture_height"] = _parse_size(args.capture_size, "--capture-size")
@@ -371,6 +414,54 @@ def _show_setup(args: argparse.Namespace):
     return opts, registry, reload
 
 
+def _encoder_fields(args: argparse.Namespace) -> dict[str, object]:
+    """ShowOptions fields of the encoder flags (None where not given, so the config's stand)."""
+    from live.outputs.encoder import parse_bitrate
+
+    return {
+        "record_dir": args.record_dir, "record_codec": args.record_codec,
+        "record_bitrate": parse_bitrate(args.record_bitrate) if args.record_bitrate else None,
+        "streams": tuple(args.stream) if args.stream else None,
+        "stream_bitrate": parse_bitrate(args.stream_bitrate) if args.stream_bitrate else None,
+        "keyframe_seconds": args.keyframe_interval, "ndi": args.ndi, "encoder_preset": args.encoder_preset,
+    }
+
+
+def _cmd_render(args: argparse.Namespace) -> int:
+    from live.control.params import Registry
+    from live.control.presets import PresetStore
+    from live.outputs.encoder import parse_bitrate
+    from live.render import RenderJob, render
+
+    registry = Registry()
+    network: dict[str, object] = {}
+    presets_dir = args.presets
+    if args.config is not None:
+        from live.site import load_site
+
+        site = load_site(args.config)
+        site.apply(registry)
+        n = site.network
+        network = {k: v for k, v in (("weights", n.weights), ("backend", n.backend), ("device", n.device)) if v}
+        presets_dir = presets_dir or site.presets.directory
+    if args.preset:
+        PresetStore(registry, presets_dir).load(args.preset)
+    apply_flags(registry, args)
+    if args.size:
+        w, h = _parse_size(args.size, "--size")
+        registry.update({"width": w, "height": h}, source="cli")
+    job = RenderJob(
+        source=args.input, target=args.output, registry=registry,
+        weights=args.weights or network.get("weights") or "imagenet", model=args.model or "torchvision",
+        backend=args.backend or network.get("backend") or "auto", device=args.device or network.get("device") or "auto",
+        seed=args.seed, flow_preset=args.flow_preset, codec=args.codec,
+        bitrate=parse_bitrate(args.bitrate) if args.bitrate else None, crf=args.crf, resume=args.resume,
+        progress=False if args.no_progress else None,
+    )  # fmt: skip
+    report = render(job)
+    return 130 if report.interrupted else 0
+
+
 def _cmd_bench(args: argparse.Namespace) -> int:
     from live.benchmark import loop_benchmark
 
@@ -389,7 +480,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
         site = load_site(args.config)
         o = site.show_options()
         fields.update({k: o[k] for k in ("source", "window", "vcam", "vcam_device", "record", "screenshot_dir",
-                                         "backend", "device", "weights") if k in o})
+                                         "backend", "device", "weights", "streams", "ndi", "record_codec") if k in o})
         fields.update(osc_host=site.osc.host, osc_port=site.osc.port if site.osc.enabled else None,
                       midi=site.midi.enabled)
     else:

@@ -15,6 +15,11 @@ def configure(level: str = "info") -> None:
         datefmt="%H:%M:%S",
         force=True,
     )
+    # Stream keys and passwords never reach the log, whoever writes the line (live/redact.py).
+    from live.redact import RedactingFilter
+
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(RedactingFilter())
     # OpenCV prints its own warnings (a camera probe that fails, say) straight to stderr; the
     # modules that call it log what matters in words the operator can act on.
     import cv2

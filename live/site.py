@@ -5,7 +5,9 @@ A gallery machine runs for weeks from one file (``site.toml``, see ``live/site-e
     [source]      spec, capture_size, capture_fps, loop
     [dream]       any live parameter of the registry (objective, steps, width, height, feedback, …)
     [network]     weights, backend, device, flow_preset
-    [outputs]     window, fullscreen, monitor, vcam, vcam_device, vcam_backend, record, overlay, screenshot_dir
+    [outputs]     window, fullscreen, monitor, vcam, vcam_device, vcam_backend, record, overlay, screenshot_dir,
+                  record_dir, record_codec, record_bitrate, stream = [URLs], stream_bitrate,
+                  keyframe_interval, encoder_preset, ndi
     [osc]         enabled, host, port, allow = [CIDRs], feedback = ["host:port", …]
     [web]         enabled, host, port, mdns, token_file (the page, preview and OSCQuery)
     [midi]        enabled, mapping
@@ -54,6 +56,7 @@ from live.control.schedule import DAYS, OpeningHours
 from live.errors import UsageError
 from live.logs import LEVELS
 from live.objectives import Objective
+from live.redact import redact
 from live.tomlfile import read_toml
 
 log = logging.getLogger(__name__)
@@ -102,6 +105,14 @@ class OutputsSection:
     record: Path | None = None
     overlay: bool | None = None
     screenshot_dir: Path | None = None
+    record_dir: Path | None = None
+    record_codec: str | None = None
+    record_bitrate: int | None = None
+    stream: tuple[str, ...] | None = None  # stream URLs; they may hold keys: print through live.redact
+    stream_bitrate: int | None = None
+    keyframe_interval: float | None = None
+    encoder_preset: str | None = None
+    ndi: str | None = None
 
 
 @dataclass(frozen=True)
@@ -237,6 +248,14 @@ class Site:
             "record": o.record,
             "overlay": o.overlay,
             "screenshot_dir": o.screenshot_dir,
+            "record_dir": o.record_dir,
+            "record_codec": o.record_codec,
+            "record_bitrate": o.record_bitrate,
+            "streams": o.stream,
+            "stream_bitrate": o.stream_bitrate,
+            "keyframe_seconds": o.keyframe_interval,
+            "encoder_preset": o.encoder_preset,
+            "ndi": o.ndi,
         }
         return {k: v for k, v in values.items() if v is not None}
 
@@ -384,6 +403,32 @@ def _preset_names(value: Any) -> tuple[str, ...]:
     return tuple(_preset_name(v) for v in value)
 
 
+def _streams(value: Any) -> tuple[str, ...]:
+    from live.outputs.targets import parse_target
+
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise _Bad('a list of stream URLs, e.g. ["rtmp://live.twitch.tv/app/KEY", "srt://10.0.0.5:9000"]')
+    for url in value:
+        if "://" not in url:
+            raise _Bad(f"stream URLs (rtmp://, rtmps://, srt://, udp://, rtp://), got {redact(url)!r}")
+        try:
+            parse_target(url)
+        except UsageError as e:
+            raise _Said(str(e)) from None
+    return tuple(value)
+
+
+def _bitrate(value: Any) -> int:
+    from live.outputs.encoder import parse_bitrate
+
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise _Bad('bits per second, e.g. "4500k", "6M" or 4500000')
+    try:
+        return parse_bitrate(value)
+    except UsageError:
+        raise _Bad('bits per second 100k..100M, e.g. "4500k" or "6M"') from None
+
+
 def _host(value: Any) -> str:
     if not isinstance(value, str) or not re.fullmatch(r"[A-Za-z0-9.:_-]+", value):
         raise _Bad('an address to listen on, e.g. "127.0.0.1" (this machine only) or "0.0.0.0" (all)')
@@ -399,6 +444,9 @@ SCHEMA: dict[str, dict[str, Check | str]] = {
     "outputs": {
         "window": _bool, "fullscreen": _bool, "monitor": _int(0, 63), "vcam": _bool, "vcam_device": _text,
         "vcam_backend": _text, "record": PATH, "overlay": _bool, "screenshot_dir": PATH,
+        "record_dir": PATH, "record_codec": _text, "record_bitrate": _bitrate, "stream": _streams,
+        "stream_bitrate": _bitrate, "keyframe_interval": _float(0.1, 60), "ndi": _text,
+        "encoder_preset": _choice("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow"),
     },
     "osc": {"enabled": _bool, "host": _host, "port": _int(1, 65535), "allow": _cidrs, "feedback": _hostports},
     "web": {"enabled": _bool, "host": _host, "port": _int(1, 65535), "mdns": _bool, "token_file": PATH},
@@ -453,7 +501,7 @@ class _Checker:
 
     def error(self, key: str, value: Any, problem: _Bad) -> None:
         said = str(problem) if isinstance(problem, _Said) else f"expected {problem}"
-        self.errors.append(f"{key} = {_show(value)}: {said}")
+        self.errors.append(redact(f"{key} = {_show(value)}: {said}"))  # a stream URL may hold its key
 
     def dream(self, table: Any, prefix: str) -> Mapping[str, Any]:
         values: dict[str, Any] = {}
@@ -585,6 +633,10 @@ def _flatten(site: Site) -> dict[str, Any]:
 
 
 def _fmt(value: Any) -> str:
+    return redact(_fmt_plain(value))  # stream URLs carry keys: the reload log must not
+
+
+def _fmt_plain(value: Any) -> str:
     if value is None:
         return "(unset)"
     if isinstance(value, (Objective, Path)):

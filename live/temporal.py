@@ -62,13 +62,16 @@ class FlowEstimator:
     Not thread-safe: one estimator per capture thread.
     """
 
-    def __init__(self, preset: str = "fast", width: int = 320) -> None:
+    def __init__(self, preset: str = "fast", width: int = 320, *, repeatable: bool = False) -> None:
         if preset not in PRESETS:
             raise UsageError(f"unknown optical-flow preset {preset!r}; choose one of {', '.join(PRESETS)}")
         if not 16 <= width <= 4096:
             raise UsageError(f"optical-flow width must be between 16 and 4096 pixels, got {width}")
         self.preset = preset
         self.width = width
+        # repeatable: a new DIS instance per frame, seeded only by the previous flow (which
+        # state() saves), so a broken-off render resumes with the very same fields.
+        self.repeatable = repeatable
         self._dis = cv2.DISOpticalFlow_create(PRESETS[preset])
         self._prev_grey: np.ndarray | None = None
         self._prev_flow: np.ndarray | None = None  # at the small size, in small-image pixels
@@ -86,6 +89,16 @@ class FlowEstimator:
         # A DIS instance keeps its last field in internal buffers and, measured with OpenCV 5,
         # starts from it even when calc() gets no initial flow; only a new instance forgets.
         self._dis = cv2.DISOpticalFlow_create(PRESETS[self.preset])
+
+    def state(self) -> dict[str, np.ndarray | None]:
+        """What the next :meth:`estimate` depends on (copies), for :meth:`restore`."""
+        return {"grey": None if self._prev_grey is None else self._prev_grey.copy(),
+                "flow": None if self._prev_flow is None else self._prev_flow.copy()}
+
+    def restore(self, state: dict[str, np.ndarray | None]) -> None:
+        """Continue from a :meth:`state` (exactly so with ``repeatable=True``)."""
+        self.reset()
+        self._prev_grey, self._prev_flow = state["grey"], state["flow"]
 
     def grey(self, frame: np.ndarray) -> np.ndarray:
         """The checked frame as the small uint8 grey image the flow is computed on."""
@@ -130,6 +143,8 @@ class FlowEstimator:
         # calc(I0=current, I1=previous): for each pixel of the current frame, its position in the
         # previous one (the backward flow warp() needs). DIS uses a same-sized CV_32FC2 flow
         # argument as its initial estimate and overwrites it in place with the new field.
+        if self.repeatable:
+            self._dis = cv2.DISOpticalFlow_create(PRESETS[self.preset])
         small = self._dis.calc(grey, prev, self._prev_flow)
         self._prev_flow = small
         sh, sw = small.shape[:2]
@@ -318,6 +333,15 @@ class TemporalFeedback:
     def reset(self) -> None:
         """Drop the residual (scene cut, or the operator's 'reset'): the next frame starts clean."""
         self._residual = None
+
+    @property
+    def residual(self) -> Tensor | None:
+        """The carried residual (None when there is none); assign to continue from a saved one."""
+        return self._residual
+
+    @residual.setter
+    def residual(self, value: Tensor | None) -> None:
+        self._residual = value
 
     def start(
         self,

@@ -284,7 +284,7 @@ def test_round32() -> None:
 
 
 def test_sigterm_finalises_the_recording(tmp_path: Path) -> None:
-    out = tmp_path / "show.avi"
+    out = tmp_path / "show.mkv"
     exe = Path(sys.executable).with_name("deepdream-live")
     proc = subprocess.Popen(
         [str(exe), "run", "--source", "test-scene", "--no-window", "--record", str(out), "--weights", "random",

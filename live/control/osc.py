@@ -15,7 +15,8 @@ renders it for the README):
   ``/dream/channel <int>`` (a channel of the deepest layer now dreamed on),
   ``/dream/objective <string form>``.
 * ``/dream/preset/load <name>``, ``/dream/preset/save <name>``, ``/dream/morph <seconds>``,
-  ``/dream/learn <param>``: handed to the ``actions`` the app passes in.
+  ``/dream/learn <param>``, ``/dream/record/start``, ``/dream/record/stop`` and
+  ``/dream/stream/<n>/enable <0|1>``: handed to the ``actions`` the app passes in.
 * ``/dream/query <param>``, ``/dream/dump``, ``/dream/status``: replies. A reply goes to the
   sender's address (its IP and source port, where Open Stage Control and python-osc clients
   listen) *and* to every feedback target, because TouchOSC listens on its own port, not on
@@ -39,6 +40,7 @@ import inspect
 import ipaddress
 import logging
 import math
+import re
 import socket
 import threading
 import time
@@ -69,8 +71,9 @@ MAX_PACKET = 8192  # controllers send tens of bytes; anything bigger is counted 
 FEEDBACK_INTERVAL = 0.02  # s between feedback flushes: 50 Hz is smoother than any touch screen
 LOG_EVERY = 10.0  # s between two log lines of the same error kind
 STATUS_EVERY = 1.0  # s between status pushes to the feedback targets
-STATUS_FIELDS = ("fps", "layer", "backend", "size")  # what the app's status() is expected to return
-ACTIONS = ("preset/load", "preset/save", "morph", "learn")
+STATUS_FIELDS = ("fps", "layer", "backend", "size", "outputs")  # what the app's status() is expected to return
+ACTIONS = ("preset/load", "preset/save", "morph", "learn", "record/start", "record/stop")
+STREAM_ENABLE = re.compile(r"stream/([1-9][0-9]?)/enable")  # one action per configured stream
 
 _FADER_KINDS = ("float", "int", "bool", "choice")  # kinds with a 0..1 mapping
 _ACCEPTED_TYPES = (bool, int, float, str)  # OSC argument types a parameter can be set from
@@ -188,6 +191,19 @@ def _number(address: str, value: Any, expected: str) -> float:
     return float(value)
 
 
+def _on_off(address: str, args: tuple[Any, ...]) -> bool:
+    """1/0, T/F, true/false or on/off; anything else is refused with what was expected."""
+    expected = "1 or 0 (true/false, on/off)"
+    value = _one_arg(address, args, expected)
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in ("1", "0", "true", "false", "on", "off", "t", "f"):
+        return value.strip().lower() in ("1", "true", "on", "t")
+    raise UsageError(f"{address} expects {expected}, got {value!r}")
+
+
 def _whole(address: str, value: Any, expected: str) -> int:
     """An integer from an int, a float with no fraction, or a string of digits (an input widget)."""
     if isinstance(value, str) and value.strip().lstrip("-").isdigit():
@@ -279,7 +295,7 @@ class OscServer:
         self.senders = SenderFilter(allow)
         self.targets = [_parse_target(t) for t in feedback]
         self.actions = dict(actions or {})
-        unknown = set(self.actions) - set(ACTIONS)
+        unknown = {k for k in self.actions if k not in ACTIONS and not STREAM_ENABLE.fullmatch(k)}
         if unknown:
             raise UsageError(f"unknown OSC actions {sorted(unknown)}; known: {', '.join(ACTIONS)}")
         self.status = status
@@ -505,6 +521,9 @@ class OscServer:
         route(f"{PREFIX}/channel", self._on_channel)
         for key in ACTIONS:
             route(f"{PREFIX}/{key}", self._action(key))
+        for key in self.actions:
+            if STREAM_ENABLE.fullmatch(key):
+                route(f"{PREFIX}/{key}", self._action(key))
         route(f"{PREFIX}/query", self._on_query)
         route(f"{PREFIX}/dump", self._on_dump)
         route(f"{PREFIX}/status", self._on_status)
@@ -584,6 +603,12 @@ class OscServer:
                     return
             elif key == "learn":
                 argument = self.registry.param(str(_one_arg(address, args, "a parameter name"))).name
+            elif key in ("record/start", "record/stop"):
+                if args and not (len(args) == 1 and args[0] not in (0, 0.0, False)):
+                    return  # a push button's release (0): not a second press
+                argument = None
+            elif STREAM_ENABLE.fullmatch(key):
+                argument = _on_off(address, args)
             else:
                 name = _one_arg(address, args, "a preset name")
                 if isinstance(name, bool) or not isinstance(name, (str, int, float)):

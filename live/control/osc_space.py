@@ -43,9 +43,16 @@ class Method:
         return f"{PREFIX}/{self.name}"
 
 
-def control_methods(layers: Sequence[catalog.Layer] = catalog.LAYERS) -> tuple[Method, ...]:
-    """Every address besides ``/dream/<param>`` and ``/dream/<param>/norm``, in the README's order."""
-    assert set(ACTIONS) == {"preset/load", "preset/save", "morph", "learn"}, "describe every OSC action here"
+def control_methods(layers: Sequence[catalog.Layer] = catalog.LAYERS, streams: int | None = None) -> tuple[Method, ...]:
+    """Every address besides ``/dream/<param>`` and ``/dream/<param>/norm``, in the README's order.
+
+    ``streams``: how many ``--stream`` outputs the show has, one ``stream/<n>/enable`` address
+    each; None describes the pattern once (``stream/<n>/enable``), as the README does.
+    """
+    stream_names = ["stream/<n>/enable"] if streams is None else [f"stream/{n}/enable" for n in range(1, streams + 1)]
+    assert set(ACTIONS) == {"preset/load", "preset/save", "morph", "learn", "record/start", "record/stop"}, (
+        "describe every OSC action here"
+    )
     return (
         Method("layer", "string or int", f"name, alias or 1..{len(layers)}",
                "dream on the whole layer (`inception4c`, `mixed4c`, `8`)", "s", readable=True),
@@ -57,6 +64,10 @@ def control_methods(layers: Sequence[catalog.Layer] = catalog.LAYERS) -> tuple[M
         Method("preset/save", "string", "preset name", "save the current look as a preset", "s"),
         Method("morph", "float", "seconds ≥ 0", "cross-fade time for layer and preset changes", "f"),
         Method("learn", "string", "parameter name", "MIDI learn: the next moved control drives this parameter", "s"),
+        Method("record/start", "—", "", "record to a new file named by the time (a take in progress is finished)", "N"),
+        Method("record/stop", "—", "", "finish the recording in progress", "N"),
+        *(Method(name, "bool", "0/1, T/F, true/false", "switch the n-th `--stream` off or on", "T")
+          for name in stream_names),
         Method("query", "string", "parameter name or `layer`", f"replies `{PREFIX}/<param> <value>` (and `/norm`)",
                "s"),
         Method("dump", "—", "", "replies with every parameter", "N"),
@@ -75,6 +86,6 @@ def param_addresses(params: Iterable[Param] = LIVE_PARAMS) -> list[str]:
     return out
 
 
-def accepted_addresses(params: Iterable[Param] = LIVE_PARAMS) -> list[str]:
+def accepted_addresses(params: Iterable[Param] = LIVE_PARAMS, streams: int = 0) -> list[str]:
     """Every address the OSC server acts on, parameters first."""
-    return param_addresses(params) + [m.address for m in control_methods()]
+    return param_addresses(params) + [m.address for m in control_methods(streams=streams)]

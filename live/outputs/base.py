@@ -63,8 +63,11 @@ class Output(ABC):
         Raises a :class:`~live.errors.LiveError` the operator can act on."""
 
     @abstractmethod
-    def send(self, frame: np.ndarray) -> None:
-        """Show, stream or queue one (H, W, 3) uint8 BGR frame."""
+    def send(self, frame: np.ndarray, timestamp: float | None = None) -> None:
+        """Show, stream or queue one (H, W, 3) uint8 BGR frame. ``timestamp`` is when its camera
+        frame was captured (``time.monotonic()`` seconds; None: now): encoders time the video by
+        it. Outputs written before it existed may leave it out of their signature; the fan-out
+        then calls them with the frame only."""
 
     @abstractmethod
     def close(self) -> None:
@@ -98,11 +101,30 @@ class NullOutput(Output):
     def open(self, width: int, height: int, fps: float) -> None:
         log.info("headless: no window, virtual camera or recorder; dreaming %dx%d at up to %g fps", width, height, fps)
 
-    def send(self, frame: np.ndarray) -> None:
+    def send(self, frame: np.ndarray, timestamp: float | None = None) -> None:
         self.sent += 1
 
     def close(self) -> None:
         pass
+
+
+def takes_timestamp(out: Output) -> bool:
+    """Whether ``out.send`` accepts the capture timestamp (outputs older than it do not)."""
+    cls = type(out)
+    known = _TAKES_TIMESTAMP.get(cls)
+    if known is None:
+        import inspect
+
+        try:
+            params = inspect.signature(out.send).parameters
+        except (TypeError, ValueError):
+            params = {}
+        known = "timestamp" in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
+        _TAKES_TIMESTAMP[cls] = known
+    return known
+
+
+_TAKES_TIMESTAMP: dict[type, bool] = {}
 
 
 def _reason(exc: BaseException) -> str:
@@ -145,14 +167,24 @@ class Fanout:
             for out in reversed(opened):
                 self._close_one(out)
             raise
+        for out in opened:
+            if not out.healthy:
+                # An optional output that could not start (NDI without its runtime) said why
+                # itself, once; the show goes on without it.
+                self.failed[out.name] = out.failure or "did not start"
+                self._close_one(out)
 
-    def send(self, frame: np.ndarray) -> None:
-        """Send ``frame`` to every active output. A wrong frame is the loop's bug and raises
-        ValueError; an output that raises is logged once and switched off."""
+    def send(self, frame: np.ndarray, timestamp: float | None = None) -> None:
+        """Send ``frame``, captured at ``timestamp`` (monotonic seconds), to every active output.
+        A wrong frame is the loop's bug and raises ValueError; an output that raises is logged
+        once and switched off."""
         check_frame(frame)
         for out in self.active:
             try:
-                out.send(frame)
+                if timestamp is not None and takes_timestamp(out):
+                    out.send(frame, timestamp)
+                else:
+                    out.send(frame)
             except Exception as exc:  # noqa: BLE001 - one output must not stop the show
                 self._fail(out, exc)
                 continue

@@ -1,4 +1,9 @@
-"""Record the dream to MP4 (mp4v) or Motion-JPEG AVI without ever stalling the frame loop.
+"""The fallback recorder, used only where PyAV is missing: MP4 (mp4v) or Motion-JPEG AVI
+through OpenCV, without ever stalling the frame loop.
+
+The real recorder is :class:`live.outputs.encoder.EncoderOutput` (H.264, real timestamps, a
+crash-safe container); OpenCV's wheels cannot write H.264, and a file written here is not
+crash-safe and plays at the nominal rate whatever the show's real rate was.
 
 ``send`` copies the frame into one of a fixed set of buffers and hands it to a writer thread
 through a bounded queue. When the encoder or the disk falls behind, every buffer is in flight,
@@ -89,7 +94,7 @@ class RecorderOutput(Output):
         self._thread.start()
         log.info("recording %dx%d at %g fps to %s (%s)", width, height, fps, self.path, FOURCC[suffix])
 
-    def send(self, frame: np.ndarray) -> None:
+    def send(self, frame: np.ndarray, timestamp: float | None = None) -> None:
         """Queue ``frame`` for writing, or drop and count it when the writer is behind."""
         if self._error is not None:
             raise OutputError(f"recorder {self.path}: {self._error}")

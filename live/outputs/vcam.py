@@ -91,7 +91,7 @@ class VirtualCamOutput(Output):
         """The (width, height) the camera was opened at (even)."""
         return self._size
 
-    def send(self, frame: np.ndarray) -> None:
+    def send(self, frame: np.ndarray, timestamp: float | None = None) -> None:
         """Send one BGR frame; returns as soon as the device has it."""
         if self._cam is None:
             raise UnavailableError("virtual camera is not open")

@@ -163,7 +163,7 @@ class WindowOutput(Output):
         if self._open:
             self._set_fullscreen(not self.fullscreen)
 
-    def send(self, frame: np.ndarray) -> None:
+    def send(self, frame: np.ndarray, timestamp: float | None = None) -> None:
         """Show ``frame`` and collect key presses; nothing once the user closed the window
         (showing again would reopen it)."""
         if not self._open or self._closed_by_user():

@@ -64,6 +64,7 @@ class Namespace:
         status: the show's status fields (the same callable ``/dream/status`` answers from).
         presets: the preset names, for ``/dream/preset/load``'s choices.
         name: the show's name in ``HOST_INFO``.
+        streams: how many ``--stream`` outputs the show has (one ``stream/<n>/enable`` each).
     """
 
     def __init__(
@@ -75,8 +76,10 @@ class Namespace:
         status: Callable[[], Mapping[str, Any]] | None = None,
         presets: Callable[[], list[str]] | None = None,
         name: str | None = None,
+        streams: int = 0,
     ) -> None:
         self.registry = registry
+        self.streams = streams
         self.catalog = catalog.for_model(model)
         self.osc = osc
         self.status = status
@@ -93,7 +96,7 @@ class Namespace:
         dream: dict[str, Any] = {}
         for param in self.registry.params.values():
             self._insert(dream, param.name, self._param_node(param, values))
-        for method in control_methods(catalog.LAYERS):
+        for method in control_methods(catalog.LAYERS, streams=self.streams):
             node = {"FULL_PATH": method.address, "DESCRIPTION": method.meaning, "TYPE": method.type_tag,
                     "ACCESS": READ_WRITE if method.readable else WRITE}
             node.update(self._method_extras(method.name, snap))

@@ -220,6 +220,7 @@ class WebServer:
         osc_allow: Iterable[str] = (),
         mdns: bool = False,
         name: str | None = None,
+        streams: int = 0,
         stall_seconds: float = STALL_SECONDS,
         heartbeat: float = HEARTBEAT,
     ) -> None:
@@ -241,7 +242,8 @@ class WebServer:
         osc_senders = SenderFilter(osc_allow) if osc is not None else None
         self.policy = AccessPolicy(token, osc_senders)
         self.namespace = oscquery.Namespace(registry, model=model, osc=osc, status=self._scalar_status,
-                                            presets=self._preset_names, name=name)
+                                            presets=self._preset_names, name=name,
+                                            streams=streams)
         self.counts: collections.Counter[str] = collections.Counter()
         self.problems = _RecentProblems()
         self._throttle = _Throttle()
