@@ -154,10 +154,11 @@ def loop_benchmark(
     weights: str = "random",
     backend_name: str = "auto",
     device: str = "auto",
+    precision: str | None = None,
 ) -> list[dict]:
     """The whole live loop (test scene and a clip) against the plain loop, per size; prints a table."""
     model = load_model(weights, progress=False)
-    backend = open_backend(backend_name, model, device)
+    backend = open_backend(backend_name, model, device, precision=precision)
     cuda = backend.device.type == "cuda"
     sizes = sizes or ([(1280, 720), (1920, 1080)] if cuda else [(320, 180)])
     steps = steps or (4 if cuda else 2)
