@@ -190,12 +190,17 @@ def open_backend(
                 continue
             try:
                 backend = _create(candidate, model, device if device != "auto" else kind, options)
-                if prepare is not None:
-                    backend.prepare(*prepare)
             except LiveError as e:
                 failures.append(f"{candidate} on {kind}: {e}")
                 loud = loud or kind == "cuda"
                 continue
+            if prepare is not None:
+                try:
+                    backend.prepare(*prepare)
+                except LiveError as e:  # it starts here, but its plan or graph cannot be used: say so
+                    failures.append(f"{candidate} on {kind}: {e}")
+                    loud = True
+                    continue
             for reason in failures:
                 log.log(logging.WARNING if loud else logging.INFO, "backend skipped - %s", reason)
             if fallback:
