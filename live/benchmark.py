@@ -111,12 +111,12 @@ class LoopFigures:
 
 
 def run_loop(model: Model, backend: Backend, source: PullSource, width: int, height: int, steps: int,
-             frames: int, layer: str) -> LoopFigures:
-    """The real LiveLoop, headless, for ``frames`` frames after a warm-up of 3."""
+             frames: int, layer: str, outputs: Fanout | None = None) -> LoopFigures:
+    """The real LiveLoop, headless (or into ``outputs``), for ``frames`` frames after a warm-up of 3."""
     registry = Registry()
     registry.update({"width": width, "height": height, "steps": steps, "objective": layer, "fps_cap": 240,
                      "octaves": 1})
-    outputs = Fanout([NullOutput()])
+    outputs = outputs or Fanout([NullOutput()])
     outputs.open(width, height, 240)
     loop = LiveLoop(source, model, backend, registry, outputs, seed=0, status_every=3600)  # type: ignore[arg-type]
     loop.run(max_frames=3)  # warm-up: cuDNN autotuning, CUDA graph capture, allocator
