@@ -332,8 +332,8 @@ def table(result: dict) -> str:
     if im:
         lines.append(f"`image` on {result['device']}: exit {im.get('exit_code', '—')}, {_fmt(im.get('seconds'))} s, "
                      f"{im.get('backend', im.get('error', '—'))}")
-    lines += ["", "| backend | size | steps | outputs | fps | latency ms (frames) | capture/flow/upload/dream/"
-              "download/output ms | GPU MiB | × plain fp32 | × best ordinary |",
+    lines += ["", ("| backend | size | steps | outputs | fps | latency ms (frames) | capture/flow/upload/dream/"
+                   "download/output ms | GPU MiB | × plain fp32 | × best ordinary |"),
               "|---|---|---|---|---|---|---|---|---|---|"]
     for r in result.get("loop", []):
         if "skipped" in r or "error" in r:
@@ -451,12 +451,12 @@ def run_check(out: Path, device: torch.device, quick: bool, budget_s: float, wei
             for form, make in (("plain fp32 loop", lambda s=steps: plain_baseline(device, s)),
                                ("best ordinary (frozen, cut, " + ("fp16, CUDA graph)" if device.type == "cuda"
                                                                   else "fp32 eager on CPU)"),
-                                lambda s=steps: best_ordinary_baseline(device, s, (1, 3, dh, dw)))):
+                                lambda s=steps, w=dw, h=dh: best_ordinary_baseline(device, s, (1, 3, h, w)))):
                 row = {"form": form, "size": f"{dw}x{dh}", "steps": steps}
                 if not budget.allows(30):
                     base_rows.append({**row, "skipped": "(skipped: time budget)"})
                     continue
-                fps = part(f"{form} {dw}x{dh}", lambda mk=make: baseline_fps(mk(), device, dw, dh, frames))
+                fps = part(f"{form} {dw}x{dh}", lambda mk=make, w=dw, h=dh: baseline_fps(mk(), device, w, h, frames))
                 if isinstance(fps, float):
                     row["fps"] = round(fps, 2)
                     base["plain" if form.startswith("plain") else "best"] = fps
@@ -469,7 +469,8 @@ def run_check(out: Path, device: torch.device, quick: bool, budget_s: float, wei
                         loop_rows.append({**row, "skipped": "skipped: time budget"})
                         continue
                     measured = part(f"loop {name} {dw}x{dh} x{steps}",
-                                    lambda b=backend, r=record, s=steps: live_loop(model, b, dw, dh, s, frames, r))
+                                    lambda b=backend, r=record, s=steps, w=dw, h=dh: live_loop(model, b, w, h, s,
+                                                                                               frames, r))
                     if isinstance(measured, dict):
                         row.update(measured)
                         if "plain" in base:

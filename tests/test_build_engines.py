@@ -14,7 +14,7 @@ import torch
 import live.backends.tensorrt_backend as trt_backend
 from live.cli import main
 from live.dreamsize import dream_shape
-from live.engines import manifest_path, weights_identity
+from live.engines import weights_identity
 from live.model import load_model
 from tests.standin_tensorrt import StandInToolchain
 
