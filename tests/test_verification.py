@@ -141,6 +141,7 @@ def test_mid_show_a_size_without_a_plan_dreams_on_torch_instead_of_building(mode
     assert y.shape == x.shape and not torch.equal(y, x)
     assert len(tool.builds) == 1  # nothing built during the show
     assert list(backend.fell_back) == [((1, 3, 96, 128), LAYERS)]
+    assert backend.describe().endswith("; torch for 1 size/layer set(s))")  # the status line says so
     assert caplog.text.count("dreaming it on torch on cpu") == 1  # said once, not every frame
 
 

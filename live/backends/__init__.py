@@ -91,6 +91,13 @@ class Backend(ABC):
                         " ".join(str(error).split()), self._fallback.describe())
         return self._fallback
 
+    def fallback_note(self) -> str:
+        """``"; torch for 2 size/layer sets"`` when some work went to the fallback (for the status
+        line and the overlay: the operator sees what really dreams), else ``""``."""
+        if not self._fell_back or self._fallback is None:
+            return ""
+        return f"; {self._fallback.name} for {len(self._fell_back)} size/layer set(s)"
+
     @property
     def fell_back(self) -> dict[Hashable, str]:
         """Keys handed to the fallback, with the reason (for status and tests)."""

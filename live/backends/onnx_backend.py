@@ -140,7 +140,8 @@ class OnnxBackend(Backend):
         self._sessions: dict[tuple[Shape, tuple[str, ...]], _Session] = {}
 
     def describe(self) -> str:
-        return f"onnx on {self.device} (onnxruntime {self._ort.__version__}, {precision_name(self.dtype)})"
+        return (f"onnx on {self.device} (onnxruntime {self._ort.__version__}, {precision_name(self.dtype)}"
+                f"{self.fallback_note()})")
 
     def prepare(self, shape: Shape, layers: tuple[str, ...]) -> None:
         """Export and load the graph for this size and layer set now, not on the first frame."""

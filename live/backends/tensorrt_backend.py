@@ -294,7 +294,8 @@ class TensorRTBackend(Backend):
         self._graphs = GraphCache(device, self.stats, "the TensorRT dream steps")
 
     def describe(self) -> str:
-        return f"tensorrt {self.toolchain.tensorrt} on {self.toolchain.gpu} ({self.precision}, verified plans)"
+        return (f"tensorrt {self.toolchain.tensorrt} on {self.toolchain.gpu} ({self.precision}, verified plans"
+                f"{self.fallback_note()})")
 
     def prepare(self, shape: Shape, layers: tuple[str, ...], *, force: bool = False) -> None:
         """Export, build (unless ``no_build``), load and verify the engine for this size and
