@@ -165,7 +165,10 @@ class OnnxBackend(Backend):
     def _open_verified(self, shape: Shape, layers: tuple[str, ...]) -> _Session:
         record = quarantine_record(onnx_path(self.model, layers, shape, self.dtype))
         if record.exists():
-            reason = json.loads(record.read_text()).get("reason", "its verification failed")
+            try:
+                reason = json.loads(record.read_text()).get("reason", "its verification failed")
+            except (OSError, ValueError) as e:
+                reason = f"its verification failed (record unreadable: {e})"
             raise VerificationError(f"the dream graph for {'+'.join(layers)} at {shape[3]}x{shape[2]} "
                                     f"({self.precision}) is quarantined: {reason} (delete {record} to try again)")
         path = ensure_onnx(self.model, layers, shape, self.dtype)
@@ -233,7 +236,7 @@ class OnnxBackend(Backend):
         key = (tuple(int(d) for d in x.shape), objective.layers)
         try:
             sess = self._session(*key)  # type: ignore[arg-type]
-        except (VerificationError, UnavailableError) as e:
+        except LiveError as e:  # quarantined, or no graph to be had: the fallback dreams it, if any
             return self.fall_back(key, e).gradient(x, objective)
         return self._run(sess, x, objective)
 

@@ -357,7 +357,7 @@ class TensorRTBackend(Backend):
         build = self.fallback_factory is None and not self.no_build  # never build mid-show
         try:
             return self._engine(*key, build=build), None  # type: ignore[arg-type]
-        except (VerificationError, UnavailableError) as e:
+        except LiveError as e:  # quarantined, no plan under no-build, or a plan TensorRT refuses
             return None, self.fall_back(key, e)
 
     def gradient(self, x: Tensor, objective: Objective) -> tuple[Tensor, Tensor]:
