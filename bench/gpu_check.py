@@ -47,8 +47,19 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+try:
+    import torch
+except ImportError:
+    print(f"gpu-check: this Python ({sys.executable}) has no PyTorch; run it with the Python that has the "
+          "CUDA build (make gpu-check PYTHON=/path/to/python3)")
+    sys.exit(69)
+from packaging.version import Version  # noqa: E402
+
+if Version(torch.__version__.split("+")[0]) < Version("2.4"):
+    print(f"gpu-check: PyTorch {torch.__version__} is older than 2.4, which this project needs")
+    sys.exit(69)
+
 import numpy as np  # noqa: E402
-import torch  # noqa: E402
 
 from live.app import round32  # noqa: E402
 from live.benchmark import PullSource, plain_loop, run_loop, scene_source  # noqa: E402
