@@ -18,7 +18,7 @@ RUN_ARGS ?= run --weights auto
 APT_PACKAGES := libgl1 libglib2.0-0 libsrt1.5-gnutls
 APT_TEST_PACKAGES := xvfb systemd chromium nginx-light libnginx-mod-rtmp
 
-.PHONY: run test bench layers clean system-deps test-system-deps install-service
+.PHONY: run test bench layers clean system-deps test-system-deps install-service gpu-check wheels
 
 # $(call apt-ensure,PACKAGES): apt-get install those not yet installed (sudo when not root).
 define apt-ensure
@@ -68,5 +68,21 @@ INSTALL_ARGS ?=
 install-service: system-deps $(VENV)/.installed
 	sh systemd/install.sh $(INSTALL_ARGS) $(abspath $(BIN))/deepdream-live
 
+# The GPU path verified and measured in one command, on a machine with an NVIDIA GPU (README.md,
+# "On a GPU"): the Python and CUDA build of PyTorch already there (never reinstalled), the
+# project's small missing dependencies from the wheel folder (no network needed), results and the
+# table in $(GPU_CHECK_OUT). Without CUDA it says so and exits 69.
+GPU_CHECK_OUT ?= gpu-check-results
+WHEELS ?= wheels
+gpu-check:
+	$(PYTHON) bench/gpu_deps.py install --wheels $(WHEELS) --target .gpu-check/site
+	PYTHONPATH=$(CURDIR)/.gpu-check/site:$(CURDIR)$${PYTHONPATH:+:$$PYTHONPATH} $(PYTHON) bench/gpu_check.py $(GPU_CHECK_OUT)
+
+# On a machine with a registry: wheels of those small dependencies for the GPU machine's Python
+# (default 3.12; WHEEL_PYTHON=3.11 ...), to copy along with the checkout.
+WHEEL_PYTHON ?= 3.12
+wheels:
+	$(PYTHON) bench/gpu_deps.py download --wheels $(WHEELS) --python $(WHEEL_PYTHON)
+
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache
+	rm -rf $(VENV) build *.egg-info .pytest_cache .gpu-check

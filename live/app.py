@@ -33,6 +33,7 @@ from live.control.params import Registry, Snapshot
 from live.control.presets import Morpher
 from live.control.schedule import IdleWatcher, OpeningHours, PresetCycler
 from live.dreamer import Dreamer, DreamSettings
+from live.dreamsize import round32  # the loop's dream size rounding (re-exported)
 from live.governor import Governor
 from live.model import Model, catalog
 from live.objectives import Objective
@@ -45,11 +46,6 @@ log = logging.getLogger(__name__)
 STAGES = ("capture", "flow", "upload", "dream", "download", "output")
 RETRY_SECONDS = 5.0  # first wait before dreaming again after a failure
 MIN_RECOVERY_SIDE = 64  # out of memory below this: stop shrinking, pass through and retry
-
-
-def round32(n: int) -> int:
-    """Dream sizes are multiples of 32 (static-shape engines, stride-32 network)."""
-    return max(32, int(round(n / 32)) * 32)
 
 
 @dataclass
@@ -532,6 +528,8 @@ class ShowOptions:
     screenshot_dir: Path = Path(".")
     test_scene_size: tuple[int, int] = (640, 360)  # drawn at the dream size: no camera to match
     model: str = "torchvision"
+    precision: str | None = None  # None: fp16 on CUDA, fp32 on the CPU (live.backends.resolve_precision)
+    no_build: bool = False  # never build a TensorRT plan during the show; without one, dream on torch
     # live control
     osc: bool = True
     osc_host: str = "127.0.0.1"
@@ -699,9 +697,11 @@ def run_show(
 
         def prepare() -> tuple[Model, Backend]:
             model = load_model(opts.weights, model=opts.model)
-            backend = open_backend(opts.backend, model, opts.device)
-            # export/build what the first frame needs now, while the outputs show a placeholder
-            backend.prepare((1, 3, height, width), registry.snapshot().objective.layers)
+            # export/build/verify what the first frame needs now, while the outputs show a
+            # placeholder; a plan that cannot be used hands its work to torch, with the reason
+            first = ((1, 3, height, width), registry.snapshot().objective.layers)
+            backend = open_backend(opts.backend, model, opts.device, precision=opts.precision,
+                                   no_build=opts.no_build, prepare=first, fallback=True)
             return model, backend
 
         with notify.extending(120, status_text="loading the network"), ThreadPoolExecutor(1, "load") as pool:

@@ -111,12 +111,12 @@ class LoopFigures:
 
 
 def run_loop(model: Model, backend: Backend, source: PullSource, width: int, height: int, steps: int,
-             frames: int, layer: str) -> LoopFigures:
-    """The real LiveLoop, headless, for ``frames`` frames after a warm-up of 3."""
+             frames: int, layer: str, outputs: Fanout | None = None) -> LoopFigures:
+    """The real LiveLoop, headless (or into ``outputs``), for ``frames`` frames after a warm-up of 3."""
     registry = Registry()
     registry.update({"width": width, "height": height, "steps": steps, "objective": layer, "fps_cap": 240,
                      "octaves": 1})
-    outputs = Fanout([NullOutput()])
+    outputs = outputs or Fanout([NullOutput()])
     outputs.open(width, height, 240)
     loop = LiveLoop(source, model, backend, registry, outputs, seed=0, status_every=3600)  # type: ignore[arg-type]
     loop.run(max_frames=3)  # warm-up: cuDNN autotuning, CUDA graph capture, allocator
@@ -154,10 +154,11 @@ def loop_benchmark(
     weights: str = "random",
     backend_name: str = "auto",
     device: str = "auto",
+    precision: str | None = None,
 ) -> list[dict]:
     """The whole live loop (test scene and a clip) against the plain loop, per size; prints a table."""
     model = load_model(weights, progress=False)
-    backend = open_backend(backend_name, model, device)
+    backend = open_backend(backend_name, model, device, precision=precision)
     cuda = backend.device.type == "cuda"
     sizes = sizes or ([(1280, 720), (1920, 1080)] if cuda else [(320, 180)])
     steps = steps or (4 if cuda else 2)

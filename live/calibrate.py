@@ -268,6 +268,7 @@ def calibrate(
     camera_seconds: float = 3.0,
     weights: str = "random",
     device: str = "auto",
+    precision: str | None = None,
 ) -> Profile:
     """Measure, choose and write a profile; returns it (with ``path`` set).
 
@@ -296,7 +297,7 @@ def calibrate(
     opened = []
     for name in names:
         try:
-            opened.append(open_backend(name, model, device))
+            opened.append(open_backend(name, model, device, precision=precision))
         except LiveError as e:
             if len(names) == 1:
                 raise
@@ -554,4 +555,5 @@ def calibrate_from_args(args: Any) -> Profile:
         layers=[t.strip() for t in args.layers.split(",")], backends=[t.strip() for t in args.backends.split(",")],
         frames=args.frames, full=args.full, camera=args.camera, camera_seconds=args.camera_seconds,
         weights=getattr(args, "weights", None) or "random", device=getattr(args, "device", "auto"),
+        precision=getattr(args, "precision", None),
     )  # fmt: skip

@@ -422,45 +422,33 @@ def check_weights(opts: CheckOptions) -> CheckResult:
 
 
 def check_engines(opts: CheckOptions) -> CheckResult:
-    """Built engines match this GPU: ``live.engines.validate_all`` where it exists, else the
-    manifests in the engines directory are read (TensorRT version and ONNX hash are checked
-    by ``run`` when it loads a plan)."""
-    required = opts.backend == "tensorrt"
-    fix = "deepdream-live build-engines"
-    try:
-        from live import engines
-    except ImportError:
-        return CheckResult("engines", None, "not checked (this version has no engines module)")
-    validate_all = getattr(engines, "validate_all", None)
-    if validate_all is not None:
-        try:
-            report = validate_all()
-        except Exception as e:  # noqa: BLE001 - the engine module's failure is this check's answer
-            return CheckResult("engines", False, f"cannot validate: {e}", fix, required=required)
-        if isinstance(report, CheckResult):
-            return report
-        bad = [item for item in (report or []) if not getattr(item, "ok", bool(item))]
-        detail = f"{len(report or [])} engine(s), {len(bad)} stale or invalid"
-        return CheckResult("engines", not bad, detail, fix, required=required)
-    where = engines.engines_dir()
-    manifests = sorted(where.glob(f"*{engines.MANIFEST_SUFFIX}")) if where.is_dir() else []
-    if not manifests:
-        return CheckResult("engines", False if required else None, f"none built in {where}", fix, required=required)
+    """Every plan in the engines directory validated against its manifest and this machine
+    (``live.engines.validate_all``: size and sha256, project, TensorRT and GPU, and whether it
+    passed its verification against the torch gradient), one clause per plan."""
     import torch
 
-    gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else None
-    stale = []
-    for path in manifests:
-        plan = path.with_name(path.name[: -len(engines.MANIFEST_SUFFIX)])
-        try:
-            built_for = engines.Manifest.from_json(path.read_text()).gpu
-        except (OSError, ValueError, TypeError, KeyError):
-            stale.append(plan.name)
-            continue
-        if not plan.exists() or (gpu is not None and built_for != gpu):
-            stale.append(plan.name)
-    detail = f"{len(manifests)} plan(s) in {where}" + (f"; stale: {', '.join(stale)}" if stale else "")
-    return CheckResult("engines", not stale, detail, fix, required=required)
+    from live import engines
+
+    required = opts.backend == "tensorrt"
+    fix = "deepdream-live build-engines --config <site.toml> (or --sizes WxH --layers L)"
+    where = engines.engines_dir()
+    try:
+        from live.backends.tensorrt_backend import import_tensorrt
+
+        tensorrt: str | None = import_tensorrt().__version__
+    except Exception:  # noqa: BLE001 - not installed, or an unusable version: plans cannot run here
+        tensorrt = None
+    gpu = cc = None
+    if torch.cuda.is_available():
+        gpu = torch.cuda.get_device_name()
+        cc = "{}.{}".format(*torch.cuda.get_device_capability())
+    reports = engines.validate_all(where, tensorrt=tensorrt, gpu=gpu, compute_capability=cc)
+    if not reports:
+        return CheckResult("engines", False if required else None, f"none built in {where}", fix, required=required)
+    bad = [r for r in reports if not r.ok]
+    lines = "; ".join(("ok " if r.ok else "BAD ") + r.detail for r in reports)
+    detail = f"{len(reports)} plan(s) in {where}, {len(bad)} unusable: {lines}"
+    return CheckResult("engines", not bad, detail, fix, required=required)
 
 
 def check_osc(opts: CheckOptions, *, show_running: bool = False) -> CheckResult:

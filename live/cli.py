@@ -32,6 +32,9 @@ def _add_model_options(p: argparse.ArgumentParser, default_weights: str | None =
     g.add_argument("--backend", default="auto" if defaults else None,
                    help="auto, torch, onnx or tensorrt (default: auto, the fastest that starts)")
     g.add_argument("--device", default="auto" if defaults else None, help="auto, cpu, cuda or cuda:N (default: auto)")
+    g.add_argument("--precision", default=None, choices=("fp16", "fp32", "auto"),
+                   help="compute precision (default: fp16 on CUDA, fp32 on the CPU; fp16 on the CPU runs, "
+                   "about 8x slower, for comparisons)")
 
 
 def _add_encoder_options(g: argparse._ArgumentGroup) -> None:
@@ -157,6 +160,9 @@ def _build_parser() -> argparse.ArgumentParser:
     loop.add_argument("--max-frames", type=int, default=None, help="stop after N output frames")
     loop.add_argument("--duration", type=float, default=None, help="stop after SECONDS")
     loop.add_argument("--status-every", type=float, default=10.0, help="seconds between status lines")
+    loop.add_argument("--no-build", action="store_true", default=None,
+                      help="never build a TensorRT plan: without a valid, verified one, dream on torch and say so "
+                      "(for shows that must not build during opening hours; site config: network.no_build)")
     _add_model_options(run, default_weights=None, defaults=False)
     add_param_flags(run)
     run.set_defaults(handler=_cmd_run)
@@ -209,13 +215,17 @@ def _build_parser() -> argparse.ArgumentParser:
 
     eng = sub.add_parser("build-engines", help="build TensorRT engines ahead of opening hours",
                          description="Export the forward-only dream graph and build a TensorRT plan for each "
-                         "size and layer set; plans are checked against this machine before use.")
-    eng.add_argument("--sizes", required=True, metavar="WxH[,WxH…]", help="dream sizes, e.g. 1280x720,1920x1080")
-    eng.add_argument("--layers", default="inception4c", metavar="L[+L][,…]",
-                     help="layer sets, ',' between sets, '+' within one (default: %(default)s)")
-    eng.add_argument("--precision", default="fp16", choices=("fp16", "fp32"))
-    eng.add_argument("--force", action="store_true", help="rebuild even when a valid plan exists")
-    _add_model_options(eng)
+                         "size and layer set, each verified against the torch gradient; plans are checked "
+                         "against this machine before use. With --config: what that site's show will ask for.")
+    eng.add_argument("--config", type=Path, default=None, metavar="FILE",
+                     help="site config: sizes from its dream size (and the governor's sizes), layer sets from its "
+                     "objective and every preset it names, its model, weights and precision")
+    eng.add_argument("--sizes", default=None, metavar="WxH[,WxH…]",
+                     help="dream sizes, e.g. 1280x720,1920x1080 (required without --config)")
+    eng.add_argument("--layers", default=None, metavar="L[+L][,…]",
+                     help="layer sets, ',' between sets, '+' within one (default: inception4c, or the config's)")
+    eng.add_argument("--force", action="store_true", help="rebuild even when a valid plan exists (also a quarantined one)")
+    _add_model_options(eng, default_weights=None, defaults=False)
     eng.set_defaults(handler=_cmd_build_engines)
 
     layers = sub.add_parser("layers", help="list the layers that can be dreamed on")
@@ -247,6 +257,7 @@ def _cmd_image(args: argparse.Namespace) -> int:
         seed=args.seed,
         max_side=args.max_side,
         progress=False if args.no_progress else None,
+        precision=args.precision,
     )
     dream_still(job)
     return 0
@@ -380,6 +391,7 @@ def _show_setup(args: argparse.Namespace):
         "web": args.web, "web_host": args.web_host, "web_port": args.web_port, "mdns": args.mdns,
         "web_token": args.web_token or os.environ.get(TOKEN_ENV) or None,
         **_encoder_fields(args),
+        "precision": args.precision, "no_build": args.no_build,
     }
     if args.capture_size:
         cli["capture_width"], cli["capture_height"] = _parse_size(args.capture_size, "--capture-size")
@@ -466,7 +478,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     from live.benchmark import loop_benchmark
 
     sizes = [_parse_size(t, "--sizes") for t in args.sizes.split(",")] if args.sizes else None
-    loop_benchmark(sizes, args.steps, args.frames, args.layer, args.weights, args.backend, args.device)
+    loop_benchmark(sizes, args.steps, args.frames, args.layer, args.weights, args.backend, args.device,
+                   precision=args.precision)
     return 0
 
 
@@ -499,20 +512,80 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
 
 
 def _cmd_build_engines(args: argparse.Namespace) -> int:
-    from live.backends.tensorrt_backend import build_engines
+    from live.engines import engines_dir
     from live.model import load_model
 
-    sizes = [_parse_size(t, "--sizes") for t in args.sizes.split(",")]
-    layer_sets = [[name for name in group.split("+") if name] for group in args.layers.split(",")]
-    model = load_model(args.weights, model=args.model)
+    if args.config is None and args.sizes is None:
+        from live.errors import UsageError
+
+        raise UsageError("build-engines needs --sizes WxH[,WxH…] or --config FILE (the site config to build for)")
+    plan = _engine_request(args)
+    if plan is None:
+        return 0
+    model_name, weights, device, precision, sizes, layer_sets = plan
+    from live.backends import resolve_device
+    from live.backends.tensorrt_backend import build_engines
+
+    model = load_model(weights, model=model_name)
+    dev = resolve_device(device)
 
     def progress(done: int, total: int, label: str) -> None:
         print(f"[{done}/{total}] {label}", file=sys.stderr, flush=True)
 
-    plans = build_engines(model, sizes, layer_sets, precision=args.precision, progress=progress, force=args.force)
-    for plan in plans:
-        print(plan)
+    results = build_engines(model, sizes, layer_sets, precision=precision, progress=progress, force=args.force,
+                            device=dev)
+    failed = [r for r in results if not r.ok]
+    for r in results:
+        if r.ok:
+            assert r.verification is not None
+            print(f"ok  {r.plan}  (cosine {r.verification.cosine:.4f} to the torch gradient)")
+        else:
+            print(f"FAILED  {r.spec.label()}: {' '.join(r.error.split())}")
+    if failed:
+        print(f"deepdream-live: error: {len(failed)} of {len(results)} plan(s) failed (see above); `run` dreams "
+              f"those on torch. Plans in {engines_dir()}", file=sys.stderr)
+        return 65  # EX_DATAERR: a plan that gives a wrong gradient, or could not be built
     return 0
+
+
+def _engine_request(args: argparse.Namespace):
+    """(model, weights, device, precision, sizes, layer sets) for ``build-engines``: from the flags,
+    or from a site config resolved exactly as ``run --config`` resolves it. None when the
+    configured backend builds nothing ahead (said on stderr)."""
+    sizes = [_parse_size(t, "--sizes") for t in args.sizes.split(",")] if args.sizes else []
+    layer_sets = [[name for name in group.split("+") if name] for group in args.layers.split(",")] if args.layers else []
+    model, weights, device, precision, backend = args.model, args.weights, args.device, args.precision, args.backend
+    if args.config is not None:
+        from live.engine_requests import show_engine_request
+        from live.site import load_site
+
+        # resolved exactly as `run --config FILE` resolves it: profile, config, start preset
+        opts, registry, _reload = _show_setup(_build_parser().parse_args(["run", "--config", str(args.config)]))
+        request = show_engine_request(opts, registry, load_site(args.config))
+        sizes = sizes or request.sizes
+        layer_sets = layer_sets or [list(s) for s in request.layer_sets]
+        model, weights = model or request.model, weights or request.weights
+        device, precision = device or request.device, precision or request.precision
+        backend = backend or request.backend
+    if backend in ("torch", "onnx"):
+        print(f"backend {backend}: no TensorRT plans to build (the {backend} backend prepares itself in seconds "
+              "when the show starts)", file=sys.stderr)
+        return None
+    if backend not in (None, "auto", "tensorrt"):
+        from live.errors import UsageError
+
+        raise UsageError(f"unknown backend {backend!r}; expected auto, torch, onnx or tensorrt")
+    if backend in (None, "auto"):
+        from live.backends.tensorrt_backend import import_tensorrt
+        from live.errors import UnavailableError
+
+        try:
+            import_tensorrt()
+        except UnavailableError as e:
+            print(f"nothing to build: {e}; `run --backend auto` dreams on torch", file=sys.stderr)
+            return None
+    return (model or "torchvision", weights, device or "auto", precision, sizes,
+            layer_sets or [["inception4c"]])
 
 
 def _cmd_layers(args: argparse.Namespace) -> int:

@@ -38,12 +38,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from live.dreamsize import round32
+
 log = logging.getLogger(__name__)
-
-
-def round32(n: float) -> int:
-    """As :func:`live.app.round32` (kept here so the governor does not import the loop)."""
-    return max(32, int(round(n / 32)) * 32)
 
 
 def default_sizes(width: int, height: int, smallest: int = 128) -> list[tuple[int, int]]:

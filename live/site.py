@@ -4,7 +4,7 @@ A gallery machine runs for weeks from one file (``site.toml``, see ``live/site-e
 
     [source]      spec, capture_size, capture_fps, loop
     [dream]       any live parameter of the registry (objective, steps, width, height, feedback, …)
-    [network]     weights, backend, device, flow_preset
+    [network]     weights, backend, device, flow_preset, model, precision, no_build
     [outputs]     window, fullscreen, monitor, vcam, vcam_device, vcam_backend, record, overlay, screenshot_dir,
                   record_dir, record_codec, record_bitrate, stream = [URLs], stream_bitrate,
                   keyframe_interval, encoder_preset, ndi
@@ -92,6 +92,9 @@ class NetworkSection:
     backend: str | None = None
     device: str | None = None
     flow_preset: str | None = None
+    model: str | None = None  # torchvision or bvlc
+    precision: str | None = None  # fp16 or fp32; unset: fp16 on CUDA, fp32 on the CPU
+    no_build: bool | None = None  # never build TensorRT plans during the show (build-engines does)
 
 
 @dataclass(frozen=True)
@@ -239,6 +242,9 @@ class Site:
             "backend": n.backend,
             "device": n.device,
             "flow_preset": n.flow_preset,
+            "model": n.model,
+            "precision": n.precision,
+            "no_build": n.no_build,
             "window": o.window,
             "fullscreen": o.fullscreen,
             "monitor": o.monitor,
@@ -440,7 +446,9 @@ PATH = "path"  # marker: a path, relative to the config file's directory
 # section -> key -> check. The order here is the order in the example file.
 SCHEMA: dict[str, dict[str, Check | str]] = {
     "source": {"spec": _text, "capture_size": _size, "capture_fps": _float(0, 240, open_lo=True), "loop": _bool},
-    "network": {"weights": _text, "backend": _text, "device": _text, "flow_preset": _choice(*FLOW_PRESETS)},
+    "network": {"weights": _text, "backend": _text, "device": _text, "flow_preset": _choice(*FLOW_PRESETS),
+                "model": _choice("torchvision", "bvlc"), "precision": _choice("fp16", "fp32", "auto"),
+                "no_build": _bool},
     "outputs": {
         "window": _bool, "fullscreen": _bool, "monitor": _int(0, 63), "vcam": _bool, "vcam_device": _text,
         "vcam_backend": _text, "record": PATH, "overlay": _bool, "screenshot_dir": PATH,

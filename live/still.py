@@ -101,6 +101,7 @@ class StillJob:
     seed: int | None = 0
     max_side: int = 1024  # dream at most this large; detail is upsampled onto the full picture
     progress: bool | None = None  # None: a bar when stderr is a terminal
+    precision: str | None = None  # None: fp16 on CUDA, fp32 on the CPU
 
 
 def working_shape(height: int, width: int, max_side: int) -> tuple[int, int]:
@@ -116,7 +117,7 @@ def dream_still(job: StillJob) -> Path:
     fmt = check_output(job.target)
     rgb, alpha = read_picture(job.source)
     model = load_model(job.weights, model=job.model, progress=job.progress is not False)
-    backend = open_backend(job.backend, model, job.device)
+    backend = open_backend(job.backend, model, job.device, precision=job.precision)
     dreamer = Dreamer(backend, model.space, seed=job.seed)
 
     picture = torch.from_numpy(rgb).permute(2, 0, 1)[None].float().div(255.0)

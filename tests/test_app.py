@@ -83,7 +83,7 @@ def test_a_real_clip_through_the_whole_loop_to_the_recorder(checkpoint: Path, tm
     out = tmp_path / "dreamed.mp4"
     registry = small_registry(steps=2)
     opts = ShowOptions(source=str(clip), loop_video=False, window=False, record=out, weights=str(checkpoint),
-                       status_every=3600)
+                       status_every=3600, osc=False, midi=False)  # not OSC's fixed port on a shared machine
     report = run_show(opts, registry)
     assert report.stopped_because == "source ended"
     # Played in real time: the newest frame wins, so a slow machine dreams fewer of the 24.
@@ -319,7 +319,7 @@ def test_virtual_camera_gets_placeholders_while_loading_then_the_dream(checkpoin
 
     monkeypatch.setattr(live.model, "load_model", slow_load)
     opts = ShowOptions(source="test-scene", window=False, vcam=True, vcam_backend="live-test",
-                       weights=str(checkpoint), max_frames=4, status_every=3600)
+                       weights=str(checkpoint), max_frames=4, status_every=3600, osc=False, midi=False)
     report = run_show(opts, small_registry())
     cam = fake_vcam.instances[-1]
     assert (cam.width, cam.height) == (W, H) and all(f.size == H * W * 3 for _, f in cam.received)

@@ -3,6 +3,8 @@ the right checks fail or skip, each with its fix, and the exit code follows the 
 
 from __future__ import annotations
 
+import dataclasses
+
 import os
 import socket
 from pathlib import Path
@@ -215,20 +217,44 @@ def test_a_crashing_check_is_reported_not_raised(monkeypatch: pytest.MonkeyPatch
     assert gpu.ok is False and "driver exploded" in gpu.detail
 
 
-def test_engines_read_from_their_manifests(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    engines = pytest.importorskip("live.engines")
-    if hasattr(engines, "validate_all"):
-        pytest.skip("live.engines.validate_all answers this check")
+def test_engines_are_validated_against_their_manifests_not_their_existence(tmp_path: Path,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    from live import engines
+
     monkeypatch.setenv("DEEPDREAM_LIVE_ENGINES", str(tmp_path))
     assert check.check_engines(CheckOptions()).ok is None
     assert check.check_engines(CheckOptions(backend="tensorrt")).required
+    # A 4-byte plan whose manifest has no size or sha256 is not a plan, whatever the GPU.
     manifest = engines.Manifest("10.0", "NVIDIA H200", "9.0", "fp16", (1, 3, 352, 640), ("inception4c",), "ab" * 32)
     plan = tmp_path / "inception4c-640x352-fp16.plan"
     plan.write_bytes(b"plan")
     engines.manifest_path(plan).write_text(manifest.to_json())
-    built = check.check_engines(CheckOptions())
-    if not torch.cuda.is_available():
-        assert built.ok is True and "1 plan(s)" in built.detail
+    bad = check.check_engines(CheckOptions())
+    assert bad.ok is False and plan.name in bad.detail and "truncated" in bad.detail
+    assert "build-engines" in bad.fix
+
+    # The same plan recorded properly: now what decides is this machine and the verification.
+    data = b"a real plan's bytes" * 10
+    plan.write_bytes(data)
+    import hashlib
+
+    good = dataclasses.replace(manifest, plan_bytes=len(data), plan_sha256=hashlib.sha256(data).hexdigest(),
+                               model="torchvision", weights="cd" * 32,
+                               verification={"passed": True, "cosine": 0.9981, "threshold": 0.99})
+    engines.manifest_path(plan).write_text(good.to_json())
+    (report,) = engines.validate_all(tmp_path, tensorrt="10.0", gpu="NVIDIA H200", compute_capability="9.0")
+    assert report.ok and "verified, cosine 0.9981" in report.detail
+    (other,) = engines.validate_all(tmp_path, tensorrt="10.0", gpu="NVIDIA H100 80GB HBM3", compute_capability="9.0")
+    assert not other.ok and "this GPU is NVIDIA H100 80GB HBM3" in other.detail
+    (old,) = engines.validate_all(tmp_path, tensorrt="10.9", gpu="NVIDIA H200", compute_capability="9.0")
+    assert not old.ok and "this machine has TensorRT 10.9" in old.detail
+    (none,) = engines.validate_all(tmp_path, tensorrt=None, gpu=None)
+    assert not none.ok and "TensorRT is not installed here" in none.detail and "no CUDA GPU" in none.detail
+    quarantined = dataclasses.replace(good, verification={"passed": False, "cosine": 0.01, "reason": "cosine 0.01"})
+    engines.manifest_path(plan).write_text(quarantined.to_json())
+    (q,) = engines.validate_all(tmp_path, tensorrt="10.0", gpu="NVIDIA H200", compute_capability="9.0")
+    assert not q.ok and "quarantined: cosine 0.01" in q.detail
+
     plan.unlink()
     stale = check.check_engines(CheckOptions())
-    assert stale.ok is False and plan.name in stale.detail and stale.fix == "deepdream-live build-engines"
+    assert stale.ok is False and "manifest without its plan" in stale.detail

@@ -93,3 +93,24 @@ def test_live_loop_on_cuda_pipelines_and_captures_once(model) -> None:
     camera = cv2.resize(cv2.imread(str(photo_path("coffee.png"))), (640, 352), interpolation=cv2.INTER_AREA)
     assert np.abs(out.last.astype(int) - camera).mean() > 2
     assert backend.stats.graph_captures == 1
+
+
+@pytest.mark.parametrize("model_name", ["torchvision", "bvlc"])
+def test_fp16_on_cuda_torch_and_forward_graph_agree_with_float64(model, model_name) -> None:
+    """Both networks in fp16 on the GPU, autograd and the forward-ops graph (what TensorRT runs),
+    against float64: the max-pool mask and the LRN must hold where the rounding is CUDA's."""
+    from live.backends.forward_graph import GradientGraph
+    from live.backends.verify import cosine, probe, reference_gradient
+    from live.model import load_model
+
+    dev = torch.device("cuda")
+    net = model if model_name == "torchvision" else load_model("random:5", model="bvlc")
+    for layer in ("inception3b", "inception4c", "inception4e"):
+        x, objective = probe(net, (1, 3, 224, 320), (layer,), dev)
+        want = reference_gradient(net, x, objective)
+        g16, _ = TorchBackend(net, dev, cuda_graphs=False).gradient(x, objective)
+        graph = GradientGraph(net.net, [layer], torch.float16).to(dev)
+        gg, _ = graph(x, torch.from_numpy(objective.weights(layer)).to(dev))
+        assert graph.net.inception3a.branch1.conv.weight.dtype == torch.float16  # fp16 really ran
+        assert cosine(g16, want) >= 0.99, (model_name, layer, "torch")
+        assert cosine(gg, want) >= 0.99, (model_name, layer, "forward graph")

@@ -1,6 +1,7 @@
-"""The engine cache: a plan is used only when its manifest matches this machine and the plan
-itself is intact; anything else is rebuilt with the reason logged, or refused with the command to
-rebuild. TensorRT is replaced by a stand-in toolchain (the cache logic is what is tested here)."""
+"""The engine cache: a plan is used only when its manifest matches this machine (model and weights
+included) and the plan itself is intact; anything else is rebuilt with the reason logged, or
+refused with the command to rebuild. TensorRT is replaced by a stand-in toolchain (the cache
+logic is what is tested here)."""
 
 from __future__ import annotations
 
@@ -10,30 +11,19 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+import torch
 
 from live import engines
 from live.backends.tensorrt_backend import build_engines
 from live.engines import Manifest, build_engine, check, load_plan, manifest_path, rebuild_command, wanted_manifest
 from live.errors import DataError, UnavailableError
+from tests.standin_tensorrt import StandInToolchain
 
 SHAPE = (1, 3, 64, 96)
 LAYERS = ("inception4c",)
 
 
-class StandIn:
-    """Builds "plans" that are the ONNX bytes with a header, and counts builds."""
-
-    tensorrt = "10.9.0"
-    gpu = "NVIDIA Test GPU"
-    compute_capability = "9.0"
-
-    def __init__(self) -> None:
-        self.builds: list[tuple[Path, tuple]] = []
-
-    def build(self, onnx: Path, shape: tuple, engines_dir: Path) -> bytes:
-        self.builds.append((onnx, tuple(shape)))
-        (engines_dir / "timing.cache").write_bytes(b"cache")
-        return b"PLAN" + bytes(shape) + onnx.read_bytes()
+StandIn = StandInToolchain
 
 
 @pytest.fixture
@@ -42,8 +32,8 @@ def setup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     onnx = tmp_path / "graph.onnx"
     onnx.write_bytes(b"an onnx graph" * 100)
     tool = StandIn()
-    plan = engines.plan_path(LAYERS, SHAPE, "fp16", tool)
-    wanted = wanted_manifest(tool, onnx, "fp16", SHAPE, LAYERS)
+    plan = engines.plan_path(LAYERS, SHAPE, "fp16", tool, "torchvision", "ab" * 32)
+    wanted = wanted_manifest(tool, onnx, "fp16", SHAPE, LAYERS, "torchvision", "ab" * 32)
     return tool, onnx, plan, wanted
 
 
@@ -69,6 +59,8 @@ def test_first_use_builds_then_a_matching_plan_is_reused(setup, caplog) -> None:
         ({"compute_capability": "8.9"}, "compute capability 9.0), this is NVIDIA Test GPU (8.9)"),
         ({"shape": (1, 3, 96, 64)}, "built for shape 1x3x64x96, wanted 1x3x96x64"),
         ({"onnx_sha256": "0" * 64}, "the ONNX graph changed"),
+        ({"model": "bvlc"}, "built for the torchvision model, wanted bvlc"),
+        ({"weights": "cd" * 32}, "built for other weights (sha256 abababababab, these are cdcdcdcdcdcd)"),
         ({"precision": "fp32"}, "built in fp16, wanted fp32"),
         ({"project": "9.9.9"}, "built by deepdream-live 0.1.0, this is 9.9.9"),
     ],
@@ -140,18 +132,31 @@ def test_a_plan_the_runtime_rejects_is_rebuilt_once(setup, caplog) -> None:
         load_plan(tool, onnx, plan, wanted, lambda data: (_ for _ in ()).throw(RuntimeError("no")))
 
 
-def test_build_engines_exports_and_builds_every_size_and_layer_set_with_progress(model, monkeypatch, tmp_path) -> None:
+def test_build_engines_exports_builds_and_verifies_every_size_and_layer_set_with_progress(
+        model, monkeypatch, tmp_path) -> None:
+    from live.engines import weights_identity
+
     monkeypatch.setenv("DEEPDREAM_LIVE_ENGINES", str(tmp_path / "engines"))
     tool = StandIn()
     seen = []
-    plans = build_engines(model, [(96, 64), (50, 40)], [["mixed3a"], ["conv3", "conv2"]], precision="fp32",
-                                  toolchain=tool, progress=lambda done, total, label: seen.append((done, total, label)))
-    assert [s for _, s in tool.builds] == [(1, 3, 64, 96), (1, 3, 64, 64), (1, 3, 64, 96), (1, 3, 64, 64)]
-    assert [p.name for p in plans][:2] == ["dream-inception3a-96x64-fp32-sm90.plan", "dream-inception3a-64x64-fp32-sm90.plan"]
-    assert plans[2].name.startswith("dream-conv2+conv3-")
+    cpu = torch.device("cpu")
+    results = build_engines(model, [(96, 64), (50, 40)], [["mixed3a"], ["conv3", "conv2"]], precision="fp32",
+                            toolchain=tool, progress=lambda done, total, label: seen.append((done, total, label)),
+                            device=cpu)
+    # sizes rounded as the loop rounds them (live.dreamsize.round32): 50x40 dreams at 64x32
+    assert [s for _, s in tool.builds] == [(1, 3, 64, 96), (1, 3, 32, 64), (1, 3, 64, 96), (1, 3, 32, 64)]
+    who = f"torchvision-{weights_identity(model)[:12]}-"
+    assert [r.plan.name for r in results][:2] == [f"{who}dream-inception3a-96x64-fp32-sm90.plan",
+                                                  f"{who}dream-inception3a-64x32-fp32-sm90.plan"]
+    assert results[2].plan.name.startswith(f"{who}dream-conv2+conv3-")
     assert seen[0] == (0, 4, "inception3a at 96x64 (fp32)") and seen[-1] == (4, 4, "done")
-    for plan in plans:
-        assert json.loads(manifest_path(plan).read_text())["layers"] in (["inception3a"], ["conv2", "conv3"])
-    # a second run ahead of the next show: everything matches, nothing is built
-    build_engines(model, [(96, 64), (50, 40)], [["mixed3a"], ["conv2", "conv3"]], precision="fp32", toolchain=tool)
-    assert len(tool.builds) == 4
+    for r in results:
+        assert r.ok and r.verification is not None and r.verification.cosine >= 0.9999
+        saved = json.loads(manifest_path(r.plan).read_text())
+        assert saved["layers"] in (["inception3a"], ["conv2", "conv3"])
+        assert saved["model"] == "torchvision" and saved["weights"] == weights_identity(model)
+        assert saved["verification"]["passed"] is True
+    # a second run ahead of the next show: everything matches, nothing is built (each is verified again)
+    again = build_engines(model, [(96, 64), (50, 40)], [["mixed3a"], ["conv2", "conv3"]], precision="fp32",
+                          toolchain=tool, device=cpu)
+    assert len(tool.builds) == 4 and all(r.ok for r in again)

@@ -140,20 +140,71 @@ def bvlc_model():
     return load_model("random:5", model="bvlc")
 
 
-@pytest.mark.parametrize(("precision", "min_cos"), [("fp32", 0.999), ("fp16", 0.999)])
+@pytest.mark.parametrize(("precision", "min_cos"), [("fp32", 0.9999), ("fp16", 0.995)])
 def test_bvlc_graph_with_lrn_runs_in_onnxruntime(bvlc_model, engines, precision, min_cos) -> None:
-    # fp16 is asked for but the bvlc graph runs in fp32 (see graph_precision): still right.
     layers = ("norm2", "inception4c")
     gen = torch.Generator().manual_seed(6)
     objective = Objective({n: torch.rand(bvlc_model.catalog.by_name[n].channels, generator=gen).numpy() for n in layers})
     x = bvlc_model.space.to_model(torch.rand(1, 3, 64, 96, generator=gen))
     weights = [torch.from_numpy(objective.weights(n)).double() for n in layers]
     want, _ = GradientGraph(bvlc_model.net, layers, torch.float64)(x.double(), *weights)
-    got, _ = OnnxBackend(bvlc_model, torch.device("cpu"), precision=precision).gradient(x, objective)
+    backend = OnnxBackend(bvlc_model, torch.device("cpu"), precision=precision)
+    got, _ = backend.gradient(x, objective)
     assert _cos(got, want) >= min_cos
-    ops = {node.op_type for node in onnx.load(str(ensure_onnx(bvlc_model, layers, (1, 3, 64, 96),
-                                                              torch.float32))).graph.node}
+    graph = onnx.load(str(next(iter(backend._sessions.values())).path))
+    assert _compute_type(graph) == (onnx.TensorProto.FLOAT16 if precision == "fp16" else onnx.TensorProto.FLOAT)
+    ops = {node.op_type for node in graph.graph.node}
     assert ops <= TENSORRT_ONNX_OPS, ops - TENSORRT_ONNX_OPS
+
+
+def _compute_type(graph: onnx.ModelProto) -> int:
+    """The element type the graph computes in: that of its convolution weights (inputs and
+    outputs are float32 at every precision)."""
+    inits = {i.name: i.data_type for i in graph.graph.initializer}
+    types = {inits[n.input[1]] for n in graph.graph.node if n.op_type == "Conv" and n.input[1] in inits}
+    assert len(types) == 1, types
+    return types.pop()
+
+
+INCEPTION = ("inception3a", "inception3b", "inception4a", "inception4b", "inception4c", "inception4d",
+             "inception4e", "inception5a", "inception5b")
+# fp16's own limit in the last block, measured on random weights: both networks lose cosine there
+# whatever computes them (rounding only the weights to fp16, in float64 arithmetic, already gives
+# 0.997 at inception5b; rounding only the input, 0.997; PyTorch's fp16 autograd on the BVLC net
+# 0.991). The graph reaches 0.990-0.996 at inception5a/5b, and other weights or inputs than these
+# tests' fixed ones measured down to 0.9925 at inception4e (bench/fp16_cosine.py): the floors hold
+# for this fixture, and a broken mask (cosine 0.0000) or lost precision fails them
+# (docs/architecture.md, "The forward-ops-only gradient graph").
+FP16_FLOOR = {(m, layer): 0.99 for m in ("torchvision", "bvlc") for layer in ("inception5a", "inception5b")}
+
+
+@pytest.mark.parametrize("size", [(64, 96), (83, 115)], ids=["64x96", "odd-83x115"])
+@pytest.mark.parametrize("model_name", ["torchvision", "bvlc"])
+def test_fp16_graphs_on_onnxruntime_reach_float64_at_every_inception_layer(model_name, size, engines, model,
+                                                                            bvlc_model) -> None:
+    """One fp16 graph over all nine inception layers; each layer's gradient is taken alone by
+    zeroing the other layers' weights (they are graph inputs), against torch autograd in float64."""
+    import numpy as np
+
+    from live.backends.torch_backend import TorchBackend
+
+    net = model if model_name == "torchvision" else bvlc_model
+    backend = OnnxBackend(net, torch.device("cpu"), precision="fp16", verify_sessions=False)
+    shape = (1, 3, *size)
+    x = net.space.to_model(torch.rand(shape, generator=torch.Generator().manual_seed(7)))
+    sess = backend._session(shape, INCEPTION)
+    assert _compute_type(onnx.load(str(sess.path))) == onnx.TensorProto.FLOAT16  # fp16 really ran
+    assert backend.precision == "fp16" and "-fp16-" in sess.path.name
+    reference = TorchBackend(net, torch.device("cpu"), dtype=torch.float64)
+    got_cos = {}
+    for layer in INCEPTION:
+        one = Objective({name: (np.ones if name == layer else np.zeros)(net.catalog.by_name[name].channels,
+                                                                        np.float32) for name in INCEPTION})
+        got, _ = backend.gradient(x, one)
+        want, _ = reference.gradient(x.double(), Objective.parse(layer))
+        got_cos[layer] = _cos(got, want)
+    low = {layer: round(c, 4) for layer, c in got_cos.items() if c < FP16_FLOOR.get((model_name, layer), 0.995)}
+    assert not low, f"fp16 cosine to float64 below target: {low}"
 
 
 def test_bvlc_still_on_the_onnx_backend_end_to_end(engines, tmp_path) -> None:

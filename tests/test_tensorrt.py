@@ -44,6 +44,7 @@ def test_auto_with_cpu_asked_for_skips_the_gpu_backends_and_says_so(model, caplo
     assert backend.name == "torch" and "tensorrt on cuda: --device cpu was asked for" in caplog.text
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not (HAVE_TRT and HAVE_CUDA), reason=(
     "needs TensorRT and a CUDA GPU: " + ", ".join(
         m for m, ok in (("tensorrt is not installed", HAVE_TRT), ("PyTorch sees no CUDA device", HAVE_CUDA)) if not ok
@@ -58,6 +59,9 @@ def test_tensorrt_engine_matches_torch(model, tmp_path, monkeypatch) -> None:
     backend = TensorRTBackend(model, device)
     objective = Objective.parse("conv3 + 0.5*inception4c:3,7")
     x = model.space.to_model(torch.rand(1, 3, 64, 96, device=device))
+    backend.prepare(tuple(x.shape), objective.layers)
+    assert backend.verifications[(tuple(x.shape), objective.layers)].passed  # verified before it dreams
+    assert backend.precision == "fp16"
     got, score = backend.gradient(x, objective)
     want, want_score = TorchBackend(model, device, dtype=torch.float64).gradient(x.double(), objective)
     cos = torch.nn.functional.cosine_similarity(got.double().flatten(), want.flatten(), dim=0).item()

@@ -13,7 +13,8 @@ forward-ops-only gradient graph"):
   written as shifted slices (:meth:`live.model.bvlc.LRN.input_gradient`);
 * max-pool: pad the input with -inf (plus the ceil-mode overhang); for each of the k² window
   offsets the strided slice of the padded input already sits on the pooled grid; the mask is
-  ``slice == pooled``, kept only for the first match per window (PyTorch's tie rule); the k²
+  ``slice == the running maximum of the slices`` (never ``MaxPool``'s output, which a runtime
+  may round differently), kept only for the first match per window (PyTorch's tie rule); the k²
   masked gradients are stacked and scattered back with one grouped ``ConvTranspose`` of one-hot
   kernels, then cropped. No pooling indices, no ``MaxUnpool``: TensorRT's ONNX parser has neither.
 
@@ -131,17 +132,25 @@ class GradientGraph(nn.Module):
         def backward(g: Tensor) -> Tensor:
             xs = x[:, :, : hp - p, : wp - p]  # windows need not reach the input's end (floor mode)
             xp = F.pad(xs, (p, wp - p - xs.shape[3], p, hp - p - xs.shape[2]), value=float("-inf"))
+            # row-major window order: PyTorch keeps the first maximum it scans
+            windows = [xp[:, :, i : i + (ho - 1) * s + 1 : s, j : j + (wo - 1) * s + 1 : s]
+                       for i in range(k) for j in range(k)]
+            # Each slice is compared with the running maximum of the slices themselves, never with
+            # MaxPool's output y: a runtime may keep y in fp32 while the slices read an fp16-rounded
+            # copy, and then the equality fails (docs/architecture.md, "The forward-ops-only
+            # gradient graph").
+            peak = windows[0]
+            for window in windows[1:]:
+                peak = torch.maximum(peak, window)
             parts, taken = [], None
-            for i in range(k):  # row-major window order: PyTorch keeps the first maximum it scans
-                for j in range(k):
-                    window = xp[:, :, i : i + (ho - 1) * s + 1 : s, j : j + (wo - 1) * s + 1 : s]
-                    m = (window == y).to(g.dtype)
-                    if taken is None:
-                        taken = m
-                    else:
-                        m = m * (1 - taken)
-                        taken = taken + m
-                    parts.append(g * m)
+            for window in windows:
+                m = (window == peak).to(g.dtype)
+                if taken is None:
+                    taken = m
+                else:
+                    m = m * (1 - taken)
+                    taken = taken + m
+                parts.append(g * m)
             z = torch.stack(parts, 2).reshape(n, c * k * k, ho, wo)
             full = F.conv_transpose2d(z, onehot, None, s, 0, 0, c)
             return full[:, :, p : p + h, p : p + w]

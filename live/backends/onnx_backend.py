@@ -5,15 +5,21 @@ directory (see :func:`live.engines.engines_dir`) under a name that includes a ha
 weights, so other weights or another project version never pick up a stale graph. Objective
 weights are graph inputs: switching channels or morphing only changes the numbers fed in.
 
-On CPU it runs float32 with onnxruntime's CPU provider; on CUDA (an onnxruntime build with the
-CUDA provider) fp16 with device buffers bound directly to torch tensors.
+Every session is verified once against the torch gradient (:mod:`live.backends.verify`) before it
+dreams; one that fails is quarantined (the graph file is set aside with the reason beside it) and
+its work goes to the fallback backend where ``run`` set one.
+
+``precision`` as everywhere (:func:`live.backends.resolve_precision`): fp32 on the CPU, fp16 on
+CUDA (an onnxruntime build with the CUDA provider, device buffers bound directly to torch
+tensors). fp16 is decided inside the graph; inputs and outputs stay float32.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,10 +29,11 @@ from torch import Tensor
 
 from live import __version__
 from live.atomic import atomic_write
-from live.backends import Backend
+from live.backends import Backend, resolve_precision
 from live.backends.forward_graph import INPUT, OPSET, OUTPUTS, export_onnx, weight_input
-from live.engines import Shape, engines_dir, ensure_dir, stem
-from live.errors import DataError, UnavailableError
+from live.backends.verify import verify
+from live.engines import Shape, VerificationError, engines_dir, ensure_dir, stem, weights_identity
+from live.errors import DataError, LiveError, UnavailableError
 from live.model import Model
 from live.objectives import Objective
 
@@ -46,20 +53,6 @@ def check_model(model: Model, backend: str) -> None:
         )
 
 
-def graph_precision(model: Model, precision: str, backend: str) -> str:
-    """The precision the forward-ops graph really runs in for ``model``.
-
-    The BVLC graph exported in fp16 gives a wrong gradient on onnxruntime (cosine ~0 to float64
-    from inception3a on, measured on the CPU provider; in PyTorch the same graph in fp16 is
-    right, 0.999), so it runs in fp32 until fp16 is verified on a GPU. Logged, never silent.
-    """
-    if model.name == "bvlc" and precision == "fp16":
-        log.warning("%s: the bvlc graph runs in fp32 (its fp16 export is not verified); "
-                    "--backend torch runs bvlc in fp16 on CUDA", backend)
-        return "fp32"
-    return precision
-
-
 def precision_dtype(precision: str) -> torch.dtype:
     try:
         return PRECISIONS[precision]
@@ -71,31 +64,18 @@ def precision_name(dtype: torch.dtype) -> str:
     return next(name for name, d in PRECISIONS.items() if d == dtype)
 
 
-_weights_hashes: dict[int, tuple[Any, str]] = {}
-
-
-def weights_hash(model: Model) -> str:
-    """sha256 of the folded network's parameters (cached per network object)."""
-    net = model.net
-    cached = _weights_hashes.get(id(net))
-    if cached is not None and cached[0] is net:
-        return cached[1]
-    h = hashlib.sha256()
-    for name, t in sorted(net.state_dict().items()):
-        h.update(name.encode())
-        h.update(t.detach().cpu().contiguous().numpy().tobytes())
-    digest = h.hexdigest()
-    _weights_hashes[id(net)] = (net, digest)
-    return digest
-
-
 def onnx_path(model: Model, layers: tuple[str, ...], shape: Shape, dtype: torch.dtype) -> Path:
     """Where this graph's ONNX file lives: readable stem plus a key over everything it depends on."""
     key = hashlib.sha256(
-        "|".join([weights_hash(model), "+".join(layers), "x".join(map(str, shape)), precision_name(dtype),
+        "|".join([weights_identity(model), "+".join(layers), "x".join(map(str, shape)), precision_name(dtype),
                   __version__, torch.__version__, str(OPSET)]).encode()
     ).hexdigest()[:16]
     return engines_dir() / f"{stem(layers, shape, precision_name(dtype))}-{key}.onnx"
+
+
+def quarantine_record(path: Path) -> Path:
+    """Where a graph that failed its verification is described (the graph itself sits beside it)."""
+    return path.with_name(path.name + ".quarantined.json")
 
 
 def ensure_onnx(model: Model, layers: tuple[str, ...], shape: Shape, dtype: torch.dtype, *, force: bool = False) -> Path:
@@ -133,14 +113,19 @@ class OnnxBackend(Backend):
     name = "onnx"
     size_multiple = 32
 
-    def __init__(self, model: Model, device: torch.device, *, precision: str | None = None) -> None:
+    def __init__(self, model: Model, device: torch.device, *, precision: str | None = None,
+                 verify_sessions: bool = True) -> None:
         super().__init__(device)
         check_model(model, "onnx")
         import onnxruntime as ort
 
         self._ort = ort
         self.model = model
-        self.dtype = precision_dtype(graph_precision(model, precision or ("fp16" if device.type == "cuda" else "fp32"), "onnx"))
+        self.precision = resolve_precision(precision, device)
+        self.dtype = precision_dtype(self.precision)
+        self.verify_sessions = verify_sessions
+        self.verifications: dict[tuple[Shape, tuple[str, ...]], Any] = {}  # key -> Verification
+        self._refused: dict[tuple[Shape, tuple[str, ...]], LiveError] = {}
         available = ort.get_available_providers()
         if device.type == "cuda":
             if "CUDAExecutionProvider" not in available:
@@ -155,7 +140,8 @@ class OnnxBackend(Backend):
         self._sessions: dict[tuple[Shape, tuple[str, ...]], _Session] = {}
 
     def describe(self) -> str:
-        return f"onnx on {self.device} (onnxruntime {self._ort.__version__}, {precision_name(self.dtype)})"
+        return (f"onnx on {self.device} (onnxruntime {self._ort.__version__}, {precision_name(self.dtype)}"
+                f"{self.fallback_note()})")
 
     def prepare(self, shape: Shape, layers: tuple[str, ...]) -> None:
         """Export and load the graph for this size and layer set now, not on the first frame."""
@@ -166,6 +152,25 @@ class OnnxBackend(Backend):
         sess = self._sessions.get(key)
         if sess is not None:
             return sess
+        if key in self._refused:
+            raise self._refused[key]
+        try:
+            sess = self._open_verified(shape, layers)
+        except LiveError as e:
+            self._refused[key] = e  # not retried every frame
+            raise
+        self._sessions[key] = sess
+        return sess
+
+    def _open_verified(self, shape: Shape, layers: tuple[str, ...]) -> _Session:
+        record = quarantine_record(onnx_path(self.model, layers, shape, self.dtype))
+        if record.exists():
+            try:
+                reason = json.loads(record.read_text()).get("reason", "its verification failed")
+            except (OSError, ValueError) as e:
+                reason = f"its verification failed (record unreadable: {e})"
+            raise VerificationError(f"the dream graph for {'+'.join(layers)} at {shape[3]}x{shape[2]} "
+                                    f"({self.precision}) is quarantined: {reason} (delete {record} to try again)")
         path = ensure_onnx(self.model, layers, shape, self.dtype)
         try:
             session = self._open(path)
@@ -178,8 +183,27 @@ class OnnxBackend(Backend):
         sess = _Session(session, path)
         if self.device.type == "cuda":
             self._bind(sess, shape, layers)
-        self._sessions[key] = sess
+        if self.verify_sessions:
+            self._verify(sess, shape, layers)
         return sess
+
+    def _verify(self, sess: _Session, shape: Shape, layers: tuple[str, ...]) -> None:
+        """Once per session: the gradient against torch's in float64; a failure quarantines the graph."""
+        result = verify(lambda x, objective: self._run(sess, x, objective)[0], self.model, shape, layers,
+                        self.precision, self.device)
+        self.verifications[(shape, layers)] = result
+        if result.passed:
+            log.info("dream graph %s: %s", sess.path.name, result.describe())
+            return
+        record = quarantine_record(sess.path)
+        try:
+            sess.path.replace(sess.path.with_name(sess.path.name + ".quarantined"))
+            record.write_text(json.dumps(asdict(result), indent=2) + "\n")
+        except OSError as e:
+            log.warning("could not quarantine %s: %s", sess.path, e)
+        log.error("dream graph %s quarantined: %s", sess.path.name, result.reason)
+        raise VerificationError(f"the dream graph {sess.path.name} gives a wrong gradient ({result.reason}); "
+                                "quarantined")
 
     def _open(self, path: Path) -> Any:
         options = self._ort.SessionOptions()
@@ -209,8 +233,14 @@ class OnnxBackend(Backend):
         sess.binding = binding
 
     def gradient(self, x: Tensor, objective: Objective) -> tuple[Tensor, Tensor]:
-        shape = tuple(int(d) for d in x.shape)
-        sess = self._session(shape, objective.layers)  # type: ignore[arg-type]
+        key = (tuple(int(d) for d in x.shape), objective.layers)
+        try:
+            sess = self._session(*key)  # type: ignore[arg-type]
+        except LiveError as e:  # quarantined, or no graph to be had: the fallback dreams it, if any
+            return self.fall_back(key, e).gradient(x, objective)
+        return self._run(sess, x, objective)
+
+    def _run(self, sess: _Session, x: Tensor, objective: Objective) -> tuple[Tensor, Tensor]:
         if sess.binding is not None:
             assert sess.x is not None and sess.weights is not None and sess.grad is not None and sess.score is not None
             sess.x.copy_(x)
@@ -227,6 +257,7 @@ class OnnxBackend(Backend):
         return torch.from_numpy(grad).to(x.dtype), torch.from_numpy(np.asarray(score)).to(x.dtype)
 
 
-def create(model: Model, device: torch.device) -> OnnxBackend:
-    """Registry entry point (see :data:`live.backends.BACKENDS`)."""
-    return OnnxBackend(model, device)
+def create(model: Model, device: torch.device, *, precision: str | None = None, no_build: bool = False) -> OnnxBackend:
+    """Registry entry point (see :data:`live.backends.BACKENDS`); ``no_build`` concerns TensorRT
+    plans only (exporting a graph takes seconds, not minutes)."""
+    return OnnxBackend(model, device, precision=precision)

@@ -3,12 +3,21 @@
 ``tensorrt`` is imported lazily: this module imports (and the rest of the package tests) without
 it. Plans are built from the exported ONNX file (see :mod:`live.backends.onnx_backend`) with a
 strongly typed network - fp16 is decided in the ONNX graph itself, TensorRT 11 has no FP16
-builder flag - a timing cache kept in the engines directory, a workspace limit, and written
-atomically with a manifest (:mod:`live.engines`, the cache this module builds into);
-:func:`build_engines` builds ahead of opening hours. Engines run on torch's current CUDA stream
-with buffers allocated once and bound by address (``set_tensor_address``,
-``execute_async_v3``); the few-step ascent around them can be captured as one CUDA graph.
-No PyCUDA: it fights torch's CUDA context.
+builder flag - a timing cache per GPU and TensorRT version kept in the engines directory (a
+foreign cache is rejected, not ignored), a workspace limit, and written atomically with a
+manifest (:mod:`live.engines`, the cache this module builds into). Every freshly built or newly
+loaded plan is verified once against the torch gradient before it dreams; one that fails is
+quarantined (docs/architecture.md, "Engines and calibration").
+
+Engines run on torch's current CUDA stream with buffers allocated once and bound by address
+(``set_tensor_address``, ``execute_async_v3``); the few-step ascent around them can be captured
+as one CUDA graph. No PyCUDA: it fights torch's CUDA context. Building and loading go through a
+:class:`live.engines.Toolchain` (:class:`TensorRTToolchain` here), so the backend, the cache and
+the verification are tested with a stand-in where there is no GPU.
+
+:func:`build_engines` builds ahead of opening hours through the very code ``run`` uses
+(:meth:`TensorRTBackend.prepare`), so a plan built ahead has exactly the precision and shape the
+show will ask for.
 
 Written for the TensorRT 10 and 11 Python APIs (both have ``STRONGLY_TYPED``, named I/O tensors
 and ``execute_async_v3``; 11 drops the deprecated ``EXPLICIT_BATCH`` flag and ``FP16`` builder
@@ -29,12 +38,25 @@ from torch import Tensor
 
 from live.ascent import ascent_steps
 from live.atomic import atomic_write
-from live.backends import Backend
+from live.backends import Backend, resolve_precision
 from live.backends.cuda_graph import GraphCache, capture_ascent
 from live.backends.forward_graph import INPUT, OUTPUTS, weight_input
-from live.backends.onnx_backend import check_model, ensure_onnx, graph_precision, precision_dtype
-from live.engines import Shape, Toolchain, build_engine, load_plan, plan_path, size_text, wanted_manifest
-from live.errors import DataError, UnavailableError, UsageError
+from live.backends.onnx_backend import check_model, ensure_onnx, precision_dtype
+from live.backends.verify import verify
+from live.dreamsize import Shape, dream_shape
+from live.engines import (
+    Toolchain,
+    Verification,
+    VerificationError,
+    load_plan,
+    plan_path,
+    record_verification,
+    size_text,
+    timing_cache_path,
+    wanted_manifest,
+    weights_identity,
+)
+from live.errors import DataError, LiveError, UnavailableError, UsageError
 from live.model import Model
 from live.objectives import Objective
 
@@ -42,7 +64,6 @@ log = logging.getLogger(__name__)
 
 INSTALL_HINT = "pip install 'deepdream-live[tensorrt]'"
 WORKSPACE_BYTES = 4 << 30  # enough for every tactic at 1080p; TensorRT uses less when it can
-TIMING_CACHE = "timing.cache"
 
 
 def import_tensorrt() -> Any:
@@ -66,8 +87,53 @@ def _torch_dtype(trt: Any, dt: Any) -> torch.dtype:
     return table[dt]
 
 
+class TensorRTEngine:
+    """A deserialized engine with its execution context and device buffers, all made once."""
+
+    def __init__(self, trt: Any, engine: Any, shape: Shape, layers: Sequence[str], device: torch.device) -> None:
+        context = engine.create_execution_context()
+        if context is None:
+            raise UnavailableError("TensorRT could not create an execution context (GPU memory?)")
+        self.trt, self.engine, self.context, self.device = trt, engine, context, device
+        self.buffers: dict[str, Tensor] = {}
+        with torch.cuda.device(device):
+            for i in range(engine.num_io_tensors):
+                name = engine.get_tensor_name(i)
+                dims = tuple(engine.get_tensor_shape(name))
+                if engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT and -1 in dims:
+                    dims = tuple(shape) if name == INPUT else dims
+                    context.set_input_shape(name, dims)
+                self.buffers[name] = torch.zeros(dims, dtype=_torch_dtype(trt, engine.get_tensor_dtype(name)),
+                                                 device=device)
+                context.set_tensor_address(name, self.buffers[name].data_ptr())
+        missing = {INPUT, *OUTPUTS, *(weight_input(n) for n in layers)} - self.buffers.keys()
+        if missing:
+            raise DataError(f"the engine lacks the tensors {sorted(missing)}; rebuild it")
+        self.loaded: Objective | None = None
+
+    def load_objective(self, objective: Objective) -> None:
+        if self.loaded == objective:
+            return
+        for name in objective.layers:
+            host = torch.from_numpy(objective.weights(name)).pin_memory()
+            self.buffers[weight_input(name)].copy_(host, non_blocking=True)
+        self.loaded = objective
+
+    def run(self, x: Tensor) -> Tensor:
+        """The gradient for ``x`` in the engine's output buffer (overwritten by the next run)."""
+        self.buffers[INPUT].copy_(x)
+        stream = torch.cuda.current_stream(self.device)
+        if not self.context.execute_async_v3(stream.cuda_stream):
+            raise UnavailableError("TensorRT failed to enqueue the dream engine; see its messages above")
+        return self.buffers[OUTPUTS[0]]
+
+    @property
+    def score(self) -> Tensor:
+        return self.buffers[OUTPUTS[1]]
+
+
 class TensorRTToolchain:
-    """Builds plans with TensorRT on one CUDA device (the real :class:`live.engines.Toolchain`)."""
+    """Builds and loads plans with TensorRT on one CUDA device (the real :class:`live.engines.Toolchain`)."""
 
     def __init__(self, device: torch.device, workspace: int = WORKSPACE_BYTES) -> None:
         self.trt = import_tensorrt()
@@ -83,9 +149,10 @@ class TensorRTToolchain:
         major, minor = torch.cuda.get_device_capability(device)
         self.compute_capability = f"{major}.{minor}"
         self.logger = self.trt.Logger(self.trt.Logger.WARNING)
+        self.runtime = self.trt.Runtime(self.logger)
 
     def build(self, onnx: Path, shape: Shape, engines: Path) -> bytes:
-        """Serialized plan for ``onnx`` at ``shape``; keeps the timing cache in ``engines``."""
+        """Serialized plan for ``onnx`` at ``shape``; keeps this GPU's timing cache in ``engines``."""
         trt = self.trt
         builder = trt.Builder(self.logger)
         network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
@@ -95,9 +162,8 @@ class TensorRTToolchain:
             raise DataError(f"TensorRT cannot parse {onnx.name}: {errors}")
         config = builder.create_builder_config()
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, self.workspace)
-        cache_path = engines / TIMING_CACHE
-        cache = config.create_timing_cache(cache_path.read_bytes() if cache_path.exists() else b"")
-        config.set_timing_cache(cache, ignore_mismatch=True)  # a cache from another GPU is ignored, not fatal
+        cache_path = timing_cache_path(self, engines)
+        use_timing_cache(config, cache_path)
         # Exported graphs have static shapes (one per dream size); a dynamic input gets its own
         # one-size optimisation profile so the plan is tuned for exactly this size.
         dynamic = [network.get_input(i) for i in range(network.num_inputs) if -1 in tuple(network.get_input(i).shape)]
@@ -121,6 +187,41 @@ class TensorRTToolchain:
         except OSError as e:  # the plan is what matters; a lost cache only makes the next build slower
             log.warning("could not save the TensorRT timing cache %s: %s", cache_path, e)
         return bytes(memoryview(serialized))
+
+    def load(self, data: bytes, shape: Shape, layers: Sequence[str]) -> TensorRTEngine:
+        """Deserialize a plan and allocate its buffers on this device."""
+        engine = self.runtime.deserialize_cuda_engine(data)
+        if engine is None:
+            raise DataError("deserialize_cuda_engine returned nothing")
+        return TensorRTEngine(self.trt, engine, shape, layers, self.device)
+
+
+def use_timing_cache(config: Any, path: Path) -> Any:
+    """Give the builder ``config`` the timing cache at ``path`` (one per GPU and TensorRT
+    version, see :func:`live.engines.timing_cache_path`); a cache TensorRT rejects - made on
+    another device or version, or damaged - is replaced by an empty one, with the reason logged.
+
+    ``ignore_mismatch=False``: a mismatched cache is refused, never used. (``True`` would accept
+    it, and NVIDIA warns that a foreign cache can give wrong results and slow plans.)
+    """
+    data = b""
+    if path.exists():
+        try:
+            data = path.read_bytes()
+        except OSError as e:
+            log.warning("cannot read the TensorRT timing cache %s (%s); starting a new one", path, e)
+    if data:
+        try:
+            cache = config.create_timing_cache(data)
+            if cache is not None and config.set_timing_cache(cache, ignore_mismatch=False):
+                return cache
+            why = "it was made on another GPU or TensorRT version"
+        except Exception as e:  # noqa: BLE001 - TensorRT raises various types for a damaged cache
+            why = f"{type(e).__name__}: {e}"
+        log.warning("TensorRT rejected the timing cache %s (%s); starting a new one", path.name, why)
+    cache = config.create_timing_cache(b"")
+    config.set_timing_cache(cache, ignore_mismatch=False)
+    return cache
 
 
 def _progress_monitor(trt: Any, label: str) -> Any:
@@ -146,129 +247,186 @@ def _progress_monitor(trt: Any, label: str) -> Any:
     return Monitor()
 
 
-@dataclass
-class _Engine:
-    """A deserialized engine with its context and device buffers, all made once."""
+@dataclass(frozen=True)
+class PlanSpec:
+    """One plan as ``run`` asks for it and ``build-engines`` builds it."""
 
-    engine: Any
-    context: Any
-    buffers: dict[str, Tensor]
-    loaded: Objective | None = None
+    layers: tuple[str, ...]
+    shape: Shape
+    precision: str
+
+    def label(self) -> str:
+        return f"{'+'.join(self.layers)} at {size_text(self.shape)} ({self.precision})"
+
+
+def plan_spec(model: Model, layers: Sequence[str], shape: Shape, precision: str) -> PlanSpec:
+    """The plan for ``layers`` at ``shape``: layers canonical and shallowest first (as an
+    objective lists them), the shape as given (the loop's :func:`live.dreamsize.dream_shape`)."""
+    cat = model.catalog
+    canonical = tuple(sorted({cat.resolve(n).name for n in layers}, key=lambda n: cat.by_name[n].index))
+    return PlanSpec(canonical, tuple(int(d) for d in shape), precision)  # type: ignore[arg-type]
 
 
 class TensorRTBackend(Backend):
-    """Runs dream engines built by TensorRT; one per (dream size, layer set)."""
+    """Runs dream engines built by TensorRT; one per (dream size, layer set).
+
+    ``prepare`` may build a plan (unless ``no_build``); during the show a size or layer set
+    without a usable plan goes to the fallback backend where ``run`` set one, so nothing builds
+    mid-show; without a fallback (``image``, ``bench``) it is built on first use.
+    """
 
     name = "tensorrt"
     size_multiple = 32
 
-    def __init__(self, model: Model, device: torch.device, *, precision: str = "fp16", no_build: bool = False,
-                 cuda_graphs: bool = True, toolchain: Any = None) -> None:
+    def __init__(self, model: Model, device: torch.device, *, precision: str | None = None, no_build: bool = False,
+                 cuda_graphs: bool = True, toolchain: Toolchain | None = None) -> None:
         super().__init__(device)
         check_model(model, "tensorrt")
         self.toolchain = toolchain or TensorRTToolchain(device)
-        self.trt = import_tensorrt()
-        self.runtime = self.trt.Runtime(self.toolchain.logger)
         self.model = model
-        self.precision = graph_precision(model, precision, "tensorrt")
+        self.precision = resolve_precision(precision, device)
         self.dtype = precision_dtype(self.precision)
         self.no_build = no_build
-        self.cuda_graphs = cuda_graphs
-        self._engines: dict[tuple[Shape, tuple[str, ...]], _Engine] = {}
+        self.cuda_graphs = cuda_graphs and device.type == "cuda"
+        self.verifications: dict[tuple[Shape, tuple[str, ...]], Verification] = {}
+        self._engines: dict[tuple[Shape, tuple[str, ...]], Any] = {}
+        self._refused: dict[tuple[Shape, tuple[str, ...]], LiveError] = {}
         self._graphs = GraphCache(device, self.stats, "the TensorRT dream steps")
 
     def describe(self) -> str:
-        return f"tensorrt {self.toolchain.tensorrt} on {self.toolchain.gpu} ({self.precision})"
+        return (f"tensorrt {self.toolchain.tensorrt} on {self.toolchain.gpu} ({self.precision}, verified plans"
+                f"{self.fallback_note()})")
 
-    def prepare(self, shape: Shape, layers: tuple[str, ...]) -> None:
-        """Export, build (or verify) and load the engine for this size and layer set now."""
-        self._engine(shape, layers)
+    def prepare(self, shape: Shape, layers: tuple[str, ...], *, force: bool = False) -> None:
+        """Export, build (unless ``no_build``), load and verify the engine for this size and
+        layer set now; raises with the reason when it cannot be used."""
+        self._engine(tuple(shape), tuple(layers), build=not self.no_build, force=force)  # type: ignore[arg-type]
 
-    def _engine(self, shape: Shape, layers: tuple[str, ...]) -> _Engine:
+    def release(self, shape: Shape, layers: tuple[str, ...]) -> None:
+        """Drop a loaded engine and its buffers (``build-engines`` verifies one plan at a time)."""
+        self._engines.pop((tuple(shape), tuple(layers)), None)  # type: ignore[arg-type]
+
+    def plan_for(self, shape: Shape, layers: Sequence[str]) -> Path:
+        """Where the plan for this size and layer set lives (model and weights in its name)."""
+        spec = plan_spec(self.model, layers, shape, self.precision)
+        return plan_path(spec.layers, spec.shape, spec.precision, self.toolchain, self.model.name,
+                         weights_identity(self.model))
+
+    def _engine(self, shape: Shape, layers: tuple[str, ...], *, build: bool, force: bool = False) -> Any:
         key = (shape, layers)
-        if key in self._engines:
+        if key in self._engines and not force:
             return self._engines[key]
-        onnx = ensure_onnx(self.model, layers, shape, self.dtype)
-        plan = plan_path(layers, shape, self.precision, self.toolchain)
-        wanted = wanted_manifest(self.toolchain, onnx, self.precision, shape, layers)
-        engine = load_plan(self.toolchain, onnx, plan, wanted, self._deserialize, no_build=self.no_build)
-        context = engine.create_execution_context()
-        if context is None:
-            raise UnavailableError(f"TensorRT could not create an execution context for {plan.name} (GPU memory?)")
-        buffers: dict[str, Tensor] = {}
-        with torch.cuda.device(self.device):
-            for i in range(engine.num_io_tensors):
-                name = engine.get_tensor_name(i)
-                dims = tuple(engine.get_tensor_shape(name))
-                if engine.get_tensor_mode(name) == self.trt.TensorIOMode.INPUT and -1 in dims:
-                    dims = shape if name == INPUT else dims
-                    context.set_input_shape(name, dims)
-                buffers[name] = torch.zeros(dims, dtype=_torch_dtype(self.trt, engine.get_tensor_dtype(name)),
-                                            device=self.device)
-                context.set_tensor_address(name, buffers[name].data_ptr())
-        missing = {INPUT, *OUTPUTS, *(weight_input(n) for n in layers)} - buffers.keys()
-        if missing:
-            raise DataError(f"engine {plan.name} lacks the tensors {sorted(missing)}; rebuild it")
-        self.stats.net_builds += 1
-        self.stats.buffer_allocs += 1
-        entry = _Engine(engine, context, buffers)
-        self._engines[key] = entry
-        return entry
-
-    def _deserialize(self, data: bytes) -> Any:
-        engine = self.runtime.deserialize_cuda_engine(data)
-        if engine is None:
-            raise DataError("deserialize_cuda_engine returned nothing")
+        if key in self._refused and not force:
+            raise self._refused[key]
+        try:
+            engine = self._load_verified(shape, layers, build=build, force=force)
+        except LiveError as e:
+            self._refused[key] = e  # not retried every frame
+            raise
+        self._refused.pop(key, None)
+        self._engines[key] = engine
         return engine
 
-    def _load_objective(self, e: _Engine, objective: Objective) -> None:
-        if e.loaded == objective:
-            return
-        for name in objective.layers:
-            host = torch.from_numpy(objective.weights(name)).pin_memory()
-            e.buffers[weight_input(name)].copy_(host, non_blocking=True)
-        e.loaded = objective
+    def _load_verified(self, shape: Shape, layers: tuple[str, ...], *, build: bool, force: bool) -> Any:
+        spec = plan_spec(self.model, layers, shape, self.precision)
+        onnx = ensure_onnx(self.model, spec.layers, spec.shape, self.dtype)
+        plan = self.plan_for(shape, layers)
+        weights = weights_identity(self.model)
+        wanted = wanted_manifest(self.toolchain, onnx, spec.precision, spec.shape, spec.layers, self.model.name, weights)
+        engine = load_plan(self.toolchain, onnx, plan, wanted,
+                           lambda data: self.toolchain.load(data, spec.shape, spec.layers),
+                           no_build=not build, force_reason="rebuild requested" if force else None)
+        self.stats.net_builds += 1
+        self.stats.buffer_allocs += 1
 
-    def _run(self, e: _Engine, x: Tensor) -> Tensor:
-        e.buffers[INPUT].copy_(x)
-        stream = torch.cuda.current_stream(self.device)
-        if not e.context.execute_async_v3(stream.cuda_stream):
-            raise UnavailableError("TensorRT failed to enqueue the dream engine; see its messages above")
-        return e.buffers[OUTPUTS[0]]
+        def gradient(x: Tensor, objective: Objective) -> Tensor:
+            engine.load_objective(objective)
+            return engine.run(x).clone()
+
+        result = verify(gradient, self.model, spec.shape, spec.layers, spec.precision, self.device)
+        self.verifications[(shape, layers)] = result
+        record_verification(plan, result)
+        if not result.passed:
+            raise VerificationError(f"TensorRT engine {plan.name} gives a wrong gradient ({result.reason}); "
+                                    "quarantined")
+        return engine
+
+    def _serve(self, x: Tensor, objective: Objective) -> tuple[Any, Backend | None]:
+        """The engine for this input, or the fallback backend that dreams it instead."""
+        key = (tuple(int(d) for d in x.shape), objective.layers)
+        build = self.fallback_factory is None and not self.no_build  # never build mid-show
+        try:
+            return self._engine(*key, build=build), None  # type: ignore[arg-type]
+        except LiveError as e:  # quarantined, no plan under no-build, or a plan TensorRT refuses
+            return None, self.fall_back(key, e)
 
     def gradient(self, x: Tensor, objective: Objective) -> tuple[Tensor, Tensor]:
-        e = self._engine(tuple(int(d) for d in x.shape), objective.layers)  # type: ignore[arg-type]
-        self._load_objective(e, objective)
-        grad = self._run(e, x)
-        return grad.clone(), e.buffers[OUTPUTS[1]].clone()
+        engine, other = self._serve(x, objective)
+        if other is not None:
+            return other.gradient(x, objective)
+        engine.load_objective(objective)
+        grad = engine.run(x)
+        return grad.clone(), engine.score.clone()
 
     def ascend(self, x: Tensor, objective: Objective, steps: int, step: Tensor, jitter: int, lo: Tensor,
                hi: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        e = self._engine(tuple(int(d) for d in x.shape), objective.layers)  # type: ignore[arg-type]
-        self._load_objective(e, objective)
+        engine, other = self._serve(x, objective)
+        if other is not None:
+            return other.ascend(x, objective, steps, step, jitter, lo, hi, generator)
+        engine.load_objective(objective)
         if self.cuda_graphs and steps > 0:
             shape = tuple(x.shape)
             # TensorRT allocates and initialises lazily on its first enqueue: one warm-up outside capture
             captured = self._graphs.get(
                 (shape, objective.layers, steps),
-                lambda: capture_ascent(lambda z: self._run(e, z), shape, steps, self.device, warmup=1),
+                lambda: capture_ascent(engine.run, shape, steps, self.device, warmup=1),
             )
             if captured is not None:
                 return captured(x, step, jitter, lo, hi)
-        return ascent_steps(lambda z: self._run(e, z), x, steps, step, jitter, lo, hi, generator)
+        return ascent_steps(engine.run, x, steps, step, jitter, lo, hi, generator)
 
 
-def create(model: Model, device: torch.device) -> TensorRTBackend:
+def create(model: Model, device: torch.device, *, precision: str | None = None,
+           no_build: bool = False) -> TensorRTBackend:
     """Registry entry point (see :data:`live.backends.BACKENDS`); raises
     :class:`UnavailableError` with the reason when TensorRT or a CUDA GPU is missing."""
     import_tensorrt()
     if device.type != "cuda":
         raise UnavailableError(f"the tensorrt backend needs an NVIDIA GPU (--device cuda), not {device}")
-    return TensorRTBackend(model, device)
+    return TensorRTBackend(model, device, precision=precision, no_build=no_build)
 
 
 # ----- building ahead of opening hours (`deepdream-live build-engines`)
 Progress = Callable[[int, int, str], None]  # (done, total, what is being built now)
+
+
+@dataclass(frozen=True)
+class BuiltPlan:
+    """What ``build-engines`` did for one plan: its path and verification, or why it failed."""
+
+    spec: PlanSpec
+    plan: Path
+    verification: Verification | None
+    error: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return not self.error and self.verification is not None and self.verification.passed
+
+
+def engine_specs(model: Model, sizes: Sequence[tuple[int, int]], layer_sets: Sequence[Sequence[str]],
+                 precision: str) -> list[PlanSpec]:
+    """Every (layer set x size) as :func:`plan_spec`, sizes rounded as the loop rounds them
+    (:func:`live.dreamsize.dream_shape`), duplicates dropped, in the order given."""
+    specs: list[PlanSpec] = []
+    for layers in layer_sets:
+        for w, h in sizes:
+            if w <= 0 or h <= 0:
+                raise UsageError(f"dream sizes must be positive, got {w}x{h}")
+            spec = plan_spec(model, layers, dream_shape(w, h), precision)
+            if spec not in specs:
+                specs.append(spec)
+    return specs
 
 
 def build_engines(
@@ -276,39 +434,35 @@ def build_engines(
     sizes: Sequence[tuple[int, int]],
     layer_sets: Sequence[Sequence[str]],
     *,
-    precision: str = "fp16",
+    precision: str | None = None,
     toolchain: Toolchain | None = None,
     progress: Progress | None = None,
     force: bool = False,
-) -> list[Path]:
-    """Export and build every (layer set × size) ahead of opening hours; returns the plans.
+    device: torch.device | None = None,
+) -> list[BuiltPlan]:
+    """Export, build and verify every (layer set x size) ahead of opening hours.
 
-    ``sizes`` are (width, height) as the camera delivers them; each is rounded up to the dream
-    size (a multiple of 32). ``toolchain`` defaults to TensorRT on the current CUDA device.
-    ``progress(done, total, label)`` is called before each build and once at the end.
+    ``sizes`` are dream sizes (width, height), rounded as the loop rounds them; ``precision``
+    defaults as for ``run`` on this device (fp16 on CUDA). It goes through
+    :meth:`TensorRTBackend.prepare`, the code ``run`` uses, one plan at a time. A plan that fails
+    its verification is quarantined and reported; the others are still built.
+    ``progress(done, total, label)`` is called before each plan and once at the end.
     """
-    if toolchain is None:
-        toolchain = TensorRTToolchain(torch.device("cuda"))
-    cat = model.catalog
-    canonical = [tuple(sorted({cat.resolve(n).name for n in layers}, key=lambda n: cat.by_name[n].index))
-                 for layers in layer_sets]
-    jobs = [(layers, (1, 3, _ceil32(h), _ceil32(w))) for layers in canonical for (w, h) in sizes]
-    plans = []
-    dtype = precision_dtype(precision)
-    for i, (layers, shape) in enumerate(jobs):
-        label = f"{'+'.join(layers)} at {size_text(shape)} ({precision})"
+    device = device or torch.device("cuda")
+    backend = TensorRTBackend(model, device, precision=precision, toolchain=toolchain)
+    specs = engine_specs(model, sizes, layer_sets, backend.precision)
+    results = []
+    for i, spec in enumerate(specs):
         if progress:
-            progress(i, len(jobs), label)
-        onnx = ensure_onnx(model, layers, shape, dtype)
-        plan = plan_path(layers, shape, precision, toolchain)
-        wanted = wanted_manifest(toolchain, onnx, precision, shape, layers)
-        plans.append(build_engine(toolchain, onnx, plan, wanted, force_reason="rebuild requested" if force else None))
+            progress(i, len(specs), spec.label())
+        plan = backend.plan_for(spec.shape, spec.layers)
+        try:
+            backend.prepare(spec.shape, spec.layers, force=force)
+            results.append(BuiltPlan(spec, plan, backend.verifications.get((spec.shape, spec.layers))))
+        except LiveError as e:
+            log.error("%s: %s", spec.label(), e)
+            results.append(BuiltPlan(spec, plan, backend.verifications.get((spec.shape, spec.layers)), str(e)))
+        backend.release(spec.shape, spec.layers)
     if progress:
-        progress(len(jobs), len(jobs), "done")
-    return plans
-
-
-def _ceil32(n: int) -> int:
-    if n <= 0:
-        raise UsageError(f"dream sizes must be positive, got {n}")
-    return -(-n // 32) * 32
+        progress(len(specs), len(specs), "done")
+    return results

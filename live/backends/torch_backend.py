@@ -15,7 +15,7 @@ import logging
 import torch
 from torch import Tensor
 
-from live.backends import Backend
+from live.backends import Backend, resolve_precision
 from live.backends.cuda_graph import GraphCache, capture_ascent
 from live.ascent import ascent_steps
 from live.model import Model
@@ -130,6 +130,11 @@ class TorchBackend(Backend):
         return ascent_steps(gradient, x, steps, step, jitter, lo, hi, generator)
 
 
-def create(model: Model, device: torch.device) -> TorchBackend:
-    """Registry entry point (see :data:`live.backends.BACKENDS`)."""
-    return TorchBackend(model, device)
+DTYPES = {"fp16": torch.float16, "fp32": torch.float32}
+
+
+def create(model: Model, device: torch.device, *, precision: str | None = None, no_build: bool = False) -> TorchBackend:
+    """Registry entry point (see :data:`live.backends.BACKENDS`). ``precision`` as decided by
+    :func:`live.backends.resolve_precision` (fp16 on CUDA, fp32 on the CPU; fp16 on the CPU
+    runs, slowly, for comparisons); ``no_build`` has no meaning here (nothing is built)."""
+    return TorchBackend(model, device, dtype=DTYPES[resolve_precision(precision, device)])

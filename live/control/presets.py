@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import tomli_w
 
 from live.atomic import atomic_write
 from live.control.params import Param, Registry, Snapshot
@@ -91,6 +90,10 @@ class PresetStore:
 
     def save(self, name: str, values: dict[str, Any] | None = None) -> Path:
         """Save ``values`` (default: the registry's current look) as preset ``name``."""
+        # Imported here: only saving needs the writer, and the loop imports this module on GPU
+        # machines checked offline (make gpu-check) that may lack it.
+        import tomli_w
+
         path = self.path(name)
         snap = self.registry.snapshot()
         chosen = values if values is not None else {k: snap[k] for k in snap if k not in NOT_PRESET}
