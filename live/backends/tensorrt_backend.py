@@ -177,6 +177,10 @@ class TensorRTBackend(Backend):
         self._engines: dict[tuple[Shape, tuple[str, ...]], _Engine] = {}
         self._graphs = GraphCache(device, self.stats, "the TensorRT dream steps")
 
+    @property
+    def fuses_steps(self) -> bool:
+        return self.cuda_graphs  # a captured few-step graph is short; splitting it would undo it
+
     def describe(self) -> str:
         return f"tensorrt {self.toolchain.tensorrt} on {self.toolchain.gpu} ({self.precision})"
 

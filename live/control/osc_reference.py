@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from live.control.osc import PREFIX, STATUS_FIELDS
+from live.control.osc import ERROR_ADDRESS, PREFIX, STATUS_FIELDS
 from live.control.params import LIVE_PARAMS, Param
 from live.model import catalog
 
@@ -76,6 +76,12 @@ def address_table_markdown(params: Iterable[Param] = LIVE_PARAMS) -> str:
         ),
         (f"`{PREFIX}/dump`", "—", "", "replies with every parameter"),
         (f"`{PREFIX}/status`", "—", "", f"replies `{PREFIX}/status/<field> <value>` for {', '.join(STATUS_FIELDS)}"),
+        (
+            f"`{ERROR_ADDRESS}` (sent)",
+            "2 strings",
+            "address, reason",
+            "answer to a refused message, to its sender and feedback targets; nothing changed",
+        ),
     ]
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
     lines = ["| " + " | ".join(cell.ljust(w) for cell, w in zip(row, widths)) + " |" for row in rows]
