@@ -31,6 +31,8 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import math
+import os
 import platform
 import re
 import socket
@@ -302,15 +304,20 @@ def calibrate(
     from live.model import load_model
     from live.objectives import Objective
 
-    if target_fps <= 0 or not 0 < headroom <= 1:
-        raise UsageError(f"target fps must be above 0 and headroom in (0, 1]; got {target_fps:g} and {headroom:g}")
+    if not (math.isfinite(target_fps) and 0 < target_fps <= 240) or not (math.isfinite(headroom) and 0 < headroom <= 1):
+        raise UsageError(f"target fps must be above 0 and at most 240, headroom in (0, 1]; got {target_fps:g} and "
+                         f"{headroom:g}")
+    if frames is not None and frames < 1:
+        raise UsageError(f"--frames {frames}: out of range; allowed: 1 or more frames per setting")
+    if not (math.isfinite(camera_seconds) and camera_seconds > 0):
+        raise UsageError(f"--camera-seconds {camera_seconds:g}: out of range; allowed: a number of seconds above 0")
     site = site or default_site_name()
     if not _SITE_NAME.match(site):
         raise UsageError(f"site name {site!r}: use letters, digits, '-', '_' or '.' (it names calibration/<site>.toml)")
     path = Path(path) if path is not None else default_profile_path(site)
-    _check_writable(path)
     for layer in layers:
         Objective.parse(layer)  # an unknown layer fails now, with the catalog, not after minutes of timing
+    _check_writable(path)
 
     model = load_model(weights, progress=False)
     names = list(BACKENDS) if list(backends) == ["all"] else list(backends)
@@ -388,13 +395,17 @@ def calibrate(
 
 
 def _check_writable(path: Path) -> None:
-    parent = path.parent if str(path.parent) else Path(".")
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise OutputError(f"cannot create {parent} for the calibration profile: {e}") from e
+    """OutputError now, before minutes of timing, if the profile could not be written there.
+    Creates nothing: the directories are made when the profile is written."""
     if path.exists() and path.is_dir():
         raise OutputError(f"calibration profile {path} is a directory; give a .toml file path")
+    existing = path.parent if str(path.parent) else Path(".")
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise OutputError(f"cannot create {path.parent} for the calibration profile: {existing} is not a directory")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise OutputError(f"cannot write the calibration profile under {existing}: permission denied")
 
 
 # ----------------------------------------------------------------------------- the file
@@ -595,11 +606,17 @@ def calibrate_from_args(args: Any) -> Profile:
     """Run :func:`calibrate` from parsed ``add_arguments`` options (plus ``weights``/``device``)."""
 
     def sizes(text: str) -> list[tuple[int, int]]:
-        out = []
+        from live.control.params import Registry
+
+        out, registry = [], Registry()
         for item in text.split(","):
             w, sep, h = item.strip().lower().partition("x")
             if not (sep and w.isdigit() and h.isdigit() and int(w) > 0 and int(h) > 0):
                 raise UsageError(f"--sizes {item!r}: expected WIDTHxHEIGHT[,WIDTHxHEIGHT…], e.g. 640x352,320x192")
+            try:  # the sizes a show can be set to, no more
+                registry.check({"width": int(w), "height": int(h)})
+            except UsageError as e:
+                raise UsageError(f"--sizes {item.strip()}: {e}") from None
             out.append((int(w), int(h)))
         return out
 

@@ -461,11 +461,40 @@ def _dream_limit(args: argparse.Namespace, site, profile, registry):
     return limit
 
 
+def _dream_sizes(text: str, flag: str) -> list[tuple[int, int]]:
+    """``WxH[,WxH…]`` from the command line, each a size the registry takes (64..3840 x 64..2160)."""
+    from live.control.params import Registry
+    from live.errors import UsageError
+
+    sizes = [_parse_size(t.strip(), flag) for t in text.split(",")]
+    registry = Registry()
+    for w, h in sizes:
+        try:
+            registry.check({"width": w, "height": h})
+        except UsageError as e:
+            raise UsageError(f"{flag} {w}x{h}: {e}") from None
+    return sizes
+
+
+def _layer_names(names: list[str], flag: str, model: str = "torchvision") -> list[str]:
+    """The catalog names of ``names`` (aliases resolved); UsageError, listing the valid layers, if
+    one is not a layer of ``model``."""
+    from live.errors import UsageError
+    from live.model import catalog
+
+    try:
+        return [catalog.for_model(model).resolve(name).name for name in names]
+    except UsageError as e:
+        raise UsageError(f"{flag}: {e}") from None
+
+
 def _cmd_bench(args: argparse.Namespace) -> int:
     from live.benchmark import loop_benchmark
 
-    sizes = [_parse_size(t, "--sizes") for t in args.sizes.split(",")] if args.sizes else None
-    loop_benchmark(sizes, args.steps, args.frames, args.layer, args.weights, args.backend, args.device)
+    # checked before the network loads and the plain loop is timed (minutes on a CPU)
+    sizes = _dream_sizes(args.sizes, "--sizes") if args.sizes else None
+    (layer,) = _layer_names([args.layer], "--layer")
+    loop_benchmark(sizes, args.steps, args.frames, layer, args.weights, args.backend, args.device)
     return 0
 
 
@@ -503,8 +532,9 @@ def _cmd_build_engines(args: argparse.Namespace) -> int:
     from live.backends.tensorrt_backend import build_engines
     from live.model import load_model
 
-    sizes = [_parse_size(t, "--sizes") for t in args.sizes.split(",")]
+    sizes = _dream_sizes(args.sizes, "--sizes")
     layer_sets = [[name for name in group.split("+") if name] for group in args.layers.split(",")]
+    _layer_names([n for group in layer_sets for n in group] or [""], "--layers", args.model)
     model = load_model(args.weights, model=args.model)
 
     def progress(done: int, total: int, label: str) -> None:
@@ -527,6 +557,19 @@ def _cmd_layers(args: argparse.Namespace) -> int:
     return 0
 
 
+def one_line(message: str) -> str:
+    """A message of several lines (a list of problems, a hint below the error) as one line, so
+    every error is one line on stderr and in the journal."""
+    out = ""
+    for line in (part.strip() for part in message.splitlines()):
+        if not line:
+            continue
+        if out:
+            out += " " if out.endswith((".", ":", ";", ",", ")")) else "; "
+        out += line
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``deepdream-live`` command; returns the process exit code."""
     parser = _build_parser()
@@ -538,7 +581,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.handler(args)
     except LiveError as e:
-        print(f"deepdream-live: error: {e}", file=sys.stderr)
+        print(f"deepdream-live: error: {one_line(str(e))}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
         print("deepdream-live: interrupted", file=sys.stderr)

@@ -30,6 +30,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from live.control.params import OutOfRange
 from live.errors import UsageError
 
 if TYPE_CHECKING:
@@ -75,12 +76,13 @@ class DreamLimit:
         return f"{megapixels(self.max_pixels)} (e.g. {w}x{h}) on {self.device}, {self.source}"
 
     def check(self, width: int, height: int) -> None:
-        """UsageError if a ``width`` × ``height`` dream is above this limit, saying what fits."""
+        """:class:`OutOfRange` (a UsageError) if a ``width`` × ``height`` dream is above this limit,
+        saying why and what fits."""
         dw, dh = round32(width), round32(height)
         if dw * dh <= self.max_pixels:
             return
         fit = fitting_size(dw, dh, self.max_pixels)
-        raise UsageError(
+        raise OutOfRange(
             f"dream size {dw}x{dh} ({megapixels(dw * dh)}) is above the largest this machine dreams with one "
             f"frame in {FRAME_SECONDS:g} s: {self.describe()}; choose {fit[0]}x{fit[1]} or smaller, or run "
             "`deepdream-live calibrate` to measure this machine"

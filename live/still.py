@@ -75,9 +75,10 @@ def read_picture(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the size check below decides
             with Image.open(path) as im:
                 check_picture_size(path, *im.size)  # from the header, before anything is decoded
-                im = ImageOps.exif_transpose(im)
+                ImageOps.exif_transpose(im, in_place=True)  # no copy of the whole picture
                 alpha = np.asarray(im.getchannel("A")) if im.mode in ("RGBA", "LA", "PA") else None
-                rgb = np.array(im.convert("RGB"))
+                # read-only views of one copy of the pixels: no second full-size array
+                rgb = np.asarray(im if im.mode == "RGB" else im.convert("RGB"))
     except Image.DecompressionBombError as e:  # above Pillow's own hard limit (179 Mpx)
         pixels = re.search(r"\((\d+) pixels\)", str(e))
         size = f"{int(pixels.group(1)) / 1e6:.0f} Mpx" if pixels else "more than Pillow opens"
@@ -187,7 +188,7 @@ def dream_still(job: StillJob) -> Path:
     # shrunk as 8-bit (area filter), so the full-size picture never exists as floats
     small = rgb if (wh, ww) == (h, w) else cv2.resize(
         rgb, (ww, wh), interpolation=cv2.INTER_AREA if ww <= w else cv2.INTER_LINEAR)
-    work = torch.from_numpy(np.ascontiguousarray(small)).permute(2, 0, 1)[None].float().div(255.0).to(backend.device)
+    work = torch.from_numpy(np.array(small)).permute(2, 0, 1)[None].float().div(255.0).to(backend.device)
     log.info("dreaming %s (%dx%d, at %dx%d) on %s with %s", job.source, w, h, work.shape[-1], work.shape[-2], objective, backend.describe())
 
     from tqdm import tqdm
@@ -206,6 +207,7 @@ def dream_still(job: StillJob) -> Path:
     # detail survives even when the dream ran smaller.
     residual = (model.space.to_picture(y) - work).mul_(255.0)[0].permute(1, 2, 0).contiguous().cpu().numpy()
     out_rgb = compose(rgb, residual)
+    del rgb, small  # the input's pixels are not needed while the output is encoded
 
     metadata = {
         "Software": f"deepdream-live {__version__}",
