@@ -9,12 +9,13 @@ frame of the reference setting (``REFERENCE_STEPS`` steps, one octave) takes ``F
 - ``deepdream-live calibrate`` measures it on this machine (:func:`measure_limit`) and writes it
   into the profile; ``run`` uses the profile's limit when the profile was measured here.
 - Without a profile (or with one from another machine) a conservative default per device kind
-  applies (:data:`DEFAULT_MAX_PIXELS`): 960×544 on a CPU (one reference frame measured about
-  1.5 s on the 2-core CI machine), 1920×1088 on a CUDA GPU (a low-end card's few-step frame at
-  1080p stays well under a second).
+  applies (:data:`DEFAULT_MAX_PIXELS`): 960×544 on a CPU (estimated by pixel count from the
+  measured 170 ms a step at 640×360 on the 2-core CI machine: about 1.6 s a reference frame),
+  1920×1088 on a CUDA GPU (not measured yet; docs/architecture.md, "Refusals, limits and a loop
+  that answers").
 - Every write of ``width``/``height`` goes through :class:`SizeRule`, a registry rule, so the
   command line, the site config, OSC, MIDI and presets are all refused above it, with the
-  reason and the size that fits (docs/architecture.md, "Live control").
+  reason and the size that fits (docs/architecture.md, "Refusals, limits and a loop that answers").
 
 More steps or octaves than the reference make a frame longer than ``FRAME_SECONDS`` at the limit;
 the loop still answers between steps (a stop, a status line, a watchdog ping), so such a frame
@@ -211,6 +212,8 @@ def _time_step(model: Model, backend: Backend, width: int, height: int) -> float
         y = dreamer.dream(x, objective, settings)
         _sync(y)
         best = min(best, time.perf_counter() - t)
+        if best > FRAME_SECONDS / REFERENCE_STEPS:  # clearly too slow already: one timing is enough
+            break
     return best
 
 
