@@ -349,17 +349,9 @@ def _show_setup(args: argparse.Namespace):
         from live.calibrate import load_profile
 
         profile = load_profile(profile_path)
-    limit = _dream_limit(args, site, profile, registry)
     if profile is not None:
-        try:
-            registry.update(profile.registry_values(), source="calibration")
-        except UsageError as e:  # measured elsewhere, for a faster device: start smaller, say why
-            from live import limits
-
-            log.warning("calibration profile %s: %s", profile_path, e)
-            limits.enforce(registry, limit)
-            steps = {k: v for k, v in profile.registry_values().items() if k not in ("width", "height")}
-            registry.update(steps, source="calibration")
+        registry.update(profile.registry_values(), source="calibration")
+    limit = _dream_limit(args, site, profile, registry)
     if site is not None:
         try:
             site.apply(registry)
@@ -449,14 +441,16 @@ def _show_setup(args: argparse.Namespace):
 def _dream_limit(args: argparse.Namespace, site, profile, registry):
     """The largest dream size for the device this show will dream on (the profile's when it was
     measured here, else the device kind's default), installed as a registry rule so every later
-    write, from any source, is checked against it (see live/limits.py)."""
+    write, from any source, is checked against it (see live/limits.py). The size set so far is
+    nobody's explicit choice (the default, or a profile from a faster machine): above the limit,
+    it is brought down to fit, with a warning."""
     from live import limits
 
     backend = args.backend or (site.network.backend if site is not None else None) or "auto"
     device = args.device or (site.network.device if site is not None else None) or "auto"
     kind = limits.device_kind(backend, device)
     limit = (profile.limit(kind) if profile is not None else None) or limits.default_limit(kind)
-    limits.guard(registry, limit)
+    limits.enforce(registry, limit)
     log.debug("largest dream size: %s", limit.describe())
     return limit
 

@@ -115,3 +115,22 @@ def test_the_profile_carries_the_limit_and_check_reports_it(tmp_path: Path) -> N
     assert report.ok and "measured by calibrate" in report.detail and "configured 64x64 fits" in report.detail
     uncalibrated = check_dream_limit(CheckOptions(device="cpu", dream_size=(1920, 1080)))
     assert uncalibrated.ok is False and uncalibrated.required and "calibrate" in uncalibrated.fix
+
+
+def test_a_show_starts_at_a_size_that_fits_and_refuses_a_flag_above_it(tmp_path: Path, caplog) -> None:
+    """The default size (or a profile's) is nobody's explicit choice: above this machine's measured
+    limit it is brought down, with a warning; a size the operator types is refused instead."""
+    from live.calibrate import calibrate
+    from live.cli import _build_parser, _show_setup
+
+    profile = calibrate(path=tmp_path / "slow.toml", sizes=[(96, 64)], steps=[1], frames=1, target_fps=1.0,
+                        device="cpu", backends=["torch"], measure_limit=False)
+    text = profile.path.read_text() + '\n[limit]\nmax_pixels = 4096\nmeasured = "a slow machine"\n'
+    profile.path.write_text(text)
+    opts, registry, _ = _show_setup(_build_parser().parse_args(["run", "--calibration", str(profile.path),
+                                                                "--device", "cpu"]))
+    assert (registry.get("width"), registry.get("height")) == (64, 64)  # the profile's 96x64, brought down
+    assert opts.dream_limit.max_pixels == 4096 and "dreaming at 64x64 instead" in caplog.text
+    with pytest.raises(UsageError, match="above the largest"):
+        _show_setup(_build_parser().parse_args(["run", "--calibration", str(profile.path), "--device", "cpu",
+                                                "--size", "96x64"]))
