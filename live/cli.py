@@ -21,7 +21,8 @@ class _Parser(argparse.ArgumentParser):
     every other usage error), instead of the usage text and exit 2."""
 
     def error(self, message: str) -> typing.NoReturn:
-        self.exit(64, f"deepdream-live: error: {self.prog.removeprefix('deepdream-live ')}: {message} "
+        command = self.prog.removeprefix("deepdream-live").strip()
+        self.exit(64, f"deepdream-live: error: {command + ': ' if command else ''}{message} "
                       f"(see `{self.prog} --help`)\n")
 
 

@@ -8,26 +8,15 @@ empty working directory that must still be empty, apart from the inputs made for
 from __future__ import annotations
 
 import os
-import struct
-import zlib
 from pathlib import Path
 
 import pytest
 
 from live.cli import main, one_line
-from tests.conftest import photo_path
+from tests.conftest import photo_path, png_header
 
 USAGE, DATA, NO_INPUT, UNAVAILABLE, SOFTWARE, CANT_CREATE = 64, 65, 66, 69, 70, 73
 QUIET_RUN = ["--no-osc", "--no-midi", "--no-window", "--weights", "random"]  # nothing bound, nothing shown
-
-
-def png_header(width: int, height: int) -> bytes:
-    """A tiny PNG that claims ``width`` × ``height`` (1-bit grey): a decompression bomb's shape."""
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    ihdr = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
 
 
 def _inputs(d: Path) -> dict[str, str]:

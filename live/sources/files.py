@@ -39,13 +39,19 @@ os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(MAX_SOURCE_PIXELS))
 def check_source_size(what: str, width: int, height: int) -> None:
     """DataError if a ``width`` × ``height`` frame is larger than a source may be."""
     if width * height > MAX_SOURCE_PIXELS:
-        raise DataError(f"{what} is {width}x{height} ({width * height / 1e6:.0f} Mpx); a source may be at most "
-                        f"{MAX_SOURCE_PIXELS / 1e6:.0f} Mpx (7680x4320): scale it down first, e.g. "
-                        "`ffmpeg -i IN -vf scale=1920:-2 OUT`")
+        raise _too_large(what, f"{width}x{height} ({width * height / 1e6:.0f} Mpx)")
+
+
+def _too_large(what: str, size: str) -> DataError:
+    return DataError(f"{what} is {size}; a source may be at most {MAX_SOURCE_PIXELS / 1e6:.0f} Mpx (7680x4320): "
+                     "scale it down first, e.g. `ffmpeg -i IN -vf scale=1920:-2 OUT`")
 
 
 def _header_size(path: Path) -> tuple[int, int] | None:
-    """A still's size from its header alone (Pillow reads it without decoding), or None."""
+    """A still's size from its header alone (Pillow reads it without decoding), or None when
+    Pillow does not know the format (OpenCV's own limit applies then). DataError for a picture
+    so large that Pillow refuses even to open it."""
+    import re
     import warnings
 
     from PIL import Image
@@ -55,8 +61,10 @@ def _header_size(path: Path) -> tuple[int, int] | None:
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit decides
             with Image.open(path) as im:
                 return im.size
-    except Image.DecompressionBombError:
-        return (1 << 20, 1 << 20)  # larger than Pillow dares to open: certainly above ours
+    except Image.DecompressionBombError as e:
+        pixels = re.search(r"\((\d+) pixels\)", str(e))
+        raise _too_large(f"image {path}", f"{int(pixels.group(1)) / 1e6:.0f} Mpx" if pixels else
+                         "larger than Pillow opens") from None
     except Exception:  # noqa: BLE001 - a format Pillow does not know: OpenCV's own limit applies
         return None
 
