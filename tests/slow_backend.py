@@ -1,7 +1,8 @@
 """A deliberately slow backend, registered as ``slow`` in a show started for a test.
 
-Every dream step does the real (tiny) work and then waits ``DEEPDREAM_TEST_STEP_SECONDS``
-(default 0.25 s), so a frame of 40 steps lasts 10 s whatever the machine; with
+Every dream step waits ``DEEPDREAM_TEST_STEP_SECONDS`` (default 0.25 s), so a frame of 40 steps
+lasts 10 s whatever the machine; with ``DEEPDREAM_TEST_COMPUTE=1`` it also does the real (tiny)
+work first, which on a loaded machine can take seconds of its own. With
 ``DEEPDREAM_TEST_FREEZE_AFTER=N`` the step after the N-th never returns (a hung driver call).
 
 Run a show with it: ``python -m tests.slow_backend run --backend slow ...`` (the arguments of
@@ -25,10 +26,12 @@ class SlowBackend(TorchBackend):
 
     name = "slow"
 
-    def __init__(self, model, device, step_seconds: float = 0.25, freeze_after: int | None = None) -> None:
+    def __init__(self, model, device, step_seconds: float = 0.25, freeze_after: int | None = None,
+                 compute: bool = False) -> None:
         super().__init__(model, torch.device("cpu"))
         self.step_seconds = step_seconds
         self.freeze_after = freeze_after
+        self.compute = compute
         self.steps_done = 0
         self.release = threading.Event()  # set it to let a frozen step return (tests clean up)
 
@@ -36,7 +39,8 @@ class SlowBackend(TorchBackend):
         for _ in range(steps):
             if self.freeze_after is not None and self.steps_done >= self.freeze_after:
                 self.release.wait()  # frozen: no progress, no return
-            x = super().ascend(x, objective, 1, *args, **kwargs)
+            if self.compute:
+                x = super().ascend(x, objective, 1, *args, **kwargs)
             time.sleep(self.step_seconds)
             self.steps_done += 1
         return x
@@ -45,7 +49,7 @@ class SlowBackend(TorchBackend):
 def create(model, device) -> SlowBackend:
     freeze = os.environ.get("DEEPDREAM_TEST_FREEZE_AFTER")
     return SlowBackend(model, device, float(os.environ.get("DEEPDREAM_TEST_STEP_SECONDS", "0.25")),
-                       int(freeze) if freeze else None)
+                       int(freeze) if freeze else None, os.environ.get("DEEPDREAM_TEST_COMPUTE") == "1")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """A show that answers while it works: during a 10 s frame the status lines and watchdog pings
 keep coming, a stop lands within a second, a frozen step stops the pings, and a second Ctrl-C
-still finalises the recording. Frames are made slow on purpose (tests/slow_backend.py), so
-the timings here do not depend on how busy the machine is."""
+still finalises the recording. Frames are made slow on purpose (tests/slow_backend.py: each step
+is a fixed wait, without the real work), so the timings here do not depend on how busy the
+machine is."""
 
 from __future__ import annotations
 
@@ -163,8 +164,8 @@ def test_the_heartbeat_pings_only_while_progress_is_recent() -> None:
 
 def _show(args: list[str], **env: str) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "tests.slow_backend", "run", "--source", "test-scene", "--no-window", "--no-osc",
-         "--no-midi", "--weights", "random", "--backend", "slow", "--size", "64x64", *args],
+        [sys.executable, "-m", "tests.slow_backend", "run", "--source", "test-scene", "--capture-size", "64x64",
+         "--no-window", "--no-osc", "--no-midi", "--weights", "random", "--backend", "slow", "--size", "64x64", *args],
         cwd=ROOT, stderr=subprocess.PIPE, text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1", "DEEPDREAM_TEST_STEP_SECONDS": "0.25", **env},
     )

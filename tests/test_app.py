@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -293,8 +294,9 @@ def test_sigterm_finalises_the_recording(tmp_path: Path) -> None:
     )
     try:
         deadline = time.monotonic() + 120
-        for line in proc.stderr:  # wait for the show to be running
-            if "fps" in line and "latency" in line or time.monotonic() > deadline:
+        for line in proc.stderr:  # wait for the show to have recorded a frame (status lines come
+            # from a heartbeat, during the first frame too, and a stop abandons a frame in progress)
+            if re.search(r"fps, latency.*: [1-9]\d* sent", line) or time.monotonic() > deadline:
                 break
         proc.send_signal(signal.SIGTERM)
         rest = proc.communicate(timeout=60)[1]
