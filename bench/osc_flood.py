@@ -30,7 +30,8 @@ LAST = 0.3125  # the final value sent (exact in float32): the show must end on i
 SENDER = """
 import socket, sys, time
 from pythonosc.osc_message_builder import build_msg
-host, port, rate, seconds, last = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4]), float(sys.argv[5])
+host, port = sys.argv[1], int(sys.argv[2])
+rate, seconds, last = (float(v) for v in sys.argv[3:6])
 n = int(rate * seconds)
 dgrams = [build_msg("/dream/mix", [((i * 7919) % 1000) / 1000.0]).dgram for i in range(n - 1)]
 dgrams.append(build_msg("/dream/mix", [last]).dgram)

@@ -330,10 +330,10 @@ def _show_setup(args: argparse.Namespace):
     import dataclasses
 
     from live.app import ShowOptions
-    from live.errors import UsageError
     from live.control.params import Registry
     from live.control.presets import PresetStore
     from live.control.schedule import OpeningHours
+    from live.errors import UsageError
 
     site = None
     if args.config is not None:

@@ -188,7 +188,8 @@ def dream_still(job: StillJob) -> Path:
     # shrunk as 8-bit (area filter), so the full-size picture never exists as floats
     small = rgb if (wh, ww) == (h, w) else cv2.resize(
         rgb, (ww, wh), interpolation=cv2.INTER_AREA if ww <= w else cv2.INTER_LINEAR)
-    work = torch.from_numpy(np.array(small)).permute(2, 0, 1)[None].float().div(255.0).to(backend.device)
+    work = torch.from_numpy(np.array(small)).permute(2, 0, 1)[None].float().div(255.0)
+    work = work.to(backend.device)
     log.info("dreaming %s (%dx%d, at %dx%d) on %s with %s", job.source, w, h, work.shape[-1], work.shape[-2], objective, backend.describe())
 
     from tqdm import tqdm

@@ -75,7 +75,8 @@ CASES: list[tuple[str, list[str], int, str]] = [
     ("bad config", ["run", "--config", "bad-site.toml"], USAGE, "dream.steps = 99: expected an integer 0..50"),
     ("config above this machine's", ["run", "--config", "big-site.toml", "--device", "cpu"], USAGE,
      "[dream] dream size 3840x2176"),
-    ("missing calibration", ["run", "--calibration", "nope.toml"], NO_INPUT, "write it with `deepdream-live calibrate`"),
+    ("missing calibration", ["run", "--calibration", "nope.toml"], NO_INPUT,
+     "write it with `deepdream-live calibrate`"),
     ("missing preset", ["run", "--preset", "calm", "--presets", "out"], NO_INPUT, "no preset 'calm'"),
     # run: refused once the network is loaded
     ("missing source", ["run", "--source", "nope.mp4", *QUIET_RUN], NO_INPUT, "no such file"),

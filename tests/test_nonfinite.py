@@ -4,7 +4,6 @@ frame dreams again. At the edge, objectives that would overflow are refused befo
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import cv2
