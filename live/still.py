@@ -7,9 +7,9 @@ temporary file beside the target and renamed into place, so a failure leaves no 
 Memory is bounded. A picture above ``MAX_PICTURE_PIXELS`` is refused from its header, before it
 is decoded (a 48 KB PNG can hold 20000×20000 pixels). The dream runs at ``--max-side``; the
 full-size picture is only ever held as 8-bit values, and the dream's detail is upsampled onto it
-a strip of rows at a time, so the peak stays near 10 bytes a pixel (about 1 GB for a 12000×8000
-picture, where full-size float tensors took 5.4 GB). A dream that comes back NaN or infinite is
-an error, never a black picture.
+a strip of rows at a time, so the peak stays near 8 bytes a pixel above the program's own (a
+12000×8000 picture: 1.17 GB against 0.42 GB for a small one; full-size float tensors peaked at
+5.1 GB). A dream that comes back NaN or infinite is an error, never a black picture.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 
 FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG"}
 TEST_SCENE = "test-scene"  # IN value for the built-in synthetic picture
-# 128 Mpx: a 100-megapixel camera's picture fits (11648x8736); about 1.3 GB at the peak. Pillow's own
+# 128 Mpx: a 100-megapixel camera's picture fits (11648x8736); about 1 GB at the peak (8 bytes a pixel). Pillow's
 # decompression-bomb warning starts at 89 Mpx and its refusal at 179 Mpx; this limit decides first.
 MAX_PICTURE_PIXELS = 128_000_000
 STRIP_ROWS = 256  # rows of the full-size picture composed at a time

@@ -148,7 +148,7 @@ def _peak_mb(args: list[str]) -> float:
 
 @pytest.mark.skipif(sys.platform != "linux", reason="ru_maxrss is in KiB on Linux")
 def test_a_12000x8000_picture_is_dreamed_in_bounded_memory(tmp_path: Path) -> None:
-    """96 Mpx took 5.4 GB when the full-size picture went through float tensors; now it is held
+    """96 Mpx peaked at 5.1 GB when the full-size picture went through float tensors; now it is held
     as 8-bit and composed a strip at a time: under 16 bytes a pixel above a small picture's peak."""
     big = tmp_path / "big.png"
     Image.new("RGB", (12000, 8000), (120, 90, 60)).save(big, compress_level=1)
