@@ -40,8 +40,9 @@ log = logging.getLogger(__name__)
 
 FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG"}
 TEST_SCENE = "test-scene"  # IN value for the built-in synthetic picture
-# 128 Mpx: a 100-megapixel camera's picture fits (11648x8736); about 1 GB at the peak (8 bytes a pixel). Pillow's
-# decompression-bomb warning starts at 89 Mpx and its refusal at 179 Mpx; this limit decides first.
+# 128 Mpx: a 100-megapixel camera's picture fits (11648x8736), about 1 GB at the peak (8 bytes a
+# pixel). Pillow's own decompression-bomb warning starts at 89 Mpx and its refusal at 179 Mpx; this
+# limit decides first.
 MAX_PICTURE_PIXELS = 128_000_000
 STRIP_ROWS = 256  # rows of the full-size picture composed at a time
 
