@@ -289,7 +289,7 @@ def test_sigterm_finalises_the_recording(tmp_path: Path) -> None:
     exe = Path(sys.executable).with_name("deepdream-live")
     proc = subprocess.Popen(
         [str(exe), "run", "--source", "test-scene", "--no-window", "--record", str(out), "--weights", "random",
-         "--size", "96x64", "--steps", "1", "--status-every", "1"],
+         "--size", "96x64", "--steps", "1", "--status-every", "1", "--no-osc", "--no-midi"],  # no fixed port
         stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     try:
@@ -321,7 +321,7 @@ def test_virtual_camera_gets_placeholders_while_loading_then_the_dream(checkpoin
 
     monkeypatch.setattr(live.model, "load_model", slow_load)
     opts = ShowOptions(source="test-scene", window=False, vcam=True, vcam_backend="live-test",
-                       weights=str(checkpoint), max_frames=4, status_every=3600)
+                       weights=str(checkpoint), max_frames=4, status_every=3600, osc=False, midi=False)
     report = run_show(opts, small_registry())
     cam = fake_vcam.instances[-1]
     assert (cam.width, cam.height) == (W, H) and all(f.size == H * W * 3 for _, f in cam.received)
