@@ -7,7 +7,12 @@ the dream of frame *k* is launched and left running while the CPU computes the f
 
 Nothing in here may crash the show: a source that drops out shows its placeholder, an output
 that fails is switched off by :class:`live.outputs.Fanout`, bad parameters never reach the
-loop (the registry rejects them).
+loop (the registry rejects them), and a dream that comes back NaN or infinite shows the camera
+for that frame instead of a black one.
+
+Nothing in here may make the show deaf either: the dream checks in after every step, so a stop
+lands within a step, and status lines and watchdog pings come from a heartbeat thread that
+follows the loop's progress rather than its frames (:mod:`live.service.heartbeat`).
 """
 
 from __future__ import annotations
@@ -32,13 +37,15 @@ from live.backends import Backend
 from live.control.params import Registry, Snapshot
 from live.control.presets import Morpher
 from live.control.schedule import IdleWatcher, OpeningHours, PresetCycler
-from live.dreamer import Dreamer, DreamSettings
+from live.dreamer import DreamCancelled, Dreamer, DreamSettings
 from live.dreamsize import round32  # the loop's dream size rounding (re-exported)
 from live.governor import Governor
+from live.limits import DreamLimit
 from live.model import Model, catalog
 from live.objectives import Objective
 from live.outputs import Fanout
 from live.placeholder import placeholder_frame
+from live.service.heartbeat import Heartbeat
 from live.sources import Frame, Source, Status
 
 log = logging.getLogger(__name__)
@@ -46,6 +53,7 @@ log = logging.getLogger(__name__)
 STAGES = ("capture", "flow", "upload", "dream", "download", "output")
 RETRY_SECONDS = 5.0  # first wait before dreaming again after a failure
 MIN_RECOVERY_SIDE = 64  # out of memory below this: stop shrinking, pass through and retry
+NONFINITE_LOG_EVERY = 60.0  # s between two log lines about NaN/Inf dreams (the first is logged at once)
 
 
 @dataclass
@@ -111,6 +119,7 @@ class LiveLoop:
         idle: IdleWatcher | None = None,
         governor: Governor | None = None,
         on_tick: Callable[[], None] | None = None,
+        watchdog: float | None = None,
     ) -> None:
         self.source = source
         self.model = model
@@ -144,6 +153,16 @@ class LiveLoop:
         self._failures = 0  # consecutive failed dreams; each doubles the wait before a retry
         self._degraded_until = 0.0
         self._degraded_reason = ""
+        # progress, for the heartbeat: the monotonic time of the last step or iteration
+        self.watchdog = watchdog  # systemd's watchdog interval (s), or None: no pings
+        self.progress_at = time.monotonic()
+        self._stop_event: threading.Event | None = None
+        self._frame_began: float | None = None  # when the dream in progress started
+        self._frame_steps = 0
+        # the non-finite guard: the camera picture and dream input of the frame in flight
+        self.nonfinite = 0  # frames whose dream came back NaN or infinite (shown as the camera)
+        self._nonfinite_logged = (-math.inf, 0)  # (when, count then)
+        self._pending_camera: tuple[np.ndarray, int, int, Tensor] | None = None
 
     # ----- the loop
     def run(
@@ -155,13 +174,30 @@ class LiveLoop:
     ) -> LoopReport:
         """Run until ``stop`` is set, ``max_frames`` frames went out, ``duration`` seconds passed,
         the source ended, or the operator quit. ``on_frame(n)`` is called after each output frame
-        (the systemd watchdog hooks in here)."""
+        (readiness for systemd hooks in here). A stop lands between two dream steps: a long frame
+        is abandoned, not finished. Status lines and watchdog pings come from a :class:`Heartbeat`
+        while this runs."""
         stop = stop or threading.Event()
+        self._stop_event = stop
         self.clock = StageClock()
         deadline = time.monotonic() + duration if duration else math.inf
-        next_status = time.monotonic() + self.status_every
         self._stop_reason = ""
+        self.progress_at = time.monotonic()
+        with Heartbeat(lambda: self.progress_at, status=self.status_line, status_every=self.status_every,
+                       watchdog=self.watchdog):
+            self._run(stop, max_frames, duration, deadline, on_frame)
+        self._flush()
+        report = self.report()
+        log.info(
+            "stopped (%s) after %d frames in %.1f s: %.2f fps, latency %.0f ms; %s",
+            report.stopped_because, report.frames, report.seconds, report.fps, report.latency_ms, report.breakdown,
+        )  # fmt: skip
+        return report
+
+    def _run(self, stop: threading.Event, max_frames: int | None, duration: float | None, deadline: float,
+             on_frame: Callable[[int], None] | None) -> None:
         while not self._stop_reason:
+            self.progress_at = time.monotonic()  # an iteration is progress: the loop is not frozen
             if stop.is_set():
                 self._stop_reason = "stopped"
                 break
@@ -195,19 +231,9 @@ class LiveLoop:
             if on_frame is not None:
                 on_frame(self.clock.frames)
             self._handle_keys()
-            if time.monotonic() >= next_status:
-                log.info("%s", self.status_line())
-                next_status += self.status_every
             spare = 1.0 / snap.fps_cap - (time.monotonic() - frame_started)
             if spare > 0:
                 stop.wait(spare)
-        self._flush()
-        report = self.report()
-        log.info(
-            "stopped (%s) after %d frames in %.1f s: %.2f fps, latency %.0f ms; %s",
-            report.stopped_because, report.frames, report.seconds, report.fps, report.latency_ms, report.breakdown,
-        )  # fmt: skip
-        return report
 
     def step(self, snap: Snapshot) -> None:
         """One iteration: take the newest frame (waiting up to a frame) and push it through."""
@@ -238,8 +264,13 @@ class LiveLoop:
         try:
             self._dream_frame(frame, snap, dw, dh)
             self._failures = 0
+        except DreamCancelled:  # the show is stopping: this frame is abandoned between two steps
+            self._pending = None
+            self._stop_reason = "stopped"
         except Exception as e:  # noqa: BLE001 - nothing in the frame loop may end the show
             self._dream_failed(e, dw, dh)
+        finally:
+            self._frame_began = None
 
     def _closed(self, snap: Snapshot) -> None:
         """Outside opening hours: black frames (outputs and the watchdog stay alive), no dreaming."""
@@ -314,7 +345,8 @@ class LiveLoop:
             x = torch.maximum(torch.minimum(cam + moved, hi), lo)
         if snap.steps > 0:
             settings = DreamSettings(snap.steps, snap.step_size, snap.octaves, snap.octave_scale, snap.jitter)
-            dreamed = self.dreamer.dream(x, snap.objective, settings)
+            self._frame_began, self._frame_steps = time.monotonic(), 0
+            dreamed = self.dreamer.dream(x, snap.objective, settings, checkpoint=self._checkpoint)
         else:
             dreamed = x
         self.feedback.finish(cam, dreamed)
@@ -323,8 +355,16 @@ class LiveLoop:
         self.clock.add("dream", time.perf_counter() - t)
 
         self._pending = (shown, frame.timestamp)
+        self._pending_camera = (frame.image, dw, dh, x)
         if not self.pipelined:
             self._flush()
+
+    def _checkpoint(self) -> None:
+        """Called by the dreamer after every step: progress for the heartbeat, and a stop lands here."""
+        self.progress_at = time.monotonic()
+        self._frame_steps += 1
+        if self._stop_event is not None and self._stop_event.is_set():
+            raise DreamCancelled
 
     # ----- host <-> device
     def _upload(self, bgr: np.ndarray, dw: int, dh: int) -> Tensor:
@@ -353,10 +393,36 @@ class LiveLoop:
             return
         shown, captured_at = self._pending
         self._pending = None
+        finite = torch.isfinite(shown).all()  # queued on the device; the download waits for it anyway
         t = time.perf_counter()
         out = self._download(shown)
         self.clock.add("download", time.perf_counter() - t)
+        if not bool(finite):
+            out = self._nonfinite(shown)
         self._emit_array(out, captured_at)
+
+    def _nonfinite(self, shown: Tensor) -> np.ndarray:
+        """The dream came back NaN or infinite (fp16 overflow, bad weights, a backend fault): this
+        frame shows the camera, the carried dream is cleared so the next frame starts clean, and
+        the event is counted and logged with its cause (at once, then at most once a minute)."""
+        self.nonfinite += 1
+        self.feedback.reset()
+        camera, dw, dh, start = self._pending_camera if self._pending_camera is not None else (None, 0, 0, None)
+        if start is not None and not bool(torch.isfinite(start).all()):
+            cause = "the carried dream (temporal feedback) was already NaN or infinite"
+        else:
+            cause = (f"the dream step on {self.backend.describe()} produced NaN or infinity (an fp16 overflow, "
+                     "weights that overflow, or a backend fault)")
+        now = time.monotonic()
+        when, count = self._nonfinite_logged
+        if now - when >= NONFINITE_LOG_EVERY:
+            since = self.nonfinite - count - 1
+            log.warning("a dreamed frame was not finite: %s; showing the camera for it and clearing the carried "
+                        "dream%s", cause, f" ({since} more since the last report)" if since > 0 else "")
+            self._nonfinite_logged = (now, self.nonfinite)
+        if camera is None:
+            return np.zeros((shown.shape[-2], shown.shape[-1], 3), np.uint8)
+        return cv2.resize(camera, (dw, dh), interpolation=cv2.INTER_AREA)
 
     def _emit_array(self, out: np.ndarray, captured_at: float) -> None:
         t = time.perf_counter()
@@ -425,11 +491,17 @@ class LiveLoop:
     def status_line(self) -> str:
         snap = self.registry.snapshot()
         c = self.clock
-        return (
+        line = (
             f"{c.fps():.2f} fps, latency {1e3 * c.latency / max(c.frames, 1):.0f} ms, "
             f"{snap.objective} x{snap.steps} at {round32(snap.width)}x{round32(snap.height)}; "
             f"{c.breakdown()}; source {self.source.status}, {self.source.dropped} dropped; {self.outputs.summary()}"
         )
+        began = self._frame_began
+        if began is not None and time.monotonic() - began > 1.0:
+            line += f"; this frame: {self._frame_steps} steps in {time.monotonic() - began:.1f} s so far"
+        if self.nonfinite:
+            line += f"; {self.nonfinite} non-finite dream(s) shown as the camera"
+        return line
 
     def status(self) -> dict[str, object]:
         """What OSC's /dream/status answers: fps, layer, objective, steps, backend, size, source."""
@@ -451,6 +523,7 @@ class LiveLoop:
             if self._last_output is not None else "",
             "source_dropped": self.source.dropped,
             "governor": _governor_state(self.governor),
+            "nonfinite": self.nonfinite,
         }
 
     def report(self) -> LoopReport:
@@ -530,6 +603,7 @@ class ShowOptions:
     model: str = "torchvision"
     precision: str | None = None  # None: fp16 on CUDA, fp32 on the CPU (live.backends.resolve_precision)
     no_build: bool = False  # never build a TensorRT plan during the show; without one, dream on torch
+    dream_limit: DreamLimit | None = None  # largest dream size; None: the default of the device dreamed on
     # live control
     osc: bool = True
     osc_host: str = "127.0.0.1"
@@ -650,16 +724,20 @@ def run_show(
     stop: threading.Event | None = None,
     *,
     on_tick: Callable[[], None] | None = None,
+    finishing: threading.Event | None = None,
 ) -> LoopReport:
     """Set up outputs, control, network and source, then run the loop until stopped.
 
     Outputs open first and show a placeholder while the network loads, so a video-call app
     keeps the virtual camera and a projector never shows a desktop. OSC and MIDI start before
     the network too: a performer can set the look while it loads. systemd hears READY=1 after
-    the first frame and a watchdog ping from every frame the loop makes.
+    the first frame, and watchdog pings while the loop makes progress (a heartbeat thread).
+    ``finishing`` is set once the loop has stopped and the outputs are being closed (a
+    recording finalised): the command line then lets a second Ctrl-C wait for it.
     """
     from concurrent.futures import ThreadPoolExecutor
 
+    from live import limits
     from live.backends import open_backend
     from live.control.presets import PresetStore
     from live.model import load_model
@@ -670,7 +748,6 @@ def run_show(
     width, height = round32(snap.width), round32(snap.height)
     opts.test_scene_size = (width, height)
     presets = PresetStore(registry, opts.presets_dir)
-    watchdog = notify.Watchdog()
     loop_ref: list[LiveLoop] = []
 
     def status() -> dict[str, object]:
@@ -712,7 +789,18 @@ def run_show(
                     stop.set()
             model, backend = loading.result()  # re-raises a loading error with its own message
         if stop.is_set():
+            if finishing is not None:
+                finishing.set()
             return LoopReport(0, 0.0, 0.0, 0.0, "", 0.0, "stopped while loading")
+        # the largest dream size of the device the backend landed on (auto may fall back)
+        kind = backend.device.type
+        limit = opts.dream_limit if opts.dream_limit is not None and opts.dream_limit.device == kind else None
+        if limit is None:
+            if opts.dream_limit is not None:
+                log.warning("dreaming on %s, not %s: the largest dream size is now %s's default", kind,
+                            opts.dream_limit.device, kind)
+            limit = limits.default_limit(kind)
+        limits.enforce(registry, limit)
         source = stack.enter_context(open_show_source(opts))
         loop = LiveLoop(
             source, model, backend, registry, outputs,
@@ -722,6 +810,7 @@ def run_show(
             cycler=PresetCycler(presets, list(opts.preset_cycle), opts.preset_cycle_minutes)
             if opts.preset_cycle else None,
             idle=_idle_watcher(opts, registry), governor=_governor(opts), on_tick=on_tick,
+            watchdog=notify.watchdog_interval(),
         )  # fmt: skip
         loop_ref.append(loop)
         log.info("running: %s -> %s, %s", source.describe(), outputs.summary(), backend.describe())
@@ -729,11 +818,12 @@ def run_show(
         def on_frame(n: int) -> None:
             if n == 1:
                 notify.ready(f"dreaming: {source.describe()} on {backend.describe()}")
-            watchdog.on_frame(n)
 
         try:
             return loop.run(stop, max_frames=opts.max_frames, duration=opts.duration, on_frame=on_frame)
         finally:
+            if finishing is not None:
+                finishing.set()
             notify.stopping()
 
 
@@ -799,7 +889,7 @@ def _start_web(stack: contextlib.ExitStack, opts: ShowOptions, registry: Registr
 def _idle_watcher(opts: ShowOptions, registry: Registry) -> IdleWatcher | None:
     if not opts.idle_after_minutes:
         return None
-    values = {k: registry.param(k).coerce(v) for k, v in opts.idle_values.items()}
+    values = registry.check(dict(opts.idle_values))  # range and the device's largest dream size
     if not values:
         values = {"zoom": 0.004, "feedback": 1.0}  # the classic slow endless zoom
     return IdleWatcher(opts.idle_after_minutes * 60.0, values, threshold=opts.idle_threshold)

@@ -21,12 +21,18 @@ Decisions:
   defaults that may be far worse. Re-run ``calibrate`` to silence it.
 - **A missing or corrupt profile is an error** naming the file and the command that writes it:
   a site config that names a profile expects it to be there.
+- **The largest dream size** (``[limit]``): after the sweep, the size whose reference frame takes
+  :data:`live.limits.FRAME_SECONDS` is predicted from the measured frames and then timed for
+  real (:func:`live.limits.measure_limit`). ``run`` refuses larger sizes from any source; a
+  profile from another machine does not lend its limit (the device's default applies).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
+import math
+import os
 import platform
 import re
 import socket
@@ -45,6 +51,8 @@ from live.tomlfile import read_toml
 
 if TYPE_CHECKING:
     import torch
+
+    from live.limits import DreamLimit
 
 log = logging.getLogger(__name__)
 
@@ -126,6 +134,19 @@ class Profile:
     camera: CameraMeasurement | None = None
     path: Path | None = None
     mismatch: tuple[str, ...] = field(default=())  # how this machine differs from the measured one
+    max_pixels: int | None = None  # the largest dream size measured here (None: not measured)
+    limit_note: str = ""  # how it was measured
+
+    def limit(self, device: str) -> DreamLimit | None:
+        """The measured largest dream size, if it applies to this machine and ``device`` kind."""
+        from live.limits import DreamLimit
+
+        if self.max_pixels is None or self.mismatch:
+            return None
+        kind = "cuda" if self.machine.get("gpu", "none") != "none" else "cpu"
+        if kind != ("cuda" if device.startswith("cuda") else "cpu"):
+            return None
+        return DreamLimit(self.max_pixels, kind, f"{self.limit_note or 'measured by calibrate'} ({self.path})")
 
     def registry_values(self) -> dict[str, int]:
         """The chosen steps and size, for ``registry.update(..., source="calibration")``."""
@@ -269,11 +290,13 @@ def calibrate(
     weights: str = "random",
     device: str = "auto",
     precision: str | None = None,
+    measure_limit: bool = True,
 ) -> Profile:
     """Measure, choose and write a profile; returns it (with ``path`` set).
 
     Per size, step counts are timed in increasing order and the rest are skipped once one runs
     at under half the target (more steps can only be slower), which keeps a sweep short.
+    ``measure_limit``: also measure the largest dream size (a few seconds; see :mod:`live.limits`).
     """
     from live.app import round32
     from live.backends import BACKENDS, open_backend
@@ -282,15 +305,20 @@ def calibrate(
     from live.model import load_model
     from live.objectives import Objective
 
-    if target_fps <= 0 or not 0 < headroom <= 1:
-        raise UsageError(f"target fps must be above 0 and headroom in (0, 1]; got {target_fps:g} and {headroom:g}")
+    if not (math.isfinite(target_fps) and 0 < target_fps <= 240) or not (math.isfinite(headroom) and 0 < headroom <= 1):
+        raise UsageError(f"target fps must be above 0 and at most 240, headroom in (0, 1]; got {target_fps:g} and "
+                         f"{headroom:g}")
+    if frames is not None and frames < 1:
+        raise UsageError(f"--frames {frames}: out of range; allowed: 1 or more frames per setting")
+    if not (math.isfinite(camera_seconds) and camera_seconds > 0):
+        raise UsageError(f"--camera-seconds {camera_seconds:g}: out of range; allowed: a number of seconds above 0")
     site = site or default_site_name()
     if not _SITE_NAME.match(site):
         raise UsageError(f"site name {site!r}: use letters, digits, '-', '_' or '.' (it names calibration/<site>.toml)")
     path = Path(path) if path is not None else default_profile_path(site)
-    _check_writable(path)
     for layer in layers:
         Objective.parse(layer)  # an unknown layer fails now, with the catalog, not after minutes of timing
+    _check_writable(path)
 
     model = load_model(weights, progress=False)
     names = list(BACKENDS) if list(backends) == ["all"] else list(backends)
@@ -334,7 +362,20 @@ def calibrate(
                     target_fps, 100 * (1 - headroom), _steps(chosen.steps), chosen.width, chosen.height,
                     chosen.fps)  # fmt: skip
     camera_result = measure_camera(camera, camera_seconds) if camera else None
-    device_of_choice = next(b.device for b in opened if b.name == chosen.backend)
+    chosen_backend = next(b for b in opened if b.name == chosen.backend)
+    max_pixels, limit_note = None, ""
+    if measure_limit:
+        from live import limits
+
+        # seconds per pixel-step from the largest measured setting: the one least diluted by the
+        # loop's fixed per-frame costs
+        rows = [m for m in table if m.backend == chosen.backend and m.steps > 0]
+        biggest = max(rows, key=lambda m: (m.width * m.height * m.steps, -m.fps)) if rows else None
+        if biggest is not None:
+            per_pixel_step = (1.0 / max(biggest.fps, 1e-9)) / (biggest.width * biggest.height * biggest.steps)
+            found = limits.measure_limit(model, chosen_backend, per_pixel_step)
+            max_pixels, limit_note = found.max_pixels, found.source
+    device_of_choice = chosen_backend.device
     machine = machine_description(device_of_choice)
     machine["backend"] = next(b.describe() for b in opened if b.name == chosen.backend)
     profile = Profile(
@@ -347,19 +388,25 @@ def calibrate(
         table=tuple(table),
         camera=camera_result,
         path=path,
+        max_pixels=max_pixels,
+        limit_note=limit_note,
     )
     write_profile(profile, path)
     return profile
 
 
 def _check_writable(path: Path) -> None:
-    parent = path.parent if str(path.parent) else Path(".")
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise OutputError(f"cannot create {parent} for the calibration profile: {e}") from e
+    """OutputError now, before minutes of timing, if the profile could not be written there.
+    Creates nothing: the directories are made when the profile is written."""
     if path.exists() and path.is_dir():
         raise OutputError(f"calibration profile {path} is a directory; give a .toml file path")
+    existing = path.parent if str(path.parent) else Path(".")
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise OutputError(f"cannot create {path.parent} for the calibration profile: {existing} is not a directory")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise OutputError(f"cannot write the calibration profile under {existing}: permission denied")
 
 
 # ----------------------------------------------------------------------------- the file
@@ -379,6 +426,11 @@ def write_profile(profile: Profile, path: Path) -> Path:
     }
     if profile.camera is not None:
         data["camera"] = asdict(profile.camera)
+    if profile.max_pixels is not None:
+        from live.limits import FRAME_SECONDS, REFERENCE_STEPS
+
+        data["limit"] = {"max_pixels": profile.max_pixels, "frame_seconds": FRAME_SECONDS,
+                         "reference_steps": REFERENCE_STEPS, "measured": profile.limit_note}
     text = (
         f"# Written by deepdream-live calibrate on {profile.created}; re-run it after changing the machine.\n"
         "# run loads [chosen]; the governor trims steps or size at run time when frames run long.\n"
@@ -443,8 +495,21 @@ def load_profile(path: Path | str, here: Mapping[str, str] | None = None) -> Pro
         machine = data.get("machine")
         if not isinstance(machine, dict):
             raise TypeError("[machine] is missing")
-        if chosen.steps < 0 or chosen.width < 32 or chosen.height < 32:
-            raise TypeError(f"[chosen] {chosen.steps} steps at {chosen.width}x{chosen.height} is not a dream setting")
+        from live.control.params import Registry
+        from live.limits import ABSOLUTE_MAX_PIXELS, MIN_PIXELS
+
+        try:  # the registry's own check: a hand-edited profile must not sneak in what a flag could not
+            Registry().check({"steps": chosen.steps, "width": chosen.width, "height": chosen.height})
+        except UsageError as e:
+            raise TypeError(f"[chosen] {chosen.steps} steps at {chosen.width}x{chosen.height}: {e}") from None
+        limit = data.get("limit", {})
+        if not isinstance(limit, dict):
+            raise TypeError("[limit] is not a table")
+        max_pixels = limit.get("max_pixels")
+        if max_pixels is not None and (isinstance(max_pixels, bool) or not isinstance(max_pixels, int)
+                                       or not MIN_PIXELS <= max_pixels <= ABSOLUTE_MAX_PIXELS):
+            raise TypeError(f"[limit] max_pixels = {max_pixels!r} is not a pixel count "
+                            f"{MIN_PIXELS}..{ABSOLUTE_MAX_PIXELS}")
         profile = Profile(
             site=str(head.get("site", path.stem)),
             created=str(head.get("created", "")),
@@ -455,6 +520,8 @@ def load_profile(path: Path | str, here: Mapping[str, str] | None = None) -> Pro
             table=rows,
             camera=camera,
             path=path,
+            max_pixels=max_pixels,
+            limit_note=str(limit.get("measured", "")),
         )
     except (TypeError, KeyError, ValueError) as e:
         raise DataError(f"calibration profile {path} is not a usable profile: {e}; {hint} again") from e
@@ -498,6 +565,12 @@ def format_report(profile: Profile) -> str:
                          f"frame age when read {cam.read_latency_ms:.0f} ms")  # fmt: skip
         if not cam.skipped and cam.fps < profile.target_fps:
             lines.append(f"  the camera delivers fewer than {profile.target_fps:g} fps: the show cannot be faster")
+    if profile.max_pixels is not None:
+        from live.limits import FRAME_SECONDS, example_size, megapixels
+
+        w, h = example_size(profile.max_pixels)
+        lines.append(f"largest dream size: {megapixels(profile.max_pixels)} (e.g. {w}x{h}), one frame within "
+                     f"{FRAME_SECONDS:g} s; larger sizes are refused ({profile.limit_note})")
     if profile.path is not None:
         lines.append(f"written to {profile.path}")
     return "\n".join(lines)
@@ -526,17 +599,25 @@ def add_arguments(parser: Any) -> None:
     parser.add_argument("--camera", default=None, metavar="SPEC", help="also measure this camera (fps, jitter), e.g. 0")
     parser.add_argument("--camera-seconds", type=float, default=3.0,
                         help="how long to read the camera (default: %(default)s)")
+    parser.add_argument("--no-limit", action="store_true",
+                        help="do not measure the largest dream size (run then uses the device's default)")
 
 
 def calibrate_from_args(args: Any) -> Profile:
     """Run :func:`calibrate` from parsed ``add_arguments`` options (plus ``weights``/``device``)."""
 
     def sizes(text: str) -> list[tuple[int, int]]:
-        out = []
+        from live.control.params import Registry
+
+        out, registry = [], Registry()
         for item in text.split(","):
             w, sep, h = item.strip().lower().partition("x")
             if not (sep and w.isdigit() and h.isdigit() and int(w) > 0 and int(h) > 0):
                 raise UsageError(f"--sizes {item!r}: expected WIDTHxHEIGHT[,WIDTHxHEIGHT…], e.g. 640x352,320x192")
+            try:  # the sizes a show can be set to, no more
+                registry.check({"width": int(w), "height": int(h)})
+            except UsageError as e:
+                raise UsageError(f"--sizes {item.strip()}: {e}") from None
             out.append((int(w), int(h)))
         return out
 
@@ -556,4 +637,5 @@ def calibrate_from_args(args: Any) -> Profile:
         frames=args.frames, full=args.full, camera=args.camera, camera_seconds=args.camera_seconds,
         weights=getattr(args, "weights", None) or "random", device=getattr(args, "device", "auto"),
         precision=getattr(args, "precision", None),
+        measure_limit=not getattr(args, "no_limit", False),
     )  # fmt: skip

@@ -66,6 +66,8 @@ class CheckOptions:
     record_codec: str | None = None
     min_free_gb: float = 2.0  # disk space below this fails the recording check
     unit: str = UNIT
+    calibration: Path | None = None  # the calibration profile the show loads, if any
+    dream_size: tuple[int, int] | None = None  # the configured dream size (None: the default 640x360)
     extra: dict[str, object] = field(default_factory=dict)  # room for checks added later
 
 
@@ -85,6 +87,8 @@ def run_checks(options: CheckOptions | None = None) -> list[CheckResult]:
         ("weights", lambda: [check_weights(opts)]),
         ("engines", lambda: [check_engines(opts)]),
         ("osc", lambda: [check_osc(opts, show_running=running)]),
+        ("osc buffer", lambda: [check_osc_buffer(opts)]),
+        ("dream size", lambda: [check_dream_limit(opts)]),
         ("midi", lambda: [check_midi(opts)]),
         ("disk", lambda: [check_disk(opts)]),
         ("outputs", lambda: check_outputs(opts, show_running=running)),
@@ -478,6 +482,56 @@ def check_osc(opts: CheckOptions, *, show_running: bool = False) -> CheckResult:
             "osc", False, f"{where}: {e.strerror or e}", "choose another --osc-port (above 1023)", required=True
         )
     return CheckResult("osc", True, f"{where} free", required=True)
+
+
+def check_osc_buffer(opts: CheckOptions) -> CheckResult:
+    """Whether the OSC socket gets the receive buffer it asks for (else a fader burst can overflow
+    it and the kernel drops datagrams): the same request the show makes, on a throwaway socket."""
+    if opts.osc_port is None:
+        return CheckResult("osc buffer", None, "OSC not configured")
+    from live.control.osc import RCVBUF, enlarge_receive_buffer, rcvbuf_fix
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        granted, how = enlarge_receive_buffer(sock, RCVBUF)
+    try:
+        rmem_max = int(Path("/proc/sys/net/core/rmem_max").read_text())
+        cap = f", net.core.rmem_max {rmem_max}"
+    except (OSError, ValueError):
+        cap = ""
+    detail = f"receive buffer {granted} bytes of {RCVBUF} asked ({how}{cap})"
+    if granted >= RCVBUF:
+        return CheckResult("osc buffer", True, detail)
+    return CheckResult("osc buffer", False, detail + ": fader bursts may drop datagrams", rcvbuf_fix(RCVBUF))
+
+
+def check_dream_limit(opts: CheckOptions) -> CheckResult:
+    """The largest dream size on this machine (measured by calibrate, else the device's default),
+    and whether the configured size fits under it (``run`` refuses a size above it)."""
+    from live import limits
+    from live.errors import LiveError
+
+    kind = limits.device_kind(opts.backend, opts.device)
+    limit, note = None, ""
+    if opts.calibration is not None:
+        from live.calibrate import load_profile
+
+        try:
+            limit = load_profile(opts.calibration).limit(kind)
+        except LiveError as e:
+            note = f" (calibration profile unusable: {' '.join(str(e).split())})"
+        else:
+            note = "" if limit is not None else " (the profile holds no limit for this machine)"
+    limit = limit or limits.default_limit(kind)
+    w, h = opts.dream_size or (640, 360)
+    try:
+        limit.check(w, h)
+    except LiveError:
+        return CheckResult("dream size", False, f"{limits.round32(w)}x{limits.round32(h)} is above the largest: "
+                           f"{limit.describe()}{note}", "lower [dream] width/height, or run `deepdream-live "
+                           "calibrate` on this machine", required=True)
+    fix = "" if opts.calibration is not None else "run `deepdream-live calibrate` to measure this machine"
+    return CheckResult("dream size", True, f"largest {limit.describe()}{note}; configured "
+                       f"{limits.round32(w)}x{limits.round32(h)} fits", fix)
 
 
 def check_midi(opts: CheckOptions) -> CheckResult:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import sys
+import typing
 from pathlib import Path
 
 from live import __version__, logs
@@ -13,6 +15,60 @@ from live.errors import LiveError
 
 log = logging.getLogger("live")
 
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with the project's error style: one line on stderr and exit 64 (EX_USAGE, like
+    every other usage error), instead of the usage text and exit 2."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        command = self.prog.removeprefix("deepdream-live").strip()
+        self.exit(64, f"deepdream-live: error: {command + ': ' if command else ''}{message} "
+                      f"(see `{self.prog} --help`)\n")
+
+
+def _number(kind: type, lo: float | None = None, hi: float | None = None, *, above: float | None = None,
+            what: str = "") -> typing.Callable[[str], typing.Any]:
+    """An argparse type: ``kind`` (int or float), finite, within lo..hi (or above ``above``);
+    out of range is refused with the allowed range, never clamped."""
+    def unit(v: float) -> str:
+        return f"{v:g}"
+
+    if above is not None:
+        allowed = f"{'an integer' if kind is int else 'a number'} above {unit(above)}"
+    else:
+        allowed = f"{'an integer' if kind is int else 'a number'} {unit(lo)}..{unit(hi)}" if hi is not None else (
+            f"{'an integer' if kind is int else 'a number'} of at least {unit(lo)}")
+    allowed += f" {what}" if what else ""
+
+    def parse(text: str) -> typing.Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {allowed}") from None
+        if kind is float and not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"{text!r} is not {allowed}")
+        if (above is not None and not value > above) or (lo is not None and value < lo) or (
+                hi is not None and value > hi):
+            raise argparse.ArgumentTypeError(f"{text} is out of range; allowed: {allowed}")
+        return value
+
+    parse.__name__ = kind.__name__  # argparse names the type in its own messages
+    return parse
+
+
+PORT = _number(int, 1, 65535, what="(a UDP port)")
+
+
+def _max_side(text: str) -> int:
+    """``image --max-side``: 0 (no limit) or at least 32 (the smallest picture the network takes)."""
+    allowed = "0 (no limit) or 32 or more pixels"
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number; allowed: {allowed}") from None
+    if value < 0 or 0 < value < 32:
+        raise argparse.ArgumentTypeError(f"{value} is out of range; allowed: {allowed}")
+    return value
 
 def _add_model_options(p: argparse.ArgumentParser, default_weights: str | None = "imagenet",
                        defaults: bool = True) -> None:
@@ -60,7 +116,7 @@ def _build_parser() -> argparse.ArgumentParser:
     from live.dreamer import DreamSettings
 
     d = DreamSettings()
-    parser = argparse.ArgumentParser(prog="deepdream-live", description="Real-time DeepDream for cameras and streams.")
+    parser = _Parser(prog="deepdream-live", description="Real-time DeepDream for cameras and streams.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("--log-level", default=None, choices=logs.LEVELS, help="(default: info, or the config's)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -82,8 +138,8 @@ def _build_parser() -> argparse.ArgumentParser:
     image.add_argument("--jitter", type=int, default=d.jitter, help="random roll in pixels (default: %(default)s)")
     image.add_argument("--seed", type=int, default=0, help="random seed for the jitter (default: %(default)s)")
     image.add_argument(
-        "--max-side", type=int, default=1024, help="dream at most this many pixels wide or tall, 0 for no limit; "
-        "the dream's detail is laid over the full-size picture (default: %(default)s)"
+        "--max-side", type=_max_side, default=1024, help="dream at most this many pixels wide or tall (32 or "
+        "more), 0 for no limit; the dream's detail is laid over the full-size picture (default: %(default)s)"
     )
     image.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_model_options(image)
@@ -101,14 +157,16 @@ def _build_parser() -> argparse.ArgumentParser:
     src.add_argument("--source", default=None, help="auto (camera 0, else the test scene), a camera index or "
                      "/dev/videoN, an rtsp:// or http(s):// URL, a video or image file, or test-scene (default: auto)")
     src.add_argument("--capture-size", default=None, metavar="WxH", help="size asked of a camera (default: 1280x720)")
-    src.add_argument("--capture-fps", type=float, default=None, help="rate asked of a camera (default: 30)")
+    src.add_argument("--capture-fps", type=_number(float, above=0, hi=240), default=None,
+                     help="rate asked of a camera (default: 30)")
     src.add_argument("--once", action="store_true", default=None, help="play a video file once, then stop (default: loop)")
     out = run.add_argument_group("outputs (any combination; none = headless)")
     out.add_argument("--window", action=argparse.BooleanOptionalAction, default=None,
                      help="show a window (default: when there is a display)")
     out.add_argument("--fullscreen", action=argparse.BooleanOptionalAction, default=None,
                      help="fullscreen window, for projectors")
-    out.add_argument("--monitor", type=int, default=None, help="monitor index for the window (0 = primary)")
+    out.add_argument("--monitor", type=_number(int, 0, 63), default=None,
+                     help="monitor index for the window (0 = primary)")
     out.add_argument("--vcam", action=argparse.BooleanOptionalAction, default=None,
                      help="send to a virtual camera (v4l2loopback / OBS) for video calls")
     out.add_argument("--vcam-device", default=None, help="virtual camera device, e.g. /dev/video10")
@@ -123,7 +181,7 @@ def _build_parser() -> argparse.ArgumentParser:
     ctl.add_argument("--osc", action=argparse.BooleanOptionalAction, default=None,
                      help="OSC control (default: on, 127.0.0.1:9000)")
     ctl.add_argument("--osc-host", default=None, help="address to listen on (default: 127.0.0.1)")
-    ctl.add_argument("--osc-port", type=int, default=None, help="UDP port (default: 9000)")
+    ctl.add_argument("--osc-port", type=PORT, default=None, help="UDP port 1..65535 (default: 9000)")
     ctl.add_argument("--osc-allow", action="append", default=None, metavar="CIDR",
                      help="sender network allowed besides loopback, e.g. 192.168.1.0/24 (repeatable)")
     ctl.add_argument("--osc-feedback", action="append", default=None, metavar="HOST:PORT",
@@ -151,15 +209,16 @@ def _build_parser() -> argparse.ArgumentParser:
     loop.add_argument("--size", default=None, metavar="WxH", help="dream size, same as --width W --height H")
     loop.add_argument("--calibration", type=Path, default=None, metavar="FILE",
                       help="a profile written by `deepdream-live calibrate` (its settings, then the config's)")
-    loop.add_argument("--target-fps", type=float, default=None,
+    loop.add_argument("--target-fps", type=_number(float, above=0, hi=240), default=None,
                       help="hold this frame rate by trimming steps, then size (default: the profile's, else off)")
     loop.add_argument("--governor", action=argparse.BooleanOptionalAction, default=None,
                       help="adaptive quality (default: on when a target fps is known)")
     loop.add_argument("--flow-preset", default=None, choices=("ultrafast", "fast", "medium"))
     loop.add_argument("--seed", type=int, default=None, help="seed for the jitter (CPU)")
-    loop.add_argument("--max-frames", type=int, default=None, help="stop after N output frames")
-    loop.add_argument("--duration", type=float, default=None, help="stop after SECONDS")
-    loop.add_argument("--status-every", type=float, default=10.0, help="seconds between status lines")
+    loop.add_argument("--max-frames", type=_number(int, 1), default=None, help="stop after N output frames")
+    loop.add_argument("--duration", type=_number(float, above=0), default=None, help="stop after SECONDS")
+    loop.add_argument("--status-every", type=_number(float, above=0), default=10.0,
+                      help="seconds between status lines")
     loop.add_argument("--no-build", action="store_true", default=None,
                       help="never build a TensorRT plan: without a valid, verified one, dream on torch and say so "
                       "(for shows that must not build during opening hours; site config: network.no_build)")
@@ -193,8 +252,9 @@ def _build_parser() -> argparse.ArgumentParser:
                            "PyTorch DeepDream loop, measured in the same run.")
     bench.add_argument("--sizes", default=None, metavar="WxH[,WxH…]",
                        help="dream sizes (default: 320x180 on CPU, 1280x720,1920x1080 on CUDA)")
-    bench.add_argument("--steps", type=int, default=None, help="steps per frame (default: 2 on CPU, 4 on CUDA)")
-    bench.add_argument("--frames", type=int, default=20, help="frames timed per run (default: %(default)s)")
+    bench.add_argument("--steps", type=_number(int, 0, 50), default=None,
+                       help="steps per frame (default: 2 on CPU, 4 on CUDA)")
+    bench.add_argument("--frames", type=_number(int, 1), default=20, help="frames timed per run (default: %(default)s)")
     bench.add_argument("--layer", default="inception4c")
     _add_model_options(bench)
     bench.set_defaults(handler=_cmd_bench, weights="random")
@@ -275,20 +335,34 @@ def _parse_size(text: str, what: str) -> tuple[int, int]:
 def _cmd_run(args: argparse.Namespace) -> int:
     import signal
     import threading
+    import time
 
     from live.app import run_show
 
     opts, registry, reloader = _show_setup(args)
     stop = threading.Event()
+    finishing = threading.Event()
     reload_asked = threading.Event()
+    asked: list[tuple[str, float]] = []  # the stop signals received, with when
 
     def on_signal(signum: int, _frame: object) -> None:
         if signum == signal.SIGHUP:
             reload_asked.set()  # applied on the loop's thread, between frames
             return
-        log.info("%s: finishing the current frame and closing outputs", signal.Signals(signum).name)
-        stop.set()
-        signal.signal(signum, signal.SIG_DFL)  # a second one ends the process at once
+        name = signal.Signals(signum).name
+        asked.append((name, time.monotonic()))
+        if len(asked) == 1:
+            # The loop looks in after every dream step, so this lands within a step, not a frame.
+            log.info("%s: stopping after the current dream step, then closing the outputs "
+                     "(again: abandon the step at once; a third time: quit without finalising)", name)
+            stop.set()
+        elif len(asked) == 2 and not finishing.is_set():
+            log.warning("%s again: abandoning the current frame; the recording is still finalised", name)
+            signal.signal(signum, signal.SIG_DFL)  # a third one ends the process at once
+            raise KeyboardInterrupt  # unwinds run_show, whose exit closes every output properly
+        else:
+            log.warning("%s again: finalising the recording and closing the outputs; once more quits at once", name)
+            signal.signal(signum, signal.SIG_DFL)
 
     def on_tick() -> None:
         if reload_asked.is_set():
@@ -297,10 +371,17 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     try:
-        report = run_show(opts, registry, stop, on_tick=on_tick)
+        report = run_show(opts, registry, stop, on_tick=on_tick, finishing=finishing)
+    except KeyboardInterrupt:
+        if asked:
+            log.info("stopped %.2f s after %s, the current frame abandoned", time.monotonic() - asked[0][1],
+                     asked[0][0])
+        raise
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+    if asked:
+        log.info("stopped %.2f s after %s; outputs closed", time.monotonic() - asked[0][1], asked[0][0])
     if report.stopped_because == "source failed":
         # A source that broke on an unexpected error: exit non-zero so systemd restarts the show.
         print("deepdream-live: error: the source stopped on an unexpected error (see the log)", file=sys.stderr)
@@ -320,6 +401,7 @@ def _show_setup(args: argparse.Namespace):
     from live.control.params import Registry
     from live.control.presets import PresetStore
     from live.control.schedule import OpeningHours
+    from live.errors import UsageError
 
     site = None
     if args.config is not None:
@@ -336,9 +418,14 @@ def _show_setup(args: argparse.Namespace):
         from live.calibrate import load_profile
 
         profile = load_profile(profile_path)
+    if profile is not None:
         registry.update(profile.registry_values(), source="calibration")
+    limit = _dream_limit(args, site, profile, registry)
     if site is not None:
-        site.apply(registry)
+        try:
+            site.apply(registry)
+        except UsageError as e:  # in range, but above a rule such as this machine's largest dream size
+            raise UsageError(f"{args.config}: [dream] {e}") from None
     presets_dir = args.presets or (site.presets.directory if site else None)
     preset = args.preset or (site.presets.start if site else None)
     if preset:
@@ -348,7 +435,10 @@ def _show_setup(args: argparse.Namespace):
     apply_flags(registry, args)
     if args.size:
         w, h = _parse_size(args.size, "--size")
-        registry.update({"width": w, "height": h}, source="cli")
+        try:
+            registry.update({"width": w, "height": h}, source="cli")
+        except UsageError as e:
+            raise UsageError(f"--size {args.size}: {e}") from None
 
     fields: dict[str, object] = dict(site.show_options()) if site else {}
     if site is not None:
@@ -400,6 +490,7 @@ def _show_setup(args: argparse.Namespace):
         fields["target_fps"] = None
     elif args.governor and not fields.get("target_fps"):
         fields["target_fps"] = 25.0
+    fields["dream_limit"] = limit
     names = {f.name for f in dataclasses.fields(ShowOptions)}
     opts = ShowOptions(**{k: v for k, v in fields.items() if k in names})
 
@@ -474,11 +565,57 @@ def _cmd_render(args: argparse.Namespace) -> int:
     return 130 if report.interrupted else 0
 
 
+def _dream_limit(args: argparse.Namespace, site, profile, registry):
+    """The largest dream size for the device this show will dream on (the profile's when it was
+    measured here, else the device kind's default), installed as a registry rule so every later
+    write, from any source, is checked against it (see live/limits.py). The size set so far is
+    nobody's explicit choice (the default, or a profile from a faster machine): above the limit,
+    it is brought down to fit, with a warning."""
+    from live import limits
+
+    backend = args.backend or (site.network.backend if site is not None else None) or "auto"
+    device = args.device or (site.network.device if site is not None else None) or "auto"
+    kind = limits.device_kind(backend, device)
+    limit = (profile.limit(kind) if profile is not None else None) or limits.default_limit(kind)
+    limits.enforce(registry, limit)
+    log.debug("largest dream size: %s", limit.describe())
+    return limit
+
+
+def _dream_sizes(text: str, flag: str) -> list[tuple[int, int]]:
+    """``WxH[,WxH…]`` from the command line, each a size the registry takes (64..3840 x 64..2160)."""
+    from live.control.params import Registry
+    from live.errors import UsageError
+
+    sizes = [_parse_size(t.strip(), flag) for t in text.split(",")]
+    registry = Registry()
+    for w, h in sizes:
+        try:
+            registry.check({"width": w, "height": h})
+        except UsageError as e:
+            raise UsageError(f"{flag} {w}x{h}: {e}") from None
+    return sizes
+
+
+def _layer_names(names: list[str], flag: str, model: str = "torchvision") -> list[str]:
+    """The catalog names of ``names`` (aliases resolved); UsageError, listing the valid layers, if
+    one is not a layer of ``model``."""
+    from live.errors import UsageError
+    from live.model import catalog
+
+    try:
+        return [catalog.for_model(model).resolve(name).name for name in names]
+    except UsageError as e:
+        raise UsageError(f"{flag}: {e}") from None
+
+
 def _cmd_bench(args: argparse.Namespace) -> int:
     from live.benchmark import loop_benchmark
 
-    sizes = [_parse_size(t, "--sizes") for t in args.sizes.split(",")] if args.sizes else None
-    loop_benchmark(sizes, args.steps, args.frames, args.layer, args.weights, args.backend, args.device,
+    # checked before the network loads and the plain loop is timed (minutes on a CPU)
+    sizes = _dream_sizes(args.sizes, "--sizes") if args.sizes else None
+    (layer,) = _layer_names([args.layer], "--layer", args.model or "torchvision")
+    loop_benchmark(sizes, args.steps, args.frames, layer, args.weights, args.backend, args.device,
                    precision=args.precision)
     return 0
 
@@ -495,7 +632,9 @@ def _cmd_check(args: argparse.Namespace) -> int:
         fields.update({k: o[k] for k in ("source", "window", "vcam", "vcam_device", "record", "screenshot_dir",
                                          "backend", "device", "weights", "streams", "ndi", "record_codec") if k in o})
         fields.update(osc_host=site.osc.host, osc_port=site.osc.port if site.osc.enabled else None,
-                      midi=site.midi.enabled)
+                      midi=site.midi.enabled, calibration=site.calibration_path)
+        if "width" in site.dream or "height" in site.dream:
+            fields["dream_size"] = (site.dream.get("width", 640), site.dream.get("height", 360))
     else:
         fields.update(osc_port=9000, midi=True)  # what `run` uses when told nothing
     fields["probe_backends"] = not args.no_probe
@@ -552,9 +691,12 @@ def _engine_request(args: argparse.Namespace):
     """(model, weights, device, precision, sizes, layer sets) for ``build-engines``: from the flags,
     or from a site config resolved exactly as ``run --config`` resolves it. None when the
     configured backend builds nothing ahead (said on stderr)."""
-    sizes = [_parse_size(t, "--sizes") for t in args.sizes.split(",")] if args.sizes else []
+    # checked before anything loads or builds: a typo must not cost a build
+    sizes = _dream_sizes(args.sizes, "--sizes") if args.sizes else []
     layer_sets = [[name for name in group.split("+") if name] for group in args.layers.split(",")] if args.layers else []
     model, weights, device, precision, backend = args.model, args.weights, args.device, args.precision, args.backend
+    if layer_sets:
+        _layer_names([n for group in layer_sets for n in group] or [""], "--layers", model or "torchvision")
     if args.config is not None:
         from live.engine_requests import show_engine_request
         from live.site import load_site
@@ -599,15 +741,31 @@ def _cmd_layers(args: argparse.Namespace) -> int:
     return 0
 
 
+def one_line(message: str) -> str:
+    """A message of several lines (a list of problems, a hint below the error) as one line, so
+    every error is one line on stderr and in the journal."""
+    out = ""
+    for line in (part.strip() for part in message.splitlines()):
+        if not line:
+            continue
+        if out:
+            out += " " if out.endswith((".", ":", ";", ",", ")")) else "; "
+        out += line
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``deepdream-live`` command; returns the process exit code."""
     parser = _build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # --help, --version, or a usage error already printed as one line
+        return e.code if isinstance(e.code, int) else 0
     logs.configure(args.log_level or "info")
     try:
         return args.handler(args)
     except LiveError as e:
-        print(f"deepdream-live: error: {e}", file=sys.stderr)
+        print(f"deepdream-live: error: {one_line(str(e))}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
         print("deepdream-live: interrupted", file=sys.stderr)

@@ -7,6 +7,10 @@ Per octave (small to large, ``octave_scale`` apart) the image is nudged ``steps`
 
 Detail found at one octave is carried up to the next. Step sizes are in 8-bit grey levels per
 step, so a setting looks the same whatever the model's input normalisation.
+
+A ``checkpoint`` callable is called after every step (after every octave where the backend runs
+its steps as one captured CUDA graph, which is short): the live loop marks progress there, and
+raises :class:`DreamCancelled` from it to abandon a long frame when the show is asked to stop.
 """
 
 from __future__ import annotations
@@ -25,6 +29,10 @@ from live.model.googlenet import InputSpace
 from live.objectives import Objective
 
 MIN_OCTAVE_SIDE = 32  # GoogLeNet's ceil-mode pools reject inputs much smaller than this
+
+
+class DreamCancelled(Exception):
+    """Raised by a ``checkpoint`` to abandon the dream between two steps (the show is stopping)."""
 
 
 @dataclass(frozen=True)
@@ -100,11 +108,14 @@ class Dreamer:
         objective: Objective,
         settings: DreamSettings,
         progress: Callable[[int], None] | None = None,
+        checkpoint: Callable[[], None] | None = None,
     ) -> Tensor:
         """Dream on ``x`` (N, 3, H, W, model space); returns the same shape, clamped to valid pixels.
 
         Inputs whose size the backend cannot take are reflect-padded and cropped back.
-        ``progress(n)`` is called after every ``n`` finished steps.
+        ``progress(n)`` is called after every ``n`` finished steps. ``checkpoint()`` is called
+        between steps (between octaves on a backend that fuses its steps); whatever it raises
+        (:class:`DreamCancelled`) ends the dream there.
         """
         h, w = x.shape[-2:]
         m = self.backend.size_multiple
@@ -119,12 +130,17 @@ class Dreamer:
             octave_base = resize(base, shape)
             detail = resize(detail, shape)
             y = octave_base + detail
-            if progress is None:
+            if progress is None and (checkpoint is None or self.backend.fuses_steps):
                 y = self.backend.ascend(y, objective, settings.steps, step, settings.jitter, lo, hi, self.generator)
-            else:
+                if checkpoint is not None:
+                    checkpoint()
+            else:  # one step at a time: the same jitter draws, with a look-in after each
                 for _ in range(settings.steps):
                     y = self.backend.ascend(y, objective, 1, step, settings.jitter, lo, hi, self.generator)
-                    progress(1)
+                    if progress is not None:
+                        progress(1)
+                    if checkpoint is not None:
+                        checkpoint()
             detail = y - octave_base
         out = torch.maximum(torch.minimum(base + detail, hi), lo)
         return out[..., :h, :w]

@@ -37,6 +37,12 @@ class UnavailableError(LiveError):
     exit_code = 69  # EX_UNAVAILABLE
 
 
+class SoftwareError(LiveError):
+    """Something in the program itself went wrong (a dream that came back NaN): not the input's fault."""
+
+    exit_code = 70  # EX_SOFTWARE
+
+
 class OutputError(LiveError):
     """An output path cannot be created or written."""
 

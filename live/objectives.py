@@ -13,10 +13,18 @@ String form, as typed on the command line or sent over OSC::
     inception4c:97,12  4c:0..9  several channels, a range
     0.5*inception3b + mixed4c   weighted sums (aliases resolve to catalog names)
     pool1/norm1                 a layer only the BVLC model has (``check`` tells which model lacks it)
+
+Checked at the edge, whoever types it (command line, config, OSC, a preset): a weight must be a
+finite number of at most ``MAX_WEIGHT`` in size (``1e999*inception4c`` is infinity and would
+turn the dream black), a channel range must run upwards (``inception4c:1..9``), and an
+objective whose weights are all zero (``0*inception4c``) is accepted with a warning, once per
+objective: the dream leaves the picture as it is.
 """
 
 from __future__ import annotations
 
+import logging
+import math
 import re
 from collections.abc import Mapping
 
@@ -24,6 +32,15 @@ import numpy as np
 
 from live.errors import UsageError
 from live.model import catalog
+
+log = logging.getLogger(__name__)
+
+# The step is normalised by the gradient's mean size, so only the ratios between terms matter;
+# a weight of a thousand already drowns every other term. Larger ones are typos (or attacks on
+# fp16, whose largest number is 65504).
+MAX_WEIGHT = 1000.0
+_ZERO_WARNED: set[str] = set()  # objectives already warned about (bounded: see _warn_if_zero)
+_ZERO_WARNED_MAX = 256
 
 
 class Objective:
@@ -41,6 +58,8 @@ class Objective:
             w = np.asarray(weights, dtype=np.float32)
             if w.shape != (layer.channels,):
                 raise UsageError(f"weights for {layer.name} must have {layer.channels} entries, got shape {w.shape}")
+            if not np.isfinite(w).all():
+                raise UsageError(f"weights for {layer.name} must be finite numbers; got NaN or infinity")
             checked[layer.name] = checked.get(layer.name, 0) + w
         self._terms = dict(sorted(checked.items(), key=lambda kv: catalog.depth(kv[0])))
 
@@ -70,6 +89,7 @@ class Objective:
         parses before a network is chosen); with it, see :meth:`check`.
         """
         objective = _parse(text)
+        _warn_if_zero(objective, text)
         return objective.check(model) if model is not None else objective
 
     def check(self, model: str) -> Objective:
@@ -91,6 +111,11 @@ class Objective:
 
     def weights(self, layer: str) -> np.ndarray:
         return self._terms[layer].copy()
+
+    @property
+    def is_zero(self) -> bool:
+        """True when every weight is zero: the dream then leaves the picture unchanged."""
+        return not any(np.any(w) for w in self._terms.values())
 
     # ----- algebra
     def __add__(self, other: Objective) -> Objective:
@@ -127,6 +152,9 @@ class Objective:
         parts = []
         for name, w in self._terms.items():
             nz = np.flatnonzero(w)
+            if not len(nz):
+                parts.append(f"0*{name}")
+                continue
             if len(nz) == len(w) and np.allclose(w, w[0]):
                 coef, atom = float(w[0]) * len(w), name
             elif len(nz) and np.allclose(w[nz], w[nz[0]]):
@@ -145,6 +173,31 @@ _TOKEN = re.compile(
     r"|(?P<name>[A-Za-z][A-Za-z0-9_/]*)(?::(?P<ch>\d+(?:\.\.\d+)?(?:,\d+(?:\.\.\d+)?)*))?"
     r"|(?P<op>[-+*]))"
 )
+
+
+def _warn_if_zero(objective: Objective, text: str) -> None:
+    if not objective.is_zero:
+        return
+    key = " ".join(text.split())
+    if key in _ZERO_WARNED:
+        return
+    if len(_ZERO_WARNED) >= _ZERO_WARNED_MAX:  # a controller cycling through typos must not grow this forever
+        _ZERO_WARNED.clear()
+    _ZERO_WARNED.add(key)
+    log.warning("objective %r has all its weights at zero: the dream will leave the picture unchanged "
+                "(give a layer a non-zero weight, e.g. inception4c)", text)
+
+
+def _weight(text: str, source: str) -> float:
+    """A coefficient from the objective's text: finite and at most MAX_WEIGHT in size."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise UsageError(f"objective {source!r}: the weight {text} is not a finite number; "
+                         f"weights are finite numbers up to {MAX_WEIGHT:g}, e.g. 0.5*inception3b")
+    if abs(value) > MAX_WEIGHT:
+        raise UsageError(f"objective {source!r}: the weight {text} is out of range; weights are at most "
+                         f"{MAX_WEIGHT:g} (only their ratios matter), e.g. 2*inception4c + inception3b")
+    return value
 
 
 def _parse(text: str) -> Objective:
@@ -169,15 +222,17 @@ def _parse(text: str) -> Objective:
         if tokens[i]["num"] is not None:
             if i + 2 >= len(tokens) or tokens[i + 1]["op"] != "*":
                 raise UsageError(f"objective {text!r}: a number must be followed by '*' and a layer; {expected}")
-            coef *= float(tokens[i]["num"])
+            coef *= _weight(tokens[i]["num"], text)
             i += 2
         if i >= len(tokens) or tokens[i]["name"] is None:
             raise UsageError(f"objective {text!r}: expected a layer name; {expected}")
-        atom = _atom(tokens[i]["name"], tokens[i]["ch"])
+        atom = _atom(tokens[i]["name"], tokens[i]["ch"], text)
         i += 1
         if i + 1 < len(tokens) and tokens[i]["op"] == "*" and tokens[i + 1]["num"] is not None:
-            coef *= float(tokens[i + 1]["num"])
+            coef *= _weight(tokens[i + 1]["num"], text)
             i += 2
+        if abs(coef) > MAX_WEIGHT:  # 1000*inception4c*1000
+            raise UsageError(f"objective {text!r}: a term's weight is {coef:g}; weights are at most {MAX_WEIGHT:g}")
         term = atom * coef
         total = term if total is None else total + term
         if i < len(tokens):
@@ -192,11 +247,18 @@ def _parse(text: str) -> Objective:
     return total
 
 
-def _atom(name: str, channel_text: str | None) -> Objective:
+def _atom(name: str, channel_text: str | None, source: str) -> Objective:
     if channel_text is None:
         return Objective.layer(name)
+    layer = catalog.resolve(name)
     channels: list[int] = []
     for part in channel_text.split(","):
         lo, _, hi = part.partition("..")
-        channels.extend(range(int(lo), int(hi) + 1) if hi else [int(lo)])
+        if hi and int(hi) < int(lo):
+            raise UsageError(f"objective {source!r}: the channel range {part} runs backwards; write it "
+                             f"low to high, e.g. {layer.name}:{hi}..{lo}")
+        first, last = int(lo), int(hi) if hi else int(lo)
+        if last >= layer.channels:  # before expanding: inception4c:0..999999999 must not build a list
+            raise UsageError(f"{layer.name} has {layer.channels} channels (0..{layer.channels - 1}); got {last}")
+        channels.extend(range(first, last + 1))
     return Objective.channels(name, channels)

@@ -23,9 +23,9 @@ Decisions an operator can rely on:
 - **Strict.** An unknown section or key is an error with a "did you mean" suggestion (a typo
   such as ``stpes = 2`` must not be silently ignored for weeks). Every error names the file, the
   dotted key, the value and what is allowed; all errors in a file are reported together.
-- **Dream values are not clamped.** The registry clamps a fader that overshoots, but a number
-  typed into a config file that is out of range is a mistake: ``dream.steps = 99`` is an error
-  that says ``0..50``, not a silent 50.
+- **Dream values are not clamped.** The registry refuses a value out of range from every
+  source, and a number typed into a config file that is out of range is a mistake:
+  ``dream.steps = 99`` is an error that says ``0..50``, not a silent 50.
 - **Precedence**, lowest to highest: registry defaults → calibration profile (size, steps) →
   ``[dream]`` → ``[presets] start`` → ``--preset`` → command-line flags. CLI flags override the
   config; a section value left out leaves the lower layer's value alone.
@@ -496,8 +496,6 @@ def _dream_value(param: Param, value: Any) -> Any:
         if text.startswith(f"{param.name}: "):  # an objective's own message, already specific
             raise _Said(text[len(param.name) + 2 :]) from None
         raise _Bad(param.expects()) from None
-    if param.kind in ("int", "float") and coerced != value:
-        raise _Bad(param.expects())  # the registry would have clamped it
     return coerced
 
 

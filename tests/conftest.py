@@ -3,7 +3,9 @@ through the real loader, isolated caches, and real photographs shipped by scikit
 
 from __future__ import annotations
 
+import struct
 import time
+import zlib
 from importlib.resources import files
 from pathlib import Path
 
@@ -49,6 +51,15 @@ def model(checkpoint: Path) -> Model:
 def photo_path(name: str = "chelsea.png") -> Path:
     """A real photograph from scikit-image's bundled data (chelsea.png, coffee.png, rocket.jpg …)."""
     return Path(str(files("skimage") / "data" / name))
+
+
+def png_header(width: int, height: int) -> bytes:
+    """A tiny PNG that claims ``width`` × ``height`` (1-bit grey): a decompression bomb's shape."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
 
 
 @pytest.fixture(scope="session")

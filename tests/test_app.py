@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -288,13 +289,14 @@ def test_sigterm_finalises_the_recording(tmp_path: Path) -> None:
     exe = Path(sys.executable).with_name("deepdream-live")
     proc = subprocess.Popen(
         [str(exe), "run", "--source", "test-scene", "--no-window", "--record", str(out), "--weights", "random",
-         "--size", "96x64", "--steps", "1", "--status-every", "1"],
+         "--size", "96x64", "--steps", "1", "--status-every", "1", "--no-osc", "--no-midi"],  # no fixed port
         stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     try:
         deadline = time.monotonic() + 120
-        for line in proc.stderr:  # wait for the show to be running
-            if "fps" in line and "latency" in line or time.monotonic() > deadline:
+        for line in proc.stderr:  # wait for the show to have recorded a frame (status lines come
+            # from a heartbeat, during the first frame too, and a stop abandons a frame in progress)
+            if re.search(r"fps, latency.*: [1-9]\d* sent", line) or time.monotonic() > deadline:
                 break
         proc.send_signal(signal.SIGTERM)
         rest = proc.communicate(timeout=60)[1]

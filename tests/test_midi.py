@@ -250,6 +250,41 @@ def test_ccs_move_parameters_along_linear_and_log_curves_within_sub_ranges(make)
     assert after(6, 0, "zoom") == pytest.approx(0.02) and after(6, 127, "zoom") == pytest.approx(-0.02)
 
 
+def test_every_knob_position_of_every_bindable_parameter_is_within_its_range(make) -> None:
+    """A CC maps 0..127 along the binding's range and curve: no position can be refused as out of
+    range (the curves' float rounding at the ends included)."""
+    reg = Registry()
+    numeric = [p for p in reg.params.values() if p.kind in ("float", "int")]
+    ctl = make("".join(binding(cc=i, param=p.name, takeover=False) for i, p in enumerate(numeric)), registry=reg)
+    heard = []
+    reg.subscribe_refusals(lambda *a: heard.append(a))
+    for i, p in enumerate(numeric):
+        for value in range(128):
+            ctl.handle(cc(i, value), NANO)
+        assert reg.get(p.name) == p.hi, p.name  # and the top of the travel is exactly the top of the range
+    assert heard == [] and ctl.refused == 0
+
+
+def test_a_value_the_registry_refuses_is_counted_logged_once_and_heard_by_osc(make, caplog) -> None:
+    reg = Registry()
+
+    def narrow(values) -> None:  # a rule such as this machine's largest dream size
+        if values["width"] > 640:
+            raise UsageError(f"dream width {values['width']} is above this machine's largest, 640")
+
+    reg.add_rule(narrow)
+    heard = []
+    reg.subscribe_refusals(lambda what, reason, source: heard.append((what, source)))
+    ctl = make(binding(cc=1, param="width", takeover=False), registry=reg)
+    caplog.set_level(logging.WARNING, logger=midi_module.__name__)
+    for value in (0, 127, 126, 125, 10):  # three positions above 640 px, two below
+        ctl.handle(cc(1, value), NANO)
+    assert reg.get("width") == round(64 + 10 / 127 * (3840 - 64))  # the last good position applied
+    assert ctl.refused == 3 and heard == [("width", "midi")] * 3
+    lines = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
+    assert len(lines) == 1 and "above this machine's largest, 640" in lines[0]  # rate-limited
+
+
 def test_channel_and_port_prefix_pick_which_controller_moves_what(make) -> None:
     text = (binding(port="nanoKONTROL2", channel=2, cc=1, param="mix", takeover=False)
             + binding(port="launch", cc=1, param="feedback", takeover=False))

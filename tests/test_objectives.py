@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pytest
 
@@ -65,9 +67,34 @@ def test_terms_are_copies() -> None:
         ("inception4c inception3b", "'+' or '-'"),
         ("inception4c; rm -rf", "cannot read objective"),
         ("", "empty objective"),
+        ("inception4c:9..1", "runs backwards; write it low to high, e.g. inception4c:1..9"),
+        ("inception4c:0..999999999999", "512 channels (0..511)"),
+        ("1e999*inception4c", "the weight 1e999 is not a finite number"),
+        ("inception4c*1e999", "not a finite number"),
+        ("2000*inception4c", "weights are at most 1000"),
+        ("1000*inception4c*1000", "weights are at most 1000"),
     ],
 )
 def test_bad_objectives_say_what_was_expected(text: str, fragment: str) -> None:
     with pytest.raises(UsageError) as e:
         Objective.parse(text)
     assert fragment in str(e.value)
+
+
+def test_non_finite_weights_are_refused_however_they_are_made() -> None:
+    w = np.full(64, np.nan, np.float32)
+    with pytest.raises(UsageError, match="finite"):
+        Objective({"conv1": w})
+    with pytest.raises(UsageError, match="finite"):
+        Objective.layer("conv1") * float("inf")
+
+
+def test_an_all_zero_objective_is_accepted_with_one_warning(caplog) -> None:
+    caplog.set_level(logging.WARNING, logger="live.objectives")
+    for _ in range(3):  # a controller sending it again and again: one line, not three
+        zero = Objective.parse("0*inception4c:3")
+    assert zero.is_zero and str(zero) == "0*inception4c"
+    assert not Objective.parse("inception4c").is_zero
+    assert Objective.parse("inception4c - inception4c").is_zero
+    lines = [r.getMessage() for r in caplog.records if "all its weights at zero" in r.getMessage()]
+    assert len(lines) == 2 and "leave the picture unchanged" in lines[0]  # one per objective

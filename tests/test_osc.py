@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import random
 import socket
 import threading
@@ -234,7 +235,7 @@ def test_channel_focuses_the_deepest_layer(reg: Registry, start, controllers) ->
         c.send("/dream/channel", bad)
     c.sync()
     assert reg.get("objective") == Objective.parse("inception4c:12")
-    assert server.stats["errors"] == {"bad_args": 4}
+    assert server.stats["errors"] == {"out_of_range": 2, "bad_args": 2}
 
 
 def test_wildcard_addresses_reach_every_matching_parameter(reg: Registry, start, controllers) -> None:
@@ -333,13 +334,68 @@ def test_a_future_timetag_does_not_hold_the_queue(reg: Registry, start, controll
     assert time.monotonic() - t0 < 1.0
 
 
-def test_out_of_range_values_clamp_and_are_not_errors(reg: Registry, start, controllers) -> None:
+def test_out_of_range_values_are_refused_and_answered_on_dream_error(
+    reg: Registry, start, controllers, listener: Listener, caplog
+) -> None:
+    server = start(reg, feedback=[listener.target])
+    c = controllers(server)
+    c.send("/dream/steps", 7)
+    c.sync()
+    before = reg.snapshot()
+    c.send("/dream/width", 1e9)  # was a 3840-wide frame that took a minute
+    got = c.receive(until="/dream/error")
+    reason = "width 1000000000 is out of range; allowed: an integer 64..3840 px"
+    assert got[-1] == ("/dream/error", ["/dream/width", reason])
+    listener.wait_for("/dream/error", ["/dream/width", got[-1][1][1]])  # the controller's own port hears it too
+    for address, value in [("/dream/steps", 500), ("/dream/steps", -1), ("/dream/mix/norm", 1.7),
+                           ("/dream/feedback", 2.0), ("/dream/layer/norm", -0.5),
+                           ("/dream/objective", "1e999*inception4c")]:
+        c.send(address, value)
+    c.sync()
+    assert reg.snapshot().version == before.version and reg.get("steps") == 7  # nothing applied, nothing clamped
+    assert server.stats["errors"] == {"out_of_range": 6, "bad_args": 1}
+    assert "out of range" in caplog.text and "clamped" not in server.stats
+
+
+def test_a_flood_of_refused_values_changes_nothing_and_is_not_echoed_in_full(reg: Registry, start, controllers) -> None:
     server = start(reg)
     c = controllers(server)
-    c.send("/dream/steps", 500)
-    c.send("/dream/mix/norm", 1.7)
-    assert c.value("steps") == 50 and c.value("mix") == 1.0
-    assert server.stats["clamped"] == 2 and server.stats["errors"] == {}
+    c.sync()
+    before = reg.snapshot()
+    rng = random.Random(3)
+    started = time.monotonic()
+    absurd = [build_msg(f"/dream/{rng.choice(['steps', 'width', 'octaves'])}", [rng.randint(10**3, 10**9)]).dgram
+              for _ in range(200)]  # a valid prefix, absurd values
+    _send_fast(c, server, absurd)
+    c.sync()
+    elapsed = time.monotonic() - started
+    assert reg.snapshot().version == before.version and reg.get("steps") == 4
+    stats = server.stats
+    assert stats["errors"]["out_of_range"] == 200
+    assert stats["error_replies"] + stats["error_replies_held"] == 200
+    # rate-limited: at most ERROR_REPLIES_PER_SECOND in each second the burst spanned (one, normally)
+    assert stats["error_replies"] <= osc.ERROR_REPLIES_PER_SECOND * (int(elapsed) + 2)
+
+
+def test_refusals_of_other_sources_reach_the_feedback_targets(reg: Registry, start, listener: Listener) -> None:
+    start(reg, feedback=[listener.target])
+    with pytest.raises(UsageError):
+        reg.set("steps", 99, source="midi")
+    listener.wait_for("/dream/error", ["midi: steps", "steps 99 is out of range; allowed: an integer 0..50 steps"])
+
+
+def test_the_receive_buffer_asks_past_the_cap_as_root_and_says_how_to_raise_it(reg: Registry, start, caplog) -> None:
+    rmem_max = int(open("/proc/sys/net/core/rmem_max").read()) if os.path.exists("/proc/sys/net/core/rmem_max") else 0
+    caplog.set_level(logging.INFO, logger=osc.__name__)
+    asked = max(4 * rmem_max, 1 << 20)
+    server = start(reg, rcvbuf=asked)
+    line = next(r.getMessage() for r in caplog.records if "OSC listening" in r.getMessage())
+    assert f"receive buffer {server.receive_buffer} bytes" in line
+    if server.receive_buffer < asked:  # not root, or a container without CAP_NET_ADMIN
+        assert "by SO_RCVBUF" in line
+        assert f"sudo sysctl -w net.core.rmem_max={asked}" in caplog.text and osc.SYSCTL_CONF in caplog.text
+    else:  # SO_RCVBUFFORCE went past net.core.rmem_max
+        assert "by SO_RCVBUFFORCE" in line and "sysctl" not in caplog.text
 
 
 def test_sender_filter_allows_loopback_and_listed_networks() -> None:
@@ -469,7 +525,7 @@ def test_missing_or_failing_actions_are_counted_not_fatal(reg: Registry, start, 
     c.send("/dream/preset/load", 3)  # a TouchOSC button sends a number
     c.sync()
     assert calls == [("morph", 2.5), ("load", "3")]
-    assert server.stats["errors"] == {"action_failed": 2, "bad_args": 2}
+    assert server.stats["errors"] == {"action_failed": 2, "bad_args": 1, "out_of_range": 1}
 
     bare = start(reg)
     b = controllers(bare)

@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from live.control.params import LIVE_PARAMS, Registry
+from live.control.params import LIVE_PARAMS, OutOfRange, Registry
 from live.errors import UsageError
 from live.objectives import Objective
 
@@ -17,12 +17,67 @@ def test_defaults_are_in_the_first_snapshot() -> None:
     assert snap.steps == 4 and snap.objective == Objective.parse("inception4c") and snap.reset == 0
 
 
-def test_numbers_clamp_to_their_range() -> None:
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("feedback", 7.5, "feedback 7.5 is out of range; allowed: a number 0..1"),
+        ("steps", -3, "steps -3 is out of range; allowed: an integer 0..50 steps"),
+        ("steps", "100000", "steps 100000 is out of range; allowed: an integer 0..50 steps"),
+        ("width", 10, "width 10 is out of range; allowed: an integer 64..3840 px"),
+        ("width", 10**9, "allowed: an integer 64..3840 px"),
+        ("step_size", 1e300, "allowed: a number 0.1..32 grey levels"),
+    ],
+)
+def test_numbers_out_of_range_are_refused_never_clamped(name: str, value: object, message: str) -> None:
     reg = Registry()
-    assert reg.set("feedback", 7.5) == 1.0
-    assert reg.set("steps", -3) == 0
-    assert reg.set("steps", "12") == 12
-    assert reg.snapshot().feedback == 1.0
+    before = reg.snapshot()
+    with pytest.raises(OutOfRange, match=message.replace(".", r"\.").replace("(", r"\(")):
+        reg.set(name, value)
+    assert reg.snapshot() is before  # nothing changed
+    assert reg.set("steps", "12") == 12 and reg.set("feedback", 1.0) == 1.0  # in range, ends included
+
+
+def test_a_fader_position_outside_0_1_is_refused_and_the_curve_ends_are_exact() -> None:
+    reg = Registry()
+    with pytest.raises(OutOfRange, match="0..1"):
+        reg.set_norm("mix", 1.7)
+    with pytest.raises(UsageError, match="fader position"):
+        reg.set_norm("mix", float("nan"))
+    assert reg.get("mix") == 1.0
+    # the log curve's float rounding never lands outside the range at its ends
+    assert reg.set_norm("step_size", 1.0) == 32.0 and reg.set_norm("step_size", 0.0) == pytest.approx(0.1)
+
+
+def test_refusals_from_any_source_reach_the_refusal_listeners() -> None:
+    reg = Registry()
+    heard = []
+    reg.subscribe_refusals(lambda what, reason, source: heard.append((what, reason, source)))
+    with pytest.raises(OutOfRange):
+        reg.set("steps", 51, source="midi")
+    with pytest.raises(UsageError):
+        reg.set_norm("mix", 2.0, source="web")
+    assert heard[0] == ("steps", "steps 51 is out of range; allowed: an integer 0..50 steps", "midi")
+    assert heard[1][0] == "mix/norm" and heard[1][2] == "web"
+
+
+def test_a_rule_checks_the_whole_write_and_refuses_all_of_it() -> None:
+    reg = Registry()
+
+    def at_most_100k_pixels(values) -> None:
+        if values["width"] * values["height"] > 100_000:
+            raise UsageError(f"{values['width']}x{values['height']} is too large")
+
+    reg.update({"width": 320, "height": 240})
+    reg.add_rule(at_most_100k_pixels)
+    with pytest.raises(UsageError, match="640x240 is too large"):
+        reg.update({"width": 640, "steps": 7})
+    assert (reg.get("width"), reg.get("steps")) == (320, 4)  # neither applied
+    reg.update({"width": 400, "height": 200})  # 80k: fine
+    with pytest.raises(UsageError, match="too large"):
+        reg.check({"height": 400})  # checked, not applied
+    assert reg.get("height") == 200
+    with pytest.raises(UsageError):
+        Registry().add_rule(lambda values: (_ for _ in ()).throw(UsageError("the current values break it")))
 
 
 @pytest.mark.parametrize(
@@ -31,6 +86,7 @@ def test_numbers_clamp_to_their_range() -> None:
         ("steps", "many", "steps expects an integer 0..50"),
         ("steps", 2.5, "an integer"),
         ("feedback", float("nan"), "feedback expects a number 0..1"),
+        ("feedback", True, "feedback expects a number 0..1"),
         ("flow", "maybe", "0/1, true/false or on/off"),
         ("objective", "inception9z", "valid layers"),
         ("warp_speed", 1, "unknown parameter 'warp_speed'; valid: objective, steps"),

@@ -68,11 +68,15 @@ def test_bad_preset_files_name_the_file_and_the_problem(tmp_path: Path) -> None:
     assert reg.snapshot() is before
 
 
-def test_out_of_range_preset_values_clamp(tmp_path: Path) -> None:
-    (tmp_path / "wild.toml").write_text("feedback = 5.0\nsteps = 500\n")
+def test_out_of_range_preset_values_are_refused_with_the_file_and_the_range(tmp_path: Path) -> None:
+    (tmp_path / "wild.toml").write_text("feedback = 0.5\nsteps = 500\n")
     reg = Registry()
-    PresetStore(reg, tmp_path).load("wild")
-    assert reg.get("feedback") == 1.0 and reg.get("steps") == 50
+    before = reg.snapshot()
+    with pytest.raises(DataError) as e:
+        PresetStore(reg, tmp_path).load("wild")
+    assert str(tmp_path / "wild.toml") in str(e.value)
+    assert "steps 500 is out of range; allowed: an integer 0..50" in str(e.value)
+    assert reg.snapshot() is before  # not even the good value: a preset applies whole or not at all
 
 
 def test_layer_change_cross_fades_monotonically_without_an_empty_frame() -> None:

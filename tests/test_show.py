@@ -55,7 +55,8 @@ def _args(*argv: str):
 
 
 def test_profile_then_config_then_preset_then_flags(tmp_path: Path) -> None:
-    profile = calibrate(path=tmp_path / "here.toml", sizes=[(96, 64)], steps=[1, 2], frames=2, target_fps=1.0)
+    profile = calibrate(path=tmp_path / "here.toml", sizes=[(96, 64)], steps=[1, 2], frames=2, target_fps=1.0,
+                        measure_limit=False)  # the size limit is tests/test_limits.py's business
     presets = tmp_path / "presets"
     PresetStore(Registry(), presets).save("soft", {"feedback": 0.3, "jitter": 3})
     site = tmp_path / "site.toml"

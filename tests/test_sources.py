@@ -396,3 +396,26 @@ def test_unexpected_error_in_a_source_is_logged_and_marks_it_failed(caplog: pyte
         assert src.status == "failed"
         assert src.latest() is None
     assert any("odd camera stopped on an unexpected error" in r.getMessage() and r.exc_info for r in caplog.records)
+
+
+def test_a_source_too_large_to_decode_is_refused_from_its_header(tmp_path: Path) -> None:
+    """A still's size is read from its header before OpenCV decodes it; OpenCV's own decoder limit is
+    set to the same figure as a backstop."""
+    import os
+
+    from live.errors import DataError
+    from live.sources.files import MAX_SOURCE_PIXELS, check_source_size
+    from tests.conftest import png_header
+
+    bomb = tmp_path / "bomb.png"
+    bomb.write_bytes(png_header(20000, 20000))  # 48 bytes that would decode to 1.2 GB of BGR
+    with pytest.raises(DataError, match=r"bomb.png is 400 Mpx; a source may be at most 33 Mpx"):
+        ImageSource(bomb).start()
+    big = tmp_path / "big.png"
+    big.write_bytes(png_header(9000, 5000))  # 45 Mpx: under Pillow's own limits, over a source's
+    with pytest.raises(DataError, match=r"big.png is 9000x5000 \(45 Mpx\)"):
+        ImageSource(big).start()
+    assert os.environ["OPENCV_IO_MAX_IMAGE_PIXELS"] == str(MAX_SOURCE_PIXELS)
+    check_source_size("an 8K frame", 7680, 4320)  # 8K UHD itself is fine
+    with pytest.raises(DataError, match="scale it down first"):
+        check_source_size("video x.mp4", 7681, 4320)

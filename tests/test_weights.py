@@ -21,6 +21,7 @@ from live.model.weights import (
     cache_dir,
     download_checkpoint,
     load_reference,
+    read_bvlc_checkpoint,
     read_checkpoint,
 )
 
@@ -137,6 +138,7 @@ def test_corrupt_file_names_the_file_and_what_was_expected(tmp_path: Path) -> No
     with pytest.raises(DataError) as e:
         read_checkpoint(bad)
     assert str(bad) in str(e.value) and "corrupt or truncated" in str(e.value) and "googlenet" in str(e.value)
+    assert "weights_only" not in str(e.value)
 
 
 def test_truncated_file(checkpoint: Path, tmp_path: Path) -> None:
@@ -224,3 +226,48 @@ def test_written_files_get_ordinary_permissions(checkpoint: Path, http_dir, tmp_
     mask = os.umask(0)
     os.umask(mask)
     assert dest.stat().st_mode & 0o777 == 0o666 & ~mask
+
+
+class _RunsCode:
+    """Pickles as a call of ``Path.touch``: loading it unsafely would create the marker file."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+@pytest.mark.parametrize(
+    ("kind", "seems"),
+    [
+        ("random bytes", "in no format PyTorch saves"),
+        ("html page", "HTML or XML page"),
+        ("git lfs pointer", "Git LFS pointer"),
+        ("empty", "it is empty"),
+        ("code in the pickle", "holds Python objects besides tensors (such as "),
+    ],
+)
+def test_weights_errors_say_what_the_file_seems_to_be_and_never_suggest_unsafe_loading(
+    tmp_path: Path, kind: str, seems: str
+) -> None:
+    bad = tmp_path / "weights.pth"
+    marker = tmp_path / "code-ran"
+    if kind == "random bytes":
+        bad.write_bytes(os.urandom(4096))
+    elif kind == "html page":
+        bad.write_text("<!DOCTYPE html><html><body>403 Forbidden</body></html>")
+    elif kind == "git lfs pointer":
+        bad.write_text("version https://git-lfs.github.com/spec/v1\noid sha256:1378be20\nsize 52147035\n")
+    elif kind == "empty":
+        bad.write_bytes(b"")
+    else:
+        torch.save({"conv1.conv.weight": torch.zeros(1), "trap": _RunsCode(marker)}, bad)
+    for read in (read_checkpoint, read_bvlc_checkpoint):
+        with pytest.raises(DataError) as e:
+            read(bad)
+        text = str(e.value)
+        assert str(bad) in text and seems in text, text
+        assert "weights_only" not in text and "will likely succeed" not in text
+        assert "--weights imagenet" in text or "--model bvlc --weights imagenet" in text  # how to get a proper one
+    assert not marker.exists()  # nothing in the file ran

@@ -44,6 +44,12 @@ class Backend(ABC):
     name: str = "?"
     size_multiple: int = 1  # dream sizes must be multiples of this (static-shape engines: 32)
 
+    @property
+    def fuses_steps(self) -> bool:
+        """True when :meth:`ascend` runs its steps as one unit (a captured CUDA graph): the dreamer
+        then looks in between octaves, not between steps, so the graph stays whole."""
+        return False
+
     def __init__(self, device: torch.device) -> None:
         self.device = device
         self.stats = BackendStats()

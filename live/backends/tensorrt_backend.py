@@ -293,6 +293,10 @@ class TensorRTBackend(Backend):
         self._refused: dict[tuple[Shape, tuple[str, ...]], LiveError] = {}
         self._graphs = GraphCache(device, self.stats, "the TensorRT dream steps")
 
+    @property
+    def fuses_steps(self) -> bool:
+        return self.cuda_graphs  # a captured few-step graph is short; splitting it would undo it
+
     def describe(self) -> str:
         return (f"tensorrt {self.toolchain.tensorrt} on {self.toolchain.gpu} ({self.precision}, verified plans"
                 f"{self.fallback_note()})")

@@ -51,6 +51,10 @@ class TorchBackend(Backend):
         if device.type == "cuda":
             torch.backends.cudnn.benchmark = True
 
+    @property
+    def fuses_steps(self) -> bool:
+        return self.cuda_graphs  # a captured few-step graph is short; splitting it would undo it
+
     def describe(self) -> str:
         mode = str(self.dtype).removeprefix("torch.")
         graphs = ", CUDA graphs" if self.cuda_graphs else ""

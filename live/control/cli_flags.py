@@ -6,6 +6,7 @@ import argparse
 from typing import Any
 
 from live.control.params import LIVE_PARAMS, Param, Registry
+from live.errors import UsageError
 
 
 def flag(param: Param) -> str:
@@ -36,7 +37,24 @@ def param_values(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def apply_flags(registry: Registry, args: argparse.Namespace) -> None:
-    """Write the command line's parameters into the registry, all at once (UsageError on a bad one)."""
+    """Write the command line's parameters into the registry, all at once.
+
+    A bad one is a UsageError that names the flag as typed (``--steps 51 is out of range;
+    allowed: an integer 0..50 steps``); nothing is applied then.
+    """
     values = param_values(args)
-    if values:
-        registry.update(values, source="cli")
+    if not values:
+        return
+    for name, value in values.items():  # one at a time first, so the message names the flag at fault
+        try:
+            registry.param(name).coerce(value)
+        except UsageError as e:
+            raise UsageError(as_flag(str(e), registry.param(name))) from None
+    registry.update(values, source="cli")
+
+
+def as_flag(message: str, param: Param) -> str:
+    """A registry message about ``param`` reworded for the command line: its flag instead of its name."""
+    if message.startswith(param.name + " ") or message.startswith(param.name + ":"):
+        return flag(param) + message[len(param.name):]
+    return f"{flag(param)}: {message}"

@@ -27,6 +27,13 @@ that moves to an armed parameter and saves the mapping file atomically.
 
 MIDI is an optional extra (``mido`` + ``python-rtmidi``), imported only when ports are listed:
 without it, or without an ALSA sequencer, "no MIDI: <reason>" is logged once and the show goes on.
+
+A control sends a 0..127 position, mapped along its binding's range and curve, so it cannot ask
+for a value outside the parameter's range, and a mapping file whose ``min``/``max`` lie outside
+it is refused when it is loaded. A write the registry still refuses (a rule such as the largest
+dream size for this machine) is not applied, is counted in :attr:`MidiControl.refused`, logged
+at most once every ``LOG_EVERY`` seconds, and reaches OSC's feedback targets on ``/dream/error``
+through the registry.
 """
 
 from __future__ import annotations
@@ -71,6 +78,7 @@ MSB_WAIT_S = 0.005
 # With no MIDI here, ports are listed this many times less often: each failed attempt costs an
 # ALSA client and prints ALSA's own complaint to stderr.
 NO_MIDI_SLOWDOWN = 5
+LOG_EVERY = 10.0  # s between two log lines about refused MIDI values
 
 PortLister = Callable[[], list[str]]
 PortOpener = Callable[..., Any]  # (name, callback=fn) -> a port with close()
@@ -345,6 +353,8 @@ class _Route:
         if not self.numeric:
             return self.param.from_norm(x)
         v = self.lo * (self.hi / self.lo) ** x if self.log else self.lo + x * (self.hi - self.lo)
+        # the curve's float rounding may land a hair outside the binding's range at its ends
+        v = min(max(v, min(self.lo, self.hi)), max(self.lo, self.hi))
         return self.param.coerce(round(v) if self.param.kind == "int" else v)
 
     def pos_of(self, value: Any) -> float:
@@ -452,6 +462,8 @@ class MidiControl:
         self._open_failed: set[str] = set()
         self._unavailable: str | None = None
         self._handler_errors: set[str] = set()
+        self.refused = 0  # values the registry refused (not applied)
+        self._refusal_logged = (-math.inf, 0)  # (when, refused count then)
         self._repoll = False
         self._stop = threading.Event()
         self._wake = threading.Event()
@@ -539,7 +551,20 @@ class MidiControl:
             for route, role in self._index.get(key, ()):
                 if route.binding.matches(port_name, message.channel):
                     state = self._states.setdefault((route.binding, port_name), _State())
-                    self._apply(route, role, state, value, port_name)
+                    try:
+                        self._apply(route, role, state, value, port_name)
+                    except UsageError as e:  # refused by the registry: not applied, counted, said
+                        self._refused(route, port_name, e)
+
+    def _refused(self, route: _Route, port_name: str, error: UsageError) -> None:
+        self.refused += 1
+        now = time.monotonic()
+        when, count = self._refusal_logged
+        if now - when >= LOG_EVERY:
+            hidden = self.refused - count - 1
+            log.warning("MIDI %s from %s refused: %s%s", route.binding.describe(), port_name, error,
+                        f" ({hidden} more refused since the last report)" if hidden > 0 else "")
+            self._refusal_logged = (now, self.refused)
 
     def close(self) -> None:
         """Stop the polling thread and close the ports (safe to call twice)."""

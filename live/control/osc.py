@@ -32,6 +32,18 @@ datagrams and the last value always goes out.
 Hostile input (wrong types, unknown addresses, malformed or oversized datagrams, senders
 outside the allowlist) is counted in :attr:`OscServer.stats` and logged at most once per kind
 every ``LOG_EVERY`` seconds; nothing a client sends stops the server.
+
+Refusals are answered. A message the server or the registry refuses (a value out of range, a
+wrong type, an unknown address, an action that failed) is not applied, is counted and logged as
+above, and is answered with ``/dream/error <address> <reason>`` to the sender (at most
+``ERROR_REPLIES_PER_SECOND`` a second; more are counted) and to the feedback targets, so a
+controller can show why its fader did not move. Refusals of other sources (MIDI, a preset, the
+web page) reach the feedback targets the same way, through the registry's refusal listeners.
+Out-of-range values are never clamped; a fader sends its 0..1 position to ``/norm`` instead.
+
+The receive buffer is asked for ``RCVBUF`` bytes (``SO_RCVBUFFORCE`` when running as root, which
+passes the system's cap, then ``SO_RCVBUF``); the size granted is logged, and when it is less,
+so is the ``sysctl`` that raises ``net.core.rmem_max`` (see :func:`enlarge_receive_buffer`).
 """
 
 from __future__ import annotations
@@ -40,6 +52,7 @@ import inspect
 import ipaddress
 import logging
 import math
+import os
 import re
 import socket
 import threading
@@ -56,7 +69,7 @@ from pythonosc.osc_packet import OscPacket
 from pythonosc.osc_server import BlockingOSCUDPServer
 from pythonosc.udp_client import SimpleUDPClient
 
-from live.control.params import Param, Registry
+from live.control.params import OutOfRange, Param, Registry
 from live.errors import LiveError, UsageError
 from live.model import catalog
 from live.objectives import Objective
@@ -74,6 +87,9 @@ STATUS_EVERY = 1.0  # s between status pushes to the feedback targets
 STATUS_FIELDS = ("fps", "layer", "backend", "size", "outputs")  # what the app's status() is expected to return
 ACTIONS = ("preset/load", "preset/save", "morph", "learn", "record/start", "record/stop")
 STREAM_ENABLE = re.compile(r"stream/([1-9][0-9]?)/enable")  # one action per configured stream
+ERROR_ADDRESS = f"{PREFIX}/error"  # the answer to a refused message: /dream/error <address> <reason>
+ERROR_REPLIES_PER_SECOND = 20  # to the senders, all together; a flood of bad values is counted, not echoed
+SYSCTL_CONF = "/etc/sysctl.d/60-deepdream-live.conf"
 
 _FADER_KINDS = ("float", "int", "bool", "choice")  # kinds with a 0..1 mapping
 _ACCEPTED_TYPES = (bool, int, float, str)  # OSC argument types a parameter can be set from
@@ -145,6 +161,35 @@ class _Throttle:
             hidden, self._suppressed = dict(self._suppressed), Counter()
         for kind, n in hidden.items():
             log.warning("OSC: %d more %s were not logged", n, kind)
+
+
+def enlarge_receive_buffer(sock: socket.socket, size: int = RCVBUF) -> tuple[int, str]:
+    """Ask for a ``size``-byte receive buffer on ``sock``; returns (bytes granted, how it was asked).
+
+    As root, ``SO_RCVBUFFORCE`` sets it past ``net.core.rmem_max``; otherwise (or if that fails)
+    ``SO_RCVBUF`` is capped by it. Linux reports twice what it books for data, so a grant of at
+    least ``size`` means the request was met.
+    """
+    how = "SO_RCVBUF"
+    force = getattr(socket, "SO_RCVBUFFORCE", None)
+    if force is not None and hasattr(os, "geteuid") and os.geteuid() == 0:
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, force, size)
+            how = "SO_RCVBUFFORCE"
+        except OSError as e:  # a container without CAP_NET_ADMIN: the ordinary request below
+            log.debug("SO_RCVBUFFORCE refused (%s); asking with SO_RCVBUF", e)
+    if how == "SO_RCVBUF":
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
+        except OSError as e:
+            log.warning("OSC: cannot set the receive buffer to %d bytes: %s", size, e)
+    return sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF), how
+
+
+def rcvbuf_fix(size: int = RCVBUF) -> str:
+    """The commands that let a process ask for ``size`` bytes of UDP receive buffer."""
+    return (f"sudo sysctl -w net.core.rmem_max={size} (to keep it after a reboot: "
+            f"echo 'net.core.rmem_max = {size}' | sudo tee {SYSCTL_CONF})")
 
 
 def _parse_target(text: str) -> tuple[str, int]:
@@ -326,6 +371,7 @@ class OscServer:
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._closed = False
+        self._error_window = (0.0, 0)  # (second it started, error replies sent in it)
         self.receive_buffer = 0  # bytes the OS granted (Linux books about 1 KiB per small datagram)
 
     # ----- lifecycle
@@ -340,20 +386,16 @@ class OscServer:
                 f"cannot listen for OSC on {self.host}:{self.port}: {e.strerror or e}; is another show "
                 "running? choose another port with --osc-port"
             ) from None
-        sock = self._server.socket
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.rcvbuf)
-        except OSError as e:
-            log.warning("OSC: cannot enlarge the receive buffer to %d bytes: %s", self.rcvbuf, e)
-        granted = self.receive_buffer = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+        granted, how = enlarge_receive_buffer(self._server.socket, self.rcvbuf)
+        self.receive_buffer = granted
         # Linux reports twice what it books for data; less than asked means net.core.rmem_max caps it
         if granted < self.rcvbuf:
             log.warning(
-                "OSC receive buffer is %d bytes (asked %d); fader bursts may drop datagrams. "
-                "Raise it with: sysctl -w net.core.rmem_max=%d",
+                "OSC receive buffer is %d bytes, asked %d (net.core.rmem_max caps it): a fader burst may "
+                "overflow it and the kernel drops datagrams. Raise it: %s",
                 granted,
                 self.rcvbuf,
-                self.rcvbuf,
+                rcvbuf_fix(self.rcvbuf),
             )
         try:
             for host, port in self.targets:
@@ -366,16 +408,18 @@ class OscServer:
             target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="osc-server", daemon=True
         )
         self._serve_thread.start()
+        self.registry.subscribe_refusals(self._refused_elsewhere)
         if self._clients:
             self.registry.subscribe(self._changed)
             self._feedback_thread = threading.Thread(target=self._feedback_loop, name="osc-feedback", daemon=True)
             self._feedback_thread.start()
         host, port = self.address
         log.info(
-            "OSC listening on %s:%d (receive buffer %d bytes)%s",
+            "OSC listening on %s:%d (receive buffer %d bytes, by %s)%s",
             host,
             port,
             granted,
+            how,
             f"; feedback to {', '.join(f'{h}:{p}' for h, p in self.targets)}" if self.targets else "",
         )
         return self
@@ -424,9 +468,10 @@ class OscServer:
 
     @property
     def stats(self) -> dict[str, Any]:
-        """Counters: datagrams received, messages, applied, clamped, replies, rejected senders,
-        feedback sent/dropped, and ``errors`` by kind (unknown_address, bad_args, malformed,
-        oversized, unsupported, action_failed, status_failed, internal)."""
+        """Counters: datagrams received, messages, applied, replies, error replies (sent and held
+        back by the rate limit), rejected senders, feedback sent/dropped, and ``errors`` by kind
+        (out_of_range, bad_args, unknown_address, malformed, oversized, unsupported,
+        action_failed, status_failed, internal)."""
         with self._count_lock:
             out: dict[str, Any] = {
                 key: self._counts[key]
@@ -434,8 +479,9 @@ class OscServer:
                     "received",
                     "messages",
                     "applied",
-                    "clamped",
                     "replies",
+                    "error_replies",
+                    "error_replies_held",
                     "rejected_senders",
                     "feedback_sent",
                     "feedback_dropped",
@@ -496,11 +542,46 @@ class OscServer:
                 handler.invoke(client, message)
                 self._count("applied")
             except _Rejected as e:
-                self._count_error(e.kind, "%s from %s: %s", address, client[0], e)
+                self._refuse(e.kind, address, client, str(e))
+            except OutOfRange as e:
+                self._refuse("out_of_range", address, client, str(e))
             except UsageError as e:
-                self._count_error("bad_args", "%s from %s: %s", address, client[0], e)
+                self._refuse("bad_args", address, client, str(e))
             except Exception:  # noqa: BLE001 - a bug in one handler must not stop the show; logged with traceback
                 self._count_error("internal", "handling %s from %s failed", address, client[0], exc_info=True)
+                self._answer_error(client, address, "internal error handling this message (see the show's log)")
+
+    # ----- refusals (server thread; other sources' from their own threads)
+    def _refuse(self, kind: str, address: str, client: tuple[str, int], reason: str) -> None:
+        """A message not applied: counted, logged (rate-limited), answered on /dream/error."""
+        self._count_error(kind, "%s from %s: %s", address, client[0], reason)
+        self._answer_error(client, address, reason)
+
+    def _answer_error(self, client: tuple[str, int], address: str, reason: str) -> None:
+        message = {ERROR_ADDRESS: [address, reason]}
+        now = time.monotonic()
+        with self._count_lock:
+            start, sent = self._error_window
+            if now - start >= 1.0:
+                start, sent = now, 0
+            allowed = sent < ERROR_REPLIES_PER_SECOND
+            self._error_window = (start, sent + 1 if allowed else sent)
+        if allowed and self._server is not None:
+            try:
+                self._server.socket.sendto(build_msg(ERROR_ADDRESS, [address, reason]).dgram, client)
+                self._count("error_replies")
+            except OSError as e:
+                self._throttle("reply_failed", "cannot reply to %s: %s", client[0], e)
+        elif not allowed:
+            self._count("error_replies_held")
+        if self._clients:
+            self._queue(message)  # the targets see the newest refusal; a burst collapses to one
+
+    def _refused_elsewhere(self, what: str, reason: str, source: str) -> None:
+        """A refusal from another source (MIDI, a preset, the web page): tell the feedback targets."""
+        if source == "osc" or self._closed or not self._clients:
+            return  # OSC's own refusals are answered where they happen, with the address
+        self._queue({ERROR_ADDRESS: [f"{source}: {what}", reason]})
 
     def _build_dispatcher(self) -> Dispatcher:
         # strict_timing=False: dispatch at once, whatever a bundle's timetag says (python-osc >= 1.9)
@@ -553,18 +634,14 @@ class OscServer:
                 raise UsageError(f"{address} expects {param.expects()}, got {value!r}")
             if param.kind == "int" and isinstance(value, float) and math.isfinite(value):
                 value = round(value)  # faders send floats
-            stored = self.registry.set(name, value, "osc")
-            if param.kind in ("float", "int") and stored != float(value):
-                self._count("clamped")
+            self.registry.set(name, value, "osc")  # out of range: OutOfRange, nothing changes
 
         return set_value
 
     def _norm_setter(self, param: Param) -> Callable[[tuple[str, int], str, tuple[Any, ...]], None]:
         def set_norm(client: tuple[str, int], address: str, args: tuple[Any, ...]) -> None:
             x = _number(address, _one_arg(address, args, "a fader position 0..1"), "a fader position 0..1")
-            if not 0.0 <= x <= 1.0:
-                self._count("clamped")
-            self.registry.set_norm(param.name, x, "osc")
+            self.registry.set_norm(param.name, x, "osc")  # outside 0..1: OutOfRange, nothing changes
 
         return set_norm
 
@@ -579,8 +656,10 @@ class OscServer:
 
     def _on_layer_norm(self, client: tuple[str, int], address: str, args: tuple[Any, ...]) -> None:
         x = _number(address, _one_arg(address, args, "a fader position 0..1"), "a fader position 0..1")
+        if not 0.0 <= x <= 1.0:
+            raise OutOfRange(f"{address} {x:g} is out of range; allowed: a fader position 0..1")
         layers = catalog.LAYERS
-        index = round(min(max(x, 0.0), 1.0) * (len(layers) - 1))
+        index = round(x * (len(layers) - 1))
         self.registry.set("objective", layers[index].name, "osc")
 
     def _on_channel(self, client: tuple[str, int], address: str, args: tuple[Any, ...]) -> None:
@@ -588,7 +667,7 @@ class OscServer:
         expected = f"a channel of {layer.name}, 0..{layer.channels - 1}"
         channel = _whole(address, _one_arg(address, args, expected), expected)
         if not 0 <= channel < layer.channels:
-            raise UsageError(f"{address} expects {expected}, got {channel}")
+            raise OutOfRange(f"{address} {channel} is out of range; allowed: {expected}")
         self.registry.set("objective", f"{layer.name}:{channel}", "osc")
 
     def _action(self, key: str) -> Callable[[tuple[str, int], str, tuple[Any, ...]], None]:
@@ -596,7 +675,7 @@ class OscServer:
             if key == "morph":
                 seconds = _number(address, _one_arg(address, args, "seconds"), "seconds >= 0")
                 if seconds < 0:
-                    raise UsageError(f"{address} expects seconds >= 0, got {seconds:g}")
+                    raise OutOfRange(f"{address} {seconds:g} is out of range; allowed: seconds >= 0")
                 argument: Any = seconds
                 if key not in self.actions and "morph_time" in self.registry.params:
                     self.registry.set("morph_time", seconds, "osc")  # the registry setting is enough
@@ -619,6 +698,8 @@ class OscServer:
                 raise _Rejected("unsupported", f"this show was started without {key} support")
             try:
                 fn(argument)
+            except OutOfRange:
+                raise  # counted as out of range, like the same value sent to its parameter
             except LiveError as e:
                 raise _Rejected("action_failed", f"{key} {argument!r} failed: {e}") from None
             except Exception as e:  # a bug in the action must not stop OSC; traceback at debug

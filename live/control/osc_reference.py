@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from live.control.osc import PREFIX
+from live.control.osc import ERROR_ADDRESS, PREFIX
 from live.control.osc_space import control_methods
 from live.control.params import LIVE_PARAMS, Param
 
@@ -57,6 +57,12 @@ def address_table_markdown(params: Iterable[Param] = LIVE_PARAMS) -> str:
         )
     )
     rows += [(f"`{m.address}`", m.argument, m.accepts, m.meaning) for m in control_methods()]
+    rows.append((
+        f"`{ERROR_ADDRESS}` (sent)",
+        "2 strings",
+        "address, reason",
+        "answer to a refused message, to its sender and feedback targets; nothing changed",
+    ))
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
     lines = ["| " + " | ".join(cell.ljust(w) for cell, w in zip(row, widths)) + " |" for row in rows]
     lines.insert(1, "| " + " | ".join("-" * w for w in widths) + " |")

@@ -4,6 +4,14 @@ CLI flags, the site config, OSC, MIDI and keyboard shortcuts all write through
 :meth:`Registry.set`; the frame loop reads one immutable :class:`Snapshot` per frame, so a frame
 never sees half an update and a change takes effect on the next frame.
 
+One check for every way in: a value out of its range is refused with :class:`OutOfRange`, a
+:class:`~live.errors.UsageError` that names the allowed range, and nothing changes; it is never
+clamped behind the operator's back. Only a fader's 0..1 position (:meth:`Param.from_norm`) is
+mapped onto the range along the parameter's curve. Rules that span parameters or depend on the
+machine (the largest dream size this device can dream, see :mod:`live.limits`) are added with
+:meth:`Registry.add_rule`, and every refusal is told to :meth:`Registry.subscribe_refusals`
+listeners (OSC answers it on ``/dream/error``).
+
 Writers are threads (the OSC server, the MIDI poller); the loop is another. The registry is
 copy-on-write: a write builds a new snapshot under a lock and publishes it with one reference
 assignment, so the loop's :meth:`Registry.snapshot` never blocks.
@@ -25,6 +33,12 @@ from live.objectives import Objective
 log = logging.getLogger(__name__)
 
 Listener = Callable[[str, Any, str], None]  # (name, new value, source)
+RefusalListener = Callable[[str, str, str], None]  # (what was refused, the reason, source)
+Rule = Callable[[Mapping[str, Any]], None]  # raises UsageError when the proposed values break it
+
+
+class OutOfRange(UsageError):
+    """A value of the right type outside its parameter's range (refused, never clamped)."""
 
 
 @dataclass(frozen=True)
@@ -46,18 +60,24 @@ class Param:
     choices: tuple[str, ...] = ()
 
     def coerce(self, value: Any) -> Any:
-        """The value in this parameter's type and range (numbers clamp), or UsageError saying why not."""
+        """The value in this parameter's type, or UsageError saying why not.
+
+        A number outside the range raises :class:`OutOfRange` naming the range: a value is
+        never clamped (a fader's position goes through :meth:`from_norm` instead).
+        """
         expected = self.expects()
         try:
             if self.kind == "float":
+                if isinstance(value, bool):
+                    raise ValueError
                 v = float(value)
                 if not math.isfinite(v):
                     raise ValueError
-                return min(max(v, self.lo), self.hi)
+                return self._in_range(v, value)
             if self.kind == "int":
                 if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
                     raise ValueError
-                return int(min(max(int(value), self.lo), self.hi))
+                return self._in_range(int(value), value)
             if self.kind in ("bool", "trigger"):
                 if isinstance(value, str):
                     lowered = value.strip().lower()
@@ -74,10 +94,20 @@ class Param:
             if self.kind == "objective":
                 return Objective.parse(str(value))
             return str(value)
+        except OutOfRange:
+            raise
         except UsageError as e:
             raise UsageError(f"{self.name}: {e}") from e
         except (TypeError, ValueError, OverflowError):
             raise UsageError(f"{self.name} expects {expected}, got {value!r}") from None
+
+    def _in_range(self, v: float | int, given: Any) -> float | int:
+        assert self.lo is not None and self.hi is not None
+        if not self.lo <= v <= self.hi:
+            shown = given.strip()[:40] if isinstance(given, str) else (
+                str(v) if isinstance(v, int) and abs(v) < 10**15 else f"{v:g}")
+            raise OutOfRange(f"{self.name} {shown} is out of range; allowed: {self.expects()}")
+        return v
 
     def expects(self) -> str:
         if self.kind in ("float", "int"):
@@ -92,13 +122,22 @@ class Param:
         return "text"
 
     def from_norm(self, x: float) -> Any:
-        """Map a 0..1 fader position to a value (numbers along the curve; choices by position)."""
-        x = min(max(float(x), 0.0), 1.0)
+        """Map a 0..1 fader position to a value (numbers along the curve; choices by position).
+
+        A position outside 0..1 is refused (:class:`OutOfRange`), as a value out of range is.
+        """
+        if isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(x):
+            raise UsageError(f"{self.name}/norm expects a fader position 0..1, got {x!r}")
+        if not 0.0 <= x <= 1.0:
+            raise OutOfRange(f"{self.name}/norm {x:g} is out of range; allowed: a fader position 0..1")
         if self.kind in ("float", "int"):
+            assert self.lo is not None and self.hi is not None
             if self.curve == "log":
                 v = self.lo * (self.hi / self.lo) ** x
             else:
                 v = self.lo + x * (self.hi - self.lo)
+            # the curve's float rounding may land a hair outside the range at its ends
+            v = min(max(v, self.lo), self.hi)
             return self.coerce(round(v) if self.kind == "int" else v)
         if self.kind == "choice":
             return self.choices[min(int(x * len(self.choices)), len(self.choices) - 1)]
@@ -179,6 +218,8 @@ class Registry:
         self.params: dict[str, Param] = {p.name: p for p in params}
         self._lock = threading.Lock()
         self._listeners: list[Listener] = []
+        self._refusal_listeners: list[RefusalListener] = []
+        self._rules: list[Rule] = []
         self._snapshot = Snapshot({p.name: p.coerce(p.default) if p.kind != "trigger" else 0 for p in params}, 0)
 
     def param(self, name: str) -> Param:
@@ -196,29 +237,53 @@ class Registry:
         return self._snapshot[self.param(name).name]
 
     def set(self, name: str, value: Any, source: str = "api") -> Any:
-        """Set one parameter (numbers clamp to range); returns the stored value."""
+        """Set one parameter; returns the stored value. Out of range: :class:`OutOfRange`, nothing changes."""
         return self.update({name: value}, source)[name]
 
     def set_norm(self, name: str, x: float, source: str = "api") -> Any:
-        """Set from a 0..1 fader position along the parameter's curve."""
-        return self.set(name, self.param(name).from_norm(x), source)
+        """Set from a 0..1 fader position along the parameter's curve (outside 0..1 is refused)."""
+        try:
+            value = self.param(name).from_norm(x)
+        except UsageError as e:
+            self._refused(f"{name}/norm", e, source)
+            raise
+        return self.set(name, value, source)
 
     def update(self, values: Mapping[str, Any], source: str = "api") -> dict[str, Any]:
         """Set several parameters at once: one new snapshot, so no frame sees only some of them.
 
-        All values are checked first; if any is rejected, none is applied.
+        All values are checked first (each parameter's type and range, then the rules added with
+        :meth:`add_rule`); if any is refused, none is applied, the refusal listeners hear why, and
+        the :class:`~live.errors.UsageError` is raised.
         """
-        coerced = {name: self.param(name).coerce(v) for name, v in values.items()}
+        coerced: dict[str, Any] = {}
+        for name, v in values.items():
+            try:
+                coerced[name] = self.param(name).coerce(v)
+            except UsageError as e:
+                self._refused(name, e, source)
+                raise
+        refused: UsageError | None = None
         with self._lock:
             current = dict(self._snapshot)
             for name, v in coerced.items():
                 if self.params[name].kind == "trigger":
                     current[name] += 1 if v else 0  # a count, so two presses between frames are two
-                    coerced[name] = current[name]
                 else:
                     current[name] = v
-            self._snapshot = Snapshot(current, self._snapshot.version + 1)
+            try:
+                for rule in self._rules:  # against the values this write would publish, under the lock
+                    rule(current)
+            except UsageError as e:
+                refused = e
+            else:
+                for name in coerced:
+                    coerced[name] = current[name]
+                self._snapshot = Snapshot(current, self._snapshot.version + 1)
             listeners = list(self._listeners)
+        if refused is not None:
+            self._refused(", ".join(coerced), refused, source)
+            raise refused
         for name, v in coerced.items():
             for listener in listeners:
                 try:
@@ -231,3 +296,42 @@ class Registry:
         """Call ``listener(name, value, source)`` after every accepted change (OSC feedback, overlay)."""
         with self._lock:
             self._listeners.append(listener)
+
+    def subscribe_refusals(self, listener: RefusalListener) -> None:
+        """Call ``listener(what, reason, source)`` after every refused write, from any source, so a
+        controller that cannot be answered directly (MIDI) is still heard (OSC's ``/dream/error``)."""
+        with self._lock:
+            self._refusal_listeners.append(listener)
+
+    def add_rule(self, rule: Rule) -> None:
+        """Check every later write with ``rule(values)``: the whole proposed snapshot, which the
+        rule refuses by raising :class:`~live.errors.UsageError` (e.g. the device's largest dream
+        size). The current values must already satisfy it: a rule never changes what is set."""
+        with self._lock:
+            rule(dict(self._snapshot))
+            self._rules.append(rule)
+
+    @property
+    def rules(self) -> tuple[Rule, ...]:
+        """The rules added with :meth:`add_rule`, in order."""
+        with self._lock:
+            return tuple(self._rules)
+
+    def check(self, values: Mapping[str, Any]) -> dict[str, Any]:
+        """``values`` coerced and checked as :meth:`update` would, without applying them."""
+        coerced = {name: self.param(name).coerce(v) for name, v in values.items()}
+        proposed = {**dict(self._snapshot), **{k: v for k, v in coerced.items() if self.params[k].kind != "trigger"}}
+        with self._lock:
+            rules = list(self._rules)
+        for rule in rules:
+            rule(proposed)
+        return coerced
+
+    def _refused(self, what: str, error: UsageError, source: str) -> None:
+        with self._lock:
+            listeners = list(self._refusal_listeners)
+        for listener in listeners:
+            try:
+                listener(what, str(error), source)
+            except Exception:  # a broken error channel must not hide the refusal from the writer
+                log.exception("refusal listener failed for %s", what)

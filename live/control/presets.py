@@ -65,7 +65,7 @@ class PresetStore:
         return sorted(p.stem for p in self.directory.glob("*.toml") if _NAME.match(p.stem))
 
     def read(self, name: str) -> dict[str, Any]:
-        """A preset's values, each checked (clamped or rejected) as the registry would."""
+        """A preset's values, each checked as the registry would: out of range is a DataError naming the file."""
         path = self.path(name)
         if not path.is_file():
             known = ", ".join(self.names()) or "none yet"

@@ -17,6 +17,7 @@ import hashlib
 import http.client
 import logging
 import os
+import re
 import sys
 import urllib.error
 import urllib.request
@@ -188,8 +189,13 @@ def random_seed(spec: str) -> int | None:
     return int(seed_text)
 
 
-def _torch_load(path: Path, expected: str) -> object:
-    """``torch.load`` a weights file (tensors only), with errors that name the file and what was expected."""
+def _torch_load(path: Path, expected: str, get_one: str = "") -> object:
+    """``torch.load`` a weights file (tensors only), with errors that name the file and what was expected.
+
+    A file that holds more than tensors is refused: unpickling arbitrary objects runs code from
+    the file. The error says what the file seems to be and ``get_one`` (how to get a proper one);
+    it never passes on PyTorch's hint to load it with ``weights_only=False``.
+    """
     if not path.exists():
         raise InputError(f"weights file {path} does not exist")
     if not path.is_file() or not os.access(path, os.R_OK):
@@ -197,7 +203,56 @@ def _torch_load(path: Path, expected: str) -> object:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises many types for a bad file; all mean the same to the operator
-        raise DataError(f"weights file {path} is corrupt or truncated ({type(e).__name__}: {e}); expected {expected}") from e
+        what = _code_in_pickle(e) or f"{_what_it_seems(path)}; it is corrupt or truncated, or not PyTorch weights"
+        get_one = get_one or _GET_TORCHVISION
+        raise DataError(f"weights file {path} cannot be loaded: {what}. Expected {expected}; {get_one}") from None
+
+
+_GET_TORCHVISION = (f"get a proper one with --weights imagenet (downloads {CHECKPOINT_NAME} and checks it) or from "
+                    f"{CHECKPOINT_URL}; weights you trained: save only the tensors, "
+                    "torch.save(model.state_dict(), 'file.pth')")
+_GET_BVLC = (f"get a proper one with --model bvlc --weights imagenet (downloads {BVLC_CAFFEMODEL_NAME}) or from "
+             f"{BVLC_CAFFEMODEL_URL}, and pass the .caffemodel itself")
+
+
+def _code_in_pickle(error: Exception) -> str | None:
+    """The reason when PyTorch's safe loader refused objects other than tensors (never its hint)."""
+    found = re.search(r"GLOBAL\s+([\w.]+)", str(error))  # "Unsupported global: GLOBAL module.name"
+    if found is None:
+        return None
+    return (f"it holds Python objects besides tensors (such as {found.group(1)}), which could only be loaded by "
+            "running code from the file, so it is refused")
+
+
+def _what_it_seems(path: Path) -> str:
+    """What a file that is not loadable weights seems to be, from its first bytes."""
+    try:
+        size = path.stat().st_size
+        with path.open("rb") as f:
+            head = f.read(512)
+    except OSError:
+        return "an unreadable file"
+    start = head.lstrip()[:64].lower()
+    if size == 0:
+        return "it is empty (a download that never started?)"
+    if head.startswith(b"version https://git-lfs"):
+        return "it is a Git LFS pointer, not the weights themselves (run `git lfs pull`)"
+    if start.startswith((b"<!doctype html", b"<html", b"<?xml", b"<head")):
+        return "it is an HTML or XML page (a download that saved an error or login page?)"
+    if head.startswith(b"PK\x03\x04"):
+        return f"it is a zip archive, as PyTorch saves weights, of {size} bytes"
+    if head.startswith(b"\x80"):
+        return f"it is a pickle, as older PyTorch saved weights, of {size} bytes"
+    if head.startswith(b"\x1f\x8b"):
+        return "it is gzip-compressed: unpack it first"
+    if path.suffix.lower() == ".caffemodel":
+        return "it looks like a Caffe model, which the torchvision network does not read: use --model bvlc"
+    if path.suffix.lower() == ".onnx":
+        return "it is an ONNX graph, not a weights file"
+    printable = sum(32 <= b < 127 or b in b"\r\n\t" for b in head) / len(head)
+    if printable > 0.95:
+        return f"it is a text file of {size} bytes"
+    return f"its {size} bytes are in no format PyTorch saves"
 
 
 def read_checkpoint(path: Path) -> TorchvisionGoogLeNet:
@@ -345,7 +400,7 @@ def read_bvlc_checkpoint(path: Path) -> bvlc.BVLCGoogLeNet:
     Every error names the file and what was expected, as :func:`read_checkpoint`'s do.
     """
     expected = f"{BVLC_CAFFEMODEL_NAME} ({BVLC_CAFFEMODEL_URL}) or its conversion {BVLC_CONVERTED_NAME}"
-    state = _torch_load(path, expected)
+    state = _torch_load(path, expected, _GET_BVLC)
     if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
         raise DataError(f"weights file {path} holds a {type(state).__name__}, not a state dict; expected {expected}")
     net = bvlc.BVLCGoogLeNet()

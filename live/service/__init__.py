@@ -3,6 +3,7 @@
 See :mod:`live.service.notify`; the unit files and their installer live in ``systemd/``.
 """
 
+from live.service.heartbeat import Heartbeat
 from live.service.notify import (
     Watchdog,
     extend_timeout,
@@ -15,6 +16,7 @@ from live.service.notify import (
 )
 
 __all__ = [
+    "Heartbeat",
     "Watchdog",
     "extend_timeout",
     "extending",

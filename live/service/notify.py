@@ -6,11 +6,13 @@ it. Every function here is a silent no-op when that variable is absent (a termin
 another init system), and none of them raises: a full socket buffer or a vanished manager must
 never take the show down; the failure is logged once instead.
 
-The watchdog (``WatchdogSec=`` in the unit, ``$WATCHDOG_USEC`` here) is pinged only from the
-frame loop, through :class:`Watchdog`: if the loop stalls (a driver call that never returns,
-a deadlock), the pings stop and systemd restarts the show. A slow loop still produces
-frames, so it still pings and is left alone. No thread pings on the loop's behalf; that would
-keep a dead show "healthy" forever.
+The watchdog (``WatchdogSec=`` in the unit, ``$WATCHDOG_USEC`` here) is pinged only while the
+frame loop makes progress: the show's :class:`live.service.heartbeat.Heartbeat` pings from a
+small thread, but only when the loop finished a dream step or a frame recently, so a slow frame
+(minutes on a CPU) keeps the show alive and a stalled loop (a driver call that never returns, a
+deadlock) stops the pings and systemd restarts the show. No thread pings on its own say-so; that
+would keep a dead show "healthy" forever. :class:`Watchdog` is the per-frame form of the same
+rule, for loops that call it once per frame.
 
 Long steps that happen before the loop runs (building engines, loading the network) use
 :func:`extending`, which sends ``EXTEND_TIMEOUT_USEC`` from a small thread while the step runs.

@@ -3,17 +3,24 @@
 A video plays in real time at its own frame rate (not as fast as it decodes), once or looping;
 a still image is handed out again at a steady rate, so the loop sees a constant input as it
 would see a camera pointed at a wall.
+
+Decoding is bounded: a frame or picture above ``MAX_SOURCE_PIXELS`` (8K UHD) is refused before it
+is decoded (its size read from the header), with a DataError that says what is allowed. A small
+file can hold a huge picture (a 48 KB PNG of 20000×20000 pixels decodes to 1.2 GB), and a live
+source is shrunk to the dream size every frame anyway. OpenCV's own decoder limit is set to the
+same figure (``OPENCV_IO_MAX_IMAGE_PIXELS``) as a backstop.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from live.errors import InputError
+from live.errors import DataError, InputError
 from live.sources.base import Pacer, Source, Status, as_bgr
 
 log = logging.getLogger(__name__)
@@ -24,6 +31,42 @@ VIDEO_EXTENSIONS = frozenset(
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pnm"})
 FALLBACK_FPS = 30.0
 MAX_FILE_FPS = 240.0  # above this the container's rate is almost surely wrong (some write 1000 or 90000)
+MAX_SOURCE_PIXELS = 7680 * 4320  # 8K UHD: more is never a camera, and costs a resize per frame
+# OpenCV reads this when it first decodes an image (its default is 2^30 pixels, 3 GB of BGR)
+os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(MAX_SOURCE_PIXELS))
+
+
+def check_source_size(what: str, width: int, height: int) -> None:
+    """DataError if a ``width`` × ``height`` frame is larger than a source may be."""
+    if width * height > MAX_SOURCE_PIXELS:
+        raise _too_large(what, f"{width}x{height} ({width * height / 1e6:.0f} Mpx)")
+
+
+def _too_large(what: str, size: str) -> DataError:
+    return DataError(f"{what} is {size}; a source may be at most {MAX_SOURCE_PIXELS / 1e6:.0f} Mpx (7680x4320): "
+                     "scale it down first, e.g. `ffmpeg -i IN -vf scale=1920:-2 OUT`")
+
+
+def _header_size(path: Path) -> tuple[int, int] | None:
+    """A still's size from its header alone (Pillow reads it without decoding), or None when
+    Pillow does not know the format (OpenCV's own limit applies then). DataError for a picture
+    so large that Pillow refuses even to open it."""
+    import re
+    import warnings
+
+    from PIL import Image
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit decides
+            with Image.open(path) as im:
+                return im.size
+    except Image.DecompressionBombError as e:
+        pixels = re.search(r"\((\d+) pixels\)", str(e))
+        raise _too_large(f"image {path}", f"{int(pixels.group(1)) / 1e6:.0f} Mpx" if pixels else
+                         "larger than Pillow opens") from None
+    except Exception:  # noqa: BLE001 - a format Pillow does not know: OpenCV's own limit applies
+        return None
 
 
 class VideoFileSource(Source):
@@ -43,6 +86,13 @@ class VideoFileSource(Source):
 
     def _open_file(self) -> tuple[cv2.VideoCapture, np.ndarray | None]:
         cap = cv2.VideoCapture(str(self.path))
+        if cap.isOpened():  # the container's frame size, before a frame is decoded
+            try:
+                check_source_size(f"video {self.path}", int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)),
+                                  int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)))
+            except DataError:
+                cap.release()
+                raise
         ok, image = cap.read() if cap.isOpened() else (False, None)
         return cap, (as_bgr(image) if ok and image is not None else None)
 
@@ -78,7 +128,11 @@ class VideoFileSource(Source):
                 return
             # reopen rather than seek to 0: seeking is unreliable in some containers and codecs
             self._cap.release()
-            self._cap, image = self._open_file()
+            try:
+                self._cap, image = self._open_file()
+            except DataError as e:  # the file was replaced by one too large while it played
+                log.error("%s", e)
+                self._cap, image = None, None
             if image is None:
                 log.error("%s could not be read again to loop it; stopping", self.path)
                 self._set_status(Status.FAILED, f"{self.path.name} unreadable")
@@ -107,6 +161,9 @@ class ImageSource(Source):
     def _open(self) -> None:
         if not self.path.is_file():
             raise InputError(f"image {self.path} does not exist")
+        size = _header_size(self.path)
+        if size is not None:
+            check_source_size(f"image {self.path}", *size)
         # IMREAD_COLOR: grey, alpha and 16-bit pictures all come back as 8-bit BGR, EXIF-rotated
         image = cv2.imread(str(self.path), cv2.IMREAD_COLOR)
         if image is None:

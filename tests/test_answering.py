@@ -1,0 +1,229 @@
+"""A show that answers while it works: during a 10 s frame the status lines and watchdog pings
+keep coming, a stop lands within a second, a frozen step stops the pings, and a second Ctrl-C
+still finalises the recording. Frames are made slow on purpose (tests/slow_backend.py: each step
+is a fixed wait, without the real work), so the timings here do not depend on how busy the
+machine is."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import cv2
+import pytest
+import torch
+
+from live.app import LiveLoop
+from live.control.params import Registry
+from live.outputs import Fanout, NullOutput
+from live.service.heartbeat import Heartbeat
+from live.sources import ImageSource
+from tests.conftest import photo_path
+from tests.slow_backend import SlowBackend
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class Notify:
+    """systemd's end of NOTIFY_SOCKET: collects the datagrams the show sends, with arrival times."""
+
+    def __init__(self) -> None:
+        self.dir = Path(tempfile.mkdtemp(prefix="ddl-"))  # short: unix socket paths are limited
+        self.path = str(self.dir / "notify.sock")
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(self.path)
+        self.sock.settimeout(0.05)
+        self.got: list[tuple[float, str]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        while not self._stop.is_set():
+            try:
+                data = self.sock.recv(4096)
+            except (TimeoutError, OSError):
+                continue
+            self.got.append((time.monotonic(), data.decode()))
+
+    def pings(self, since: float = 0.0, until: float = float("inf")) -> int:
+        return sum(1 for t, m in list(self.got) if "WATCHDOG=1" in m and since <= t < until)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.sock.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@pytest.fixture
+def notify_socket(monkeypatch: pytest.MonkeyPatch) -> Iterator[Notify]:
+    listener = Notify()
+    monkeypatch.setenv("NOTIFY_SOCKET", listener.path)
+    yield listener
+    listener.close()
+
+
+def _wait(condition, timeout: float = 60.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.02)
+    return condition()
+
+
+def _loop(model, backend, steps: int, **kw) -> tuple[LiveLoop, ImageSource]:
+    registry = Registry()
+    registry.update({"width": 64, "height": 64, "steps": steps, "octaves": 1, "fps_cap": 240})
+    fan = Fanout([NullOutput()])
+    fan.open(64, 64, 240)
+    source = ImageSource(photo_path("coffee.png"), fps=60).start()
+    return LiveLoop(source, model, backend, registry, fan, seed=0, **kw), source
+
+
+def test_during_a_10_s_frame_status_and_pings_keep_coming_and_a_stop_lands_within_a_second(
+    model, notify_socket: Notify, caplog
+) -> None:
+    caplog.set_level(logging.INFO, logger="live")
+    backend = SlowBackend(model, torch.device("cpu"), step_seconds=0.25)  # 40 steps: a 10 s frame
+    loop, source = _loop(model, backend, steps=40, status_every=0.5, watchdog=1.0)
+    stop = threading.Event()
+    result = {}
+    thread = threading.Thread(target=lambda: result.update(report=loop.run(stop)))
+    with source:
+        thread.start()
+        try:
+            assert _wait(lambda: backend.steps_done >= 1), "the frame never started"
+            started = time.monotonic()
+            assert _wait(lambda: backend.steps_done >= 16)  # 4 s into the frame
+            during = time.monotonic()
+            assert loop.clock.frames == 0  # still the first frame
+            lines = [r.getMessage() for r in caplog.records if "fps, latency" in r.getMessage()]
+            assert len(lines) >= 3, lines  # a line every 0.5 s, not one per (10 s) frame
+            assert any(re.search(r"this frame: \d+ steps in \d+\.\d s so far", line) for line in lines), lines
+            assert notify_socket.pings(started, during) >= 3  # every 0.5 s while steps finish
+        finally:
+            asked = time.monotonic()
+            stop.set()
+            thread.join(timeout=60)
+    took = time.monotonic() - asked
+    assert not thread.is_alive()
+    assert result["report"].stopped_because == "stopped" and result["report"].frames == 0  # abandoned, not finished
+    assert took < 1.0, f"stopped {took:.2f} s after it was asked, in the middle of a 10 s frame"
+
+
+def test_a_frozen_step_stops_the_watchdog_pings(model, notify_socket: Notify, caplog) -> None:
+    backend = SlowBackend(model, torch.device("cpu"), step_seconds=0.02, freeze_after=8)
+    loop, source = _loop(model, backend, steps=1, status_every=3600, watchdog=0.6)  # stalled after 0.6 s
+    stop = threading.Event()
+    thread = threading.Thread(target=loop.run, args=(stop,))
+    with source:
+        thread.start()
+        try:
+            assert _wait(lambda: backend.steps_done >= 8)  # the next step never returns
+            frozen = time.monotonic()
+            assert _wait(lambda: notify_socket.pings() >= 1)  # it pinged while it worked
+            time.sleep(0.6 + 0.3 + 1.5)  # past the stall limit and one ping period, then 1.5 s more
+            assert notify_socket.pings(since=frozen + 0.6 + 0.3) == 0  # silence: systemd restarts the show
+            assert "no progress for" in caplog.text and "systemd will restart the show" in caplog.text
+        finally:
+            stop.set()
+            backend.release.set()
+            thread.join(timeout=60)
+    assert not thread.is_alive()
+
+
+def test_the_heartbeat_pings_only_while_progress_is_recent() -> None:
+    now = [0.0]
+    progress = [0.0]
+    sent: list[float] = []
+
+    beat = Heartbeat(lambda: progress[0], watchdog=10.0, send=lambda: sent.append(now[0]) or True,
+                     clock=lambda: now[0])
+    # Driven by hand: one tick of the thread's loop at a time, at chosen clock readings.
+    for t in range(0, 60):
+        now[0] = float(t)
+        if t < 30:
+            progress[0] = float(t) if t % 7 == 0 else progress[0]  # a slow loop: a step every 7 s
+        beat._tick()
+    assert sent and max(sent) < 40  # pinged through the slow part, stopped 10 s after the last progress
+    assert all(b - a >= 5.0 for a, b in zip(sent, sent[1:]))  # no more often than every half interval
+
+
+def _show(args: list[str], **env: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "tests.slow_backend", "run", "--source", "test-scene", "--capture-size", "64x64",
+         "--no-window", "--no-osc", "--no-midi", "--weights", "random", "--backend", "slow", "--size", "64x64", *args],
+        cwd=ROOT, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1", "DEEPDREAM_TEST_STEP_SECONDS": "0.25", **env},
+    )
+
+
+def _read_until(proc: subprocess.Popen, pattern: str, seen: list[str], timeout: float = 180.0) -> str:
+    deadline = time.monotonic() + timeout
+    assert proc.stderr is not None
+    for line in proc.stderr:
+        seen.append(line)
+        if re.search(pattern, line):
+            return line
+        if time.monotonic() > deadline:
+            break
+    raise AssertionError(f"no {pattern!r} in the show's log:\n" + "".join(seen[-30:]))
+
+
+def test_ctrl_c_stops_the_real_show_within_a_second_in_the_middle_of_a_10_s_frame(notify_socket: Notify) -> None:
+    proc = _show(["--steps", "40", "--octaves", "1", "--status-every", "1"],
+                 WATCHDOG_USEC="2000000", NOTIFY_SOCKET=notify_socket.path)
+    seen: list[str] = []
+    try:
+        _read_until(proc, r"this frame: \d+ steps", seen)  # a status line during the first, 10 s frame
+        _read_until(proc, r"this frame: \d+ steps", seen)  # and another one
+        assert notify_socket.pings() >= 2  # pinged while the long frame runs
+        proc.send_signal(signal.SIGINT)
+        rest = proc.communicate(timeout=120)[1]
+    finally:
+        proc.kill()
+    log = "".join(seen) + rest
+    assert proc.returncode == 0, log
+    assert "SIGINT: stopping after the current dream step" in log
+    took = float(re.search(r"stopped (\d+\.\d+) s after SIGINT", log).group(1))
+    assert took < 1.0, log  # outputs closed too
+    assert "stopped (stopped) after 0 frames" in log  # the 10 s frame was abandoned, not finished
+
+
+def test_a_second_ctrl_c_abandons_a_hung_step_and_still_finalises_the_recording(tmp_path: Path) -> None:
+    out = tmp_path / "show.avi"
+    proc = _show(["--steps", "1", "--record", str(out), "--status-every", "0.5"],
+                 DEEPDREAM_TEST_STEP_SECONDS="0.05", DEEPDREAM_TEST_FREEZE_AFTER="12")
+    seen: list[str] = []
+    try:
+        _read_until(proc, r"running:", seen)
+        _read_until(proc, r"no progress for", seen)  # frozen after 12 frames
+        proc.send_signal(signal.SIGINT)
+        _read_until(proc, r"SIGINT: stopping", seen)
+        time.sleep(1.0)
+        assert proc.poll() is None  # the first Ctrl-C waits for a step that never ends
+        proc.send_signal(signal.SIGINT)
+        rest = proc.communicate(timeout=120)[1]
+    finally:
+        proc.kill()
+    log = "".join(seen) + rest
+    assert proc.returncode == 130, log
+    assert "abandoning the current frame; the recording is still finalised" in log
+    video = cv2.VideoCapture(str(out))
+    frames = 0
+    while video.read()[0]:
+        frames += 1
+    assert frames >= 5, log  # the frames before the hang, in a file that plays
