@@ -46,7 +46,7 @@ class SlowBackend(TorchBackend):
         return x
 
 
-def create(model, device) -> SlowBackend:
+def create(model, device, *, precision=None, no_build=False) -> SlowBackend:  # the registry's signature
     freeze = os.environ.get("DEEPDREAM_TEST_FREEZE_AFTER")
     return SlowBackend(model, device, float(os.environ.get("DEEPDREAM_TEST_STEP_SECONDS", "0.25")),
                        int(freeze) if freeze else None, os.environ.get("DEEPDREAM_TEST_COMPUTE") == "1")

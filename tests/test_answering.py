@@ -204,7 +204,7 @@ def test_ctrl_c_stops_the_real_show_within_a_second_in_the_middle_of_a_10_s_fram
 
 
 def test_a_second_ctrl_c_abandons_a_hung_step_and_still_finalises_the_recording(tmp_path: Path) -> None:
-    out = tmp_path / "show.avi"
+    out = tmp_path / "show.mkv"
     proc = _show(["--steps", "1", "--record", str(out), "--status-every", "0.5"],
                  DEEPDREAM_TEST_STEP_SECONDS="0.05", DEEPDREAM_TEST_FREEZE_AFTER="12")
     seen: list[str] = []
