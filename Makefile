@@ -11,10 +11,11 @@ TORCH ?= torch==2.13.0
 # the ImageNet weights, or falls back to (announced) random weights when offline. Ctrl-C stops.
 RUN_ARGS ?= run --weights auto
 
-# Debian packages OpenCV's wheel needs on a bare machine, and for the tests Xvfb (window) and
-# systemd (systemd-analyze verify of the units); installed with apt-get when missing.
+# Debian packages OpenCV's wheel needs on a bare machine, and for the tests Xvfb (window),
+# systemd (systemd-analyze verify of the units) and jackd2 (a JACK server with the dummy driver:
+# MIDI over JACK from a virtual port); installed with apt-get when missing.
 APT_PACKAGES := libgl1 libglib2.0-0
-APT_TEST_PACKAGES := xvfb systemd
+APT_TEST_PACKAGES := xvfb systemd jackd2
 
 .PHONY: run test bench layers clean system-deps test-system-deps install-service
 

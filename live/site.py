@@ -7,7 +7,7 @@ A gallery machine runs for weeks from one file (``site.toml``, see ``live/site-e
     [network]     weights, backend, device, flow_preset
     [outputs]     window, fullscreen, monitor, vcam, vcam_device, vcam_backend, record, overlay, screenshot_dir
     [osc]         enabled, host, port, allow = [CIDRs], feedback = ["host:port", …]
-    [midi]        enabled, mapping
+    [midi]        enabled, mapping, api = alsa|jack
     [presets]     directory, start, cycle = [names], cycle_minutes, morph_time
     [schedule]    open = "10:00", close = "18:00", days = ["mon", …], outside = blackout|placeholder|stop
     [idle]        after_minutes, motion_threshold, preset, and [idle.dream] values for the idle look
@@ -59,6 +59,7 @@ log = logging.getLogger(__name__)
 
 OUTSIDE_HOURS = ("blackout", "placeholder", "stop")
 FLOW_PRESETS = ("ultrafast", "fast", "medium")
+MIDI_APIS = ("alsa", "jack")  # as live.control.midi.APIS
 # Registry parameters a config may set: everything but actions (reset is a button, not a setting).
 DREAM_PARAMS: dict[str, Param] = {p.name: p for p in LIVE_PARAMS if p.kind != "trigger"}
 # What SIGHUP can change while the show runs; every other section needs a restart.
@@ -116,6 +117,7 @@ class OscSection:
 class MidiSection:
     enabled: bool = True
     mapping: Path | None = None
+    api: str | None = None  # alsa | jack; None: $MIDO_BACKEND, else the platform's
 
 
 @dataclass(frozen=True)
@@ -387,7 +389,7 @@ SCHEMA: dict[str, dict[str, Check | str]] = {
         "vcam_backend": _text, "record": PATH, "overlay": _bool, "screenshot_dir": PATH,
     },
     "osc": {"enabled": _bool, "host": _host, "port": _int(1, 65535), "allow": _cidrs, "feedback": _hostports},
-    "midi": {"enabled": _bool, "mapping": PATH},
+    "midi": {"enabled": _bool, "mapping": PATH, "api": _choice(*MIDI_APIS)},
     "presets": {
         "directory": PATH, "start": _preset_name, "cycle": _preset_names,
         "cycle_minutes": _float(0, 7 * 24 * 60, open_lo=True), "morph_time": _float(0, 60),

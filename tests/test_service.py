@@ -99,6 +99,21 @@ def test_show_unit_has_the_promised_settings() -> None:
     assert (SYSTEMD / "modules-load.d/v4l2loopback.conf").read_text().strip() == "v4l2loopback"
 
 
+def test_mistakes_in_files_stop_the_unit_and_missing_devices_are_retried() -> None:
+    from live.errors import CONFIG_EXIT_CODES, DataError, DeviceMissingError, InputError, UnavailableError, UsageError
+
+    lines = (SYSTEMD / "deepdream-live.service").read_text().splitlines()
+    prevent = [line.split("=", 1)[1].split() for line in lines if line.startswith("RestartPreventExitStatus=")]
+    assert len(prevent) == 1 and sorted(map(int, prevent[0])) == sorted(CONFIG_EXIT_CODES)
+    assert "Restart=always" in lines  # everything else is still retried
+    for error in (UsageError, DataError, InputError):  # a file or a flag only a person can fix
+        assert error.exit_code in CONFIG_EXIT_CODES
+    for error in (DeviceMissingError, UnavailableError):  # a camera, stream, GPU or port not there yet
+        assert error.exit_code == 69 and error.exit_code not in CONFIG_EXIT_CODES
+    assert issubclass(DeviceMissingError, InputError)  # still what `--source auto` falls back on
+    assert 70 not in CONFIG_EXIT_CODES  # run's exit after a source crashed: restarted
+
+
 # ----------------------------------------------------------------------------- install.sh
 def test_install_dry_run_prints_the_plan_and_touches_nothing(tmp_path: Path) -> None:
     exe = _executable()
@@ -319,3 +334,25 @@ def test_extending_stops_at_its_limit(listener: Listener) -> None:
     with notify.extending(0.3, limit=0.15):
         during = listener.drain(0.5)
     assert during == ["EXTEND_TIMEOUT_USEC=300000"] * 2  # at 0 and 0.1 s; none after the limit
+
+
+def test_barrier_returns_once_the_manager_has_read_what_came_before(listener: Listener) -> None:
+    """A status sent just before the process exits (a config error) must reach `systemctl status`:
+    BARRIER=1 hands systemd a pipe it closes once it has read every earlier message."""
+    assert notify.status("stopped: the site config has a mistake")
+    reader = threading.Thread(target=listener.drain, args=(5.0,))
+    reader.start()
+    started = time.monotonic()
+    assert notify.barrier(timeout=30)
+    assert time.monotonic() - started < 25
+    reader.join()
+    texts = [text for _, text in listener.messages]
+    assert texts[0] == "STATUS=stopped: the site config has a mistake" and texts[1] == "BARRIER=1"
+
+
+def test_barrier_gives_up_when_nobody_reads(listener: Listener, monkeypatch: pytest.MonkeyPatch) -> None:
+    started = time.monotonic()
+    assert notify.barrier(timeout=0.3) is False  # the message sits unread: no hang-up comes
+    assert time.monotonic() - started < 10
+    monkeypatch.delenv("NOTIFY_SOCKET")
+    assert notify.barrier() is False

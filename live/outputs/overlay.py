@@ -18,8 +18,6 @@ import cv2
 import numpy as np
 
 FONT = cv2.FONT_HERSHEY_SIMPLEX
-TEXT = (255, 255, 255)  # BGR
-OUTLINE = (0, 0, 0)
 
 
 def outline_px(scale: float) -> int:
@@ -54,12 +52,14 @@ def draw_lines(frame: np.ndarray, lines: Sequence[str], origins: Sequence[tuple[
         cv2.putText(mask, text, (x - x0, y - y0), FONT, scale, 255, t, cv2.LINE_AA)
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
     ring = cv2.dilate(mask, kernel)  # grey-level dilation keeps the anti-aliased edge
-    text_a = mask.astype(np.float32)[..., None] * (1 / 255)
-    ring_a = ring.astype(np.float32)[..., None] * (1 / 255)
-    roi = frame[y0:y1, x0:x1].astype(np.float32)
-    roi = roi * (1 - ring_a) + np.float32(OUTLINE) * ring_a
-    roi = roi * (1 - text_a) + np.float32(TEXT) * text_a
-    frame[y0:y1, x0:x1] = (roi + 0.5).astype(np.uint8)
+    # Blend in 8 bits with OpenCV's saturating arithmetic (a float blend of the same rectangle
+    # measured 5-20x slower, bench/stage_picture.py): darken by the ring (the black outline),
+    # then lighten by the letters (white): picture * (1 - ring) + (255 - that) * letters.
+    roi = frame[y0:y1, x0:x1]
+    channels = roi.shape[2] if roi.ndim == 3 else 1
+    spread = (lambda m: cv2.merge([m] * channels)) if channels > 1 else (lambda m: m)
+    dark = cv2.multiply(roi, spread(cv2.bitwise_not(ring)), scale=1 / 255)
+    frame[y0:y1, x0:x1] = cv2.add(dark, cv2.multiply(cv2.bitwise_not(dark), spread(mask), scale=1 / 255))
     return frame
 
 
