@@ -10,7 +10,7 @@ each against what a competent OpenCV user would write, measured in the same run.
   (``WindowOutput._letterboxed``), here through ``letterbox_size`` and the same copy.
 
 Run: ``python bench/stage_picture.py [--repeats 200]``. Prints milliseconds per frame (median)
-and the ratio to the baseline.
+and the ratio to the baseline, the two taking turns frame by frame.
 """
 
 from __future__ import annotations
@@ -33,13 +33,15 @@ from live.outputs.window import letterbox_size  # noqa: E402
 LINES = ["24.3 fps  inception4c", "steps 4  feedback 0.80  torch on cuda (float16)", "RANDOM WEIGHTS (demo)"]
 
 
-def median_ms(call: Callable[[], object], repeats: int) -> float:
-    times = []
+def paired_ms(*calls: Callable[[], object], repeats: int) -> list[float]:
+    """Median milliseconds of each call, the calls taking turns so a busy machine slows all alike."""
+    times: list[list[float]] = [[] for _ in calls]
     for _ in range(repeats):
-        t = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - t)
-    return 1e3 * statistics.median(times)
+        for call, spent in zip(calls, times, strict=True):
+            t = time.perf_counter()
+            call()
+            spent.append(time.perf_counter() - t)
+    return [1e3 * statistics.median(spent) for spent in times]
 
 
 def put_text_twice(frame: np.ndarray) -> np.ndarray:
@@ -59,9 +61,10 @@ def main() -> None:
     print(f"{'what':<34} {'frame':>9} {'baseline ms':>12} {'this ms':>9} {'ratio':>6}")
     for w, h in ((1280, 720), (1920, 1080)):
         frame = rng.integers(0, 256, (h, w, 3), np.uint8)
-        base = median_ms(lambda f=frame: put_text_twice(f.copy()), args.repeats)
-        ours = median_ms(lambda f=frame: overlay.status_overlay(f.copy(), LINES), args.repeats)
-        copy = median_ms(lambda f=frame: f.copy(), args.repeats)  # both include one frame copy
+        base, ours, copy = paired_ms(lambda f=frame: put_text_twice(f.copy()),
+                                     lambda f=frame: overlay.status_overlay(f.copy(), LINES),
+                                     lambda f=frame: f.copy(),  # both include one frame copy
+                                     repeats=args.repeats)
         print(f"{'overlay, 3 lines (incl. 1 copy)':<34} {w}x{h:<5} {base:>12.3f} {ours:>9.3f} {ours / base:>6.2f}"
               f"   (the copy alone: {copy:.3f} ms)")
     for (w, h), (sw, sh) in (((640, 480), (1920, 1080)), ((1280, 720), (2560, 1600)), ((1920, 1080), (1920, 1200))):
@@ -79,7 +82,7 @@ def main() -> None:
             c[y : y + f.shape[0], x : x + f.shape[1]] = f
             return c
 
-        b, o = median_ms(baseline, args.repeats), median_ms(ours, args.repeats)
+        b, o = paired_ms(baseline, ours, repeats=args.repeats)
         label = f"letterbox on {sw}x{sh} -> {cw}x{ch}"
         print(f"{label:<34} {w}x{h:<5} {b:>12.3f} {o:>9.3f} {o / b:>6.2f}")
 

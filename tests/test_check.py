@@ -57,7 +57,8 @@ def test_non_camera_sources(tmp_path: Path) -> None:
     broken = check.check_camera(CheckOptions(source=str(tmp_path / "clip.mp4")))[0]
     assert broken.ok is False and broken.required and "could not decode" in broken.detail
     (tmp_path / "notes.txt").write_text("a list of layers")
-    assert "neither a video nor an image" in check.check_camera(CheckOptions(source=str(tmp_path / "notes.txt")))[0].detail
+    text = check.check_camera(CheckOptions(source=str(tmp_path / "notes.txt")))[0]
+    assert text.ok is False and "neither a video nor an image" in text.detail
     photo = check.check_camera(CheckOptions(source=str(photo_path("coffee.png"))))[0]
     assert photo.ok is True and "readable (image)" in photo.detail
 

@@ -41,9 +41,15 @@ def _stub_systemctl(tmp: Path) -> Path:
     return bin_dir
 
 
-def _install(home: Path, *args: str, stub: Path | None = None) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k != "XDG_CONFIG_HOME"}
+def _install(home: Path, *args: str, stub: Path | None = None, login: bool = True) -> subprocess.CompletedProcess[str]:
+    """install.sh as the user would run it: ``login`` True is a login shell (XDG_RUNTIME_DIR set),
+    False a shell from ``sudo -iu``, which does not set it."""
+    env = {k: v for k, v in os.environ.items() if k not in ("XDG_CONFIG_HOME", "XDG_RUNTIME_DIR")}
     env["HOME"] = str(home)
+    if login:
+        runtime = home / "run"
+        runtime.mkdir(mode=0o700, exist_ok=True)
+        env["XDG_RUNTIME_DIR"] = str(runtime)
     if stub is not None:
         env["PATH"] = f"{stub}{os.pathsep}{env['PATH']}"
     return subprocess.run(["sh", str(INSTALL), *args], capture_output=True, text=True, env=env, timeout=60, check=False)
@@ -162,6 +168,22 @@ def test_install_with_hours_sets_timers_and_the_hours_check(tmp_path: Path) -> N
     done = _install(tmp_path, _executable(), stub=stub)
     assert done.returncode == 0, done.stderr
     assert not (dest / "deepdream-live-open.timer").exists()
+
+
+def test_install_from_a_sudo_shell_finds_the_user_manager_or_says_how(tmp_path: Path) -> None:
+    """`sudo -iu gallery` leaves XDG_RUNTIME_DIR unset, and systemctl --user then fails with
+    "Failed to connect to bus": install.sh uses /run/user/UID where the manager runs (linger),
+    and otherwise stops before systemctl with the two ways to get a shell that works."""
+    done = _install(tmp_path, _executable(), stub=_stub_systemctl(tmp_path), login=False)
+    runtime = Path(f"/run/user/{os.getuid()}")
+    if runtime.is_dir():
+        assert done.returncode == 0, done.stderr
+        assert f"XDG_RUNTIME_DIR is not set (sudo -iu does not set it): using {runtime}" in done.stdout
+    else:
+        assert done.returncode != 0
+        assert "enable-linger" in done.stderr and "machinectl shell" in done.stderr and "step 5" in done.stderr
+        assert not (tmp_path / "systemctl.log").exists()  # stopped before systemctl's own bus error
+        assert (tmp_path / ".config/systemd/user/deepdream-live.service").exists()  # the units are in place
 
 
 def test_install_refuses_a_missing_executable_and_bad_hours(tmp_path: Path) -> None:

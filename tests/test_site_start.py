@@ -310,7 +310,8 @@ def test_config_errors_say_so_in_the_journal_and_to_systemd(tmp_path: Path) -> N
     assert "deepdream-live: error: calibration profile" in config_error.stderr
     status = [m for m in manager.messages if m.startswith("STATUS=stopped:")]
     assert len(status) == 2 and manager.barriers == 2
-    assert status[0].startswith("STATUS=stopped: calibration profile") and "not restarted until it is fixed" in status[0]
+    assert status[0].startswith("STATUS=stopped: calibration profile")
+    assert "not restarted until it is fixed" in status[0]
     # a camera that is not there (yet) is retried: exit 69, and the status says so
     assert no_camera.returncode == 69 and no_camera.returncode not in NO_RETRY
     assert "no camera at /dev/video63" in no_camera.stderr and "systemd starts it again" in status[1]

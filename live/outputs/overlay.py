@@ -5,7 +5,7 @@ text: it is drawn once into a grey mask with OpenCV's ``putText``, and the outli
 dilated. Drawing the outline as a second, thicker ``putText`` does not work: OpenCV 5 spaces the
 glyphs of thicker text wider (at scale 0.8, "inception4cc float32" is 220 px wide at thickness 1
 and 235 px at 3), so the outline drifts away from the letters along the line and the text
-reads doubled ("inception4cc", "float32)2)"). See docs/architecture.md, *Installation*.
+reads doubled ("inception4cc", "float32)2)"). See docs/architecture.md, *The performer's screen*.
 
 Only the rectangle under the text is touched, so the cost does not grow with the frame size.
 """
@@ -53,7 +53,7 @@ def draw_lines(frame: np.ndarray, lines: Sequence[str], origins: Sequence[tuple[
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
     ring = cv2.dilate(mask, kernel)  # grey-level dilation keeps the anti-aliased edge
     # Blend in 8 bits with OpenCV's saturating arithmetic (a float blend of the same rectangle
-    # measured 5-20x slower, bench/stage_picture.py): darken by the ring (the black outline),
+    # measured 8-36x slower in one run of bench/stage_picture.py): darken by the ring (the black outline),
     # then lighten by the letters (white): picture * (1 - ring) + (255 - that) * letters.
     roi = frame[y0:y1, x0:x1]
     channels = roi.shape[2] if roi.ndim == 3 else 1
