@@ -967,6 +967,9 @@ class MidiControl:
                 log.warning("cannot open MIDI port %s: %s (trying again while it is there)", name, e)
             return
         self._open_failed.discard(name)
+        if self._stop.is_set():  # closed meanwhile (a slow machine outlived close()'s join): let go
+            self._close(name, port)
+            return
         with self._lock:
             self._ports[name] = port
         stable = port_prefix(name)
