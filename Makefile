@@ -13,10 +13,11 @@ RUN_ARGS ?= run --weights auto
 
 # Debian packages OpenCV's wheel needs on a bare machine and libsrt (SRT streams: PyAV's FFmpeg
 # has no SRT); for the tests Xvfb (window), systemd (systemd-analyze verify of the units),
-# chromium (the web page, driven by Playwright) and nginx with its RTMP module (a stream server
-# the tests start); installed with apt-get when missing.
+# chromium (the web page, driven by Playwright), nginx with its RTMP module (a stream server the
+# tests start) and jackd2 (a JACK server with the dummy driver: MIDI over JACK from a virtual
+# port); installed with apt-get when missing.
 APT_PACKAGES := libgl1 libglib2.0-0 libsrt1.5-gnutls
-APT_TEST_PACKAGES := xvfb systemd chromium nginx-light libnginx-mod-rtmp
+APT_TEST_PACKAGES := xvfb systemd chromium nginx-light libnginx-mod-rtmp jackd2
 
 .PHONY: run test bench layers clean system-deps test-system-deps install-service gpu-check wheels
 

@@ -43,7 +43,7 @@ from live.governor import Governor
 from live.limits import DreamLimit
 from live.model import Model, catalog
 from live.objectives import Objective
-from live.outputs import Fanout
+from live.outputs import Fanout, overlay
 from live.placeholder import placeholder_frame
 from live.service.heartbeat import Heartbeat
 from live.sources import Frame, Source, Status
@@ -443,12 +443,7 @@ class LiveLoop:
         ]
         if self.model.weights.is_random:
             lines.append("RANDOM WEIGHTS (demo)")
-        scale = max(0.4, frame.shape[1] / 1600)
-        for i, text in enumerate(lines):
-            org = (8, int((i + 1) * 28 * scale * 1.2))
-            cv2.putText(frame, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 3, cv2.LINE_AA)
-            cv2.putText(frame, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1, cv2.LINE_AA)
-        return frame
+        return overlay.status_overlay(frame, lines)
 
     def _handle_keys(self) -> None:
         for action in self.outputs.poll_keys():
@@ -556,12 +551,7 @@ def outputs_status(outputs: Fanout) -> list[dict[str, object]]:
 
 def _notice(picture: np.ndarray, text: str) -> np.ndarray:
     """A one-line notice along the bottom of the picture (the show stays watchable)."""
-    picture = picture.copy()
-    scale = max(0.35, picture.shape[1] / 1800)
-    org = (6, picture.shape[0] - 8)
-    cv2.putText(picture, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 3, cv2.LINE_AA)
-    cv2.putText(picture, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1, cv2.LINE_AA)
-    return picture
+    return overlay.notice(picture, text)
 
 
 # ----------------------------------------------------------------------------- wiring
@@ -618,7 +608,8 @@ class ShowOptions:
     mdns: bool = True
     config: Path | None = None  # the site config file, if any (the web token is kept beside it)
     midi: bool = True
-    midi_map: Path | None = None
+    midi_map: Path | None = None  # None: live.control.midi.default_mapping_path()
+    midi_api: str | None = None  # alsa | jack; None: $MIDO_BACKEND, else the platform's
     presets_dir: Path | None = None
     # unattended installations
     preset_cycle: tuple[str, ...] = ()
@@ -829,9 +820,9 @@ def run_show(
 
 def _start_midi(opts: ShowOptions, registry: Registry):
     """MIDI control, or a no-op context where the extra is missing (logged by MidiControl)."""
-    from live.control.midi import MidiControl
+    from live.control.midi import MidiControl, default_mapping_path
 
-    return MidiControl(registry, opts.midi_map)
+    return MidiControl(registry, opts.midi_map or default_mapping_path(), api=opts.midi_api)
 
 
 def _start_osc(stack: contextlib.ExitStack, opts: ShowOptions, registry: Registry,

@@ -2,9 +2,14 @@
 
 Each check answers pass, fail or not applicable (``ok=None``), and says what to do about a
 failure. Which failures count against the exit code depends on what the show is configured
-to use: no display is fine for a headless show, fatal for a projector. Every check is quick
-(no network, no engine build, a camera is opened once) so an installer can run it after each
-change and a technician can run it over SSH while the show is down.
+to use: no display is fine for a headless show, fatal for a projector. A failure is *required*
+exactly when ``run`` would stop on it; an optional part that is missing (MIDI, a backend ``auto``
+can do without) is a warning with its fix. With ``--config``, everything the site config names
+is opened the way ``run`` opens it: the calibration profile, the start preset, the MIDI mapping,
+the weights file, the monitor, the OSC address (tests/test_site_start.py runs both commands on
+a table of broken configs). Every check is quick (no engine build, a camera is opened once,
+the weights server is only asked whether it answers when nothing is cached) so an installer can
+run it after each change and a technician can run it over SSH while the show is down.
 """
 
 from __future__ import annotations
@@ -55,11 +60,21 @@ class CheckOptions:
     screenshot_dir: Path = Path(".")
     osc_host: str = "127.0.0.1"
     osc_port: int | None = None  # None: OSC not configured
+    osc_allow: tuple[str, ...] = ()
+    osc_feedback: tuple[str, ...] = ()
     midi: bool = False  # MIDI control configured
     midi_port: str | None = None  # a port name (substring) that must be present
+    midi_api: str | None = None  # alsa, jack; None: $MIDO_BACKEND, else the platform's
+    midi_map: Path | None = None  # the mapping file run reads (when it exists)
     backend: str = "auto"
     device: str = "auto"
     weights: str | None = None  # --weights; None means imagenet
+    model: str = "torchvision"
+    monitor: int | None = None  # the window's monitor index
+    calibration: Path | None = None  # the profile run loads
+    presets_dir: Path | None = None
+    preset: str | None = None  # the preset run starts from
+    preset_cycle: tuple[str, ...] = ()
     probe_backends: bool = True  # start each backend on random weights (about a second on a CPU)
     streams: tuple[str, ...] = ()  # stream URLs (may hold keys: only ever printed redacted)
     ndi: str | None = None
@@ -86,6 +101,8 @@ def run_checks(options: CheckOptions | None = None) -> list[CheckResult]:
         ("backends", lambda: check_backends(opts)),
         ("weights", lambda: [check_weights(opts)]),
         ("engines", lambda: [check_engines(opts)]),
+        ("calibration", lambda: [check_calibration(opts)]),
+        ("presets", lambda: check_presets(opts)),
         ("osc", lambda: [check_osc(opts, show_running=running)]),
         ("osc buffer", lambda: [check_osc_buffer(opts)]),
         ("dream size", lambda: [check_dream_limit(opts)]),
@@ -158,20 +175,12 @@ def check_camera(opts: CheckOptions, *, show_running: bool = False) -> list[Chec
     if spec.lower() in ("test", "test-scene"):
         return [CheckResult("camera", None, "source is the built-in test scene")]
     if "://" in spec:
-        # Not probed: a stream's open timeout is seconds, and the network may be down for now.
-        return [CheckResult("camera", None, f"source is a stream ({spec.split('://')[0]}://…), not probed")]
+        # Not probed: a stream's open timeout is seconds, and the network may be down for now
+        # (run exits 69 then, and systemd starts it again until the stream answers).
+        return [CheckResult("camera", None, f"source is a stream ({spec.split('://')[0]}://…), not probed; "
+                            "the show retries until it answers")]
     if not (spec == "auto" or spec.isdigit() or spec.startswith("/dev/")):
-        path = Path(spec).expanduser()
-        ok = path.is_file() and os.access(path, os.R_OK)
-        return [
-            CheckResult(
-                "source",
-                ok,
-                f"{path} {'readable' if ok else 'missing or unreadable'}",
-                "check the source path in the site config (--source)",
-                required=True,
-            )
-        ]
+        return [_check_file_source(spec)]
     device = f"/dev/video{spec}" if spec.isdigit() else ("/dev/video0" if spec == "auto" else spec)
     required = spec != "auto"  # auto falls back to the test scene
     names = _v4l2_names()
@@ -194,6 +203,22 @@ def check_camera(opts: CheckOptions, *, show_running: bool = False) -> list[Chec
     if show_running:
         fix = "the show is running and holds the camera: `systemctl --user stop deepdream-live` first"
     return [CheckResult(f"camera {spec}", ok, detail + ("" if ok else fallback), fix, required=required)]
+
+
+def _check_file_source(spec: str) -> CheckResult:
+    """A video or image file, opened and read as ``run`` opens it (unsupported types, files that
+    do not decode)."""
+    from live.errors import LiveError
+    from live.sources import open_source
+
+    fix = "check the source path in the site config (--source)"
+    try:
+        source = open_source(spec)
+        with source:
+            kind = type(source).__name__.removesuffix("Source").lower()
+    except LiveError as e:
+        return CheckResult("source", False, " ".join(str(e).split()), fix, required=True)
+    return CheckResult("source", True, f"{Path(spec).expanduser()} readable ({kind})", fix, required=True)
 
 
 def _open_camera(device: str) -> tuple[bool, str]:
@@ -293,7 +318,18 @@ def check_display(opts: CheckOptions) -> CheckResult:
         )
     monitors = x11.monitors(display) or []
     sizes = ", ".join(f"{m.width}x{m.height}+{m.x}+{m.y}" for m in monitors) or "?"
-    return CheckResult(name, True, f"DISPLAY={display}, monitors: {sizes}", required=required)
+    if opts.monitor is not None and monitors and not 0 <= opts.monitor < len(monitors):
+        # run opens a window here unless told not to, and refuses a monitor that is not there
+        listing = ", ".join(f"{i}: {m.width}x{m.height}+{m.x}+{m.y}" for i, m in enumerate(monitors))
+        return CheckResult(
+            name,
+            False,
+            f"DISPLAY={display} has no monitor {opts.monitor}; monitors are {listing}",
+            f"set [outputs] monitor (--monitor) to one of 0..{len(monitors) - 1}; 0 is the primary",
+            required=opts.window is not False,
+        )
+    where = f"; the window goes on monitor {opts.monitor}" if opts.monitor is not None and monitors else ""
+    return CheckResult(name, True, f"DISPLAY={display}, monitors: {sizes}{where}", required=required)
 
 
 def check_gpu(opts: CheckOptions) -> CheckResult:
@@ -338,10 +374,37 @@ def check_gpu(opts: CheckOptions) -> CheckResult:
     )
 
 
-def check_backends(opts: CheckOptions) -> list[CheckResult]:
-    """Each registered backend started on random weights (or just imported), with its reason."""
-    import importlib
+# What a backend needs beyond the package itself: (module to find, how to get it).
+_BACKEND_NEEDS = {
+    "onnx": ("onnxruntime", "pip install onnxruntime (or onnxruntime-gpu)"),
+    "tensorrt": ("tensorrt", "pip install 'deepdream-live[tensorrt]', on a machine with an NVIDIA GPU"),
+}
 
+
+def _backend_without_probe(name: str, device: str) -> str:
+    """Whether backend ``name`` could start, without starting it: its packages are installed and
+    its device is there. Raises LiveError or ImportError with the reason."""
+    import importlib
+    import importlib.util
+
+    from live.backends import BACKENDS, resolve_device
+    from live.errors import UnavailableError
+
+    module = importlib.import_module(BACKENDS[name])
+    if name == "tensorrt":
+        module.import_tensorrt()  # run's own test: installed, and a version this can use
+    needed = _BACKEND_NEEDS.get(name)
+    if needed is not None and importlib.util.find_spec(needed[0]) is None:
+        raise UnavailableError(f"{needed[0]} is not installed")
+    dev = resolve_device(device)
+    if name == "tensorrt" and dev.type != "cuda":
+        raise UnavailableError(f"the tensorrt backend needs an NVIDIA GPU (--device cuda), not {dev}")
+    return f"installed, {dev} present (not started: --no-probe)"
+
+
+def check_backends(opts: CheckOptions) -> list[CheckResult]:
+    """Each registered backend started on random weights (or, with ``--no-probe``, its packages
+    and device looked for): PASS only for a backend that can run here."""
     from live.backends import BACKENDS, open_backend
     from live.errors import LiveError
 
@@ -349,27 +412,28 @@ def check_backends(opts: CheckOptions) -> list[CheckResult]:
     if opts.probe_backends:
         from live.model import load_model
 
-        model = load_model("random:0", progress=False)
+        model = load_model("random:0", model=opts.model, progress=False)
     results = []
-    for name, module in BACKENDS.items():
+    for name in BACKENDS:
         required = opts.backend == name
         try:
             if model is None:
-                importlib.import_module(module)
-                detail = "importable (not started)"
+                detail = _backend_without_probe(name, opts.device)
             else:
                 detail = open_backend(name, model, opts.device).describe()
             results.append(CheckResult(f"backend {name}", True, detail, required=required))
         except (LiveError, ImportError) as e:
-            results.append(
-                CheckResult(
-                    f"backend {name}",
-                    False,
-                    " ".join(str(e).split()),
-                    "see the reason; `--backend auto` skips it",
-                    required=required,
-                )
-            )
+            reason = " ".join(str(e).split())
+            needed = _BACKEND_NEEDS.get(name)
+            if needed is not None and ("not installed" in reason or isinstance(e, ImportError)):
+                fix = needed[1]
+            elif "CUDA" in reason or "NVIDIA" in reason:
+                fix = "needs an NVIDIA GPU with a CUDA build of PyTorch (see the gpu line)"
+            else:
+                fix = "see the reason"
+            if not required:
+                fix += "; optional: `--backend auto` uses the fastest backend that starts"
+            results.append(CheckResult(f"backend {name}", False, reason, fix, required=required))
     if opts.backend == "auto" and not any(r.ok for r in results):
         results.append(
             CheckResult("backend auto", False, "no backend can start", "see the backend lines above", required=True)
@@ -387,42 +451,67 @@ def check_backends(opts: CheckOptions) -> list[CheckResult]:
     return results
 
 
+def _answers(url: str, timeout: float = 5.0) -> str | None:
+    """None when ``url``'s server answers a HEAD request, else why not (one line)."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=timeout):
+            return None
+    except urllib.error.HTTPError as e:
+        return f"the server answers {e.code} {e.reason}"
+    except (urllib.error.URLError, OSError) as e:
+        return str(getattr(e, "reason", e))
+
+
 def check_weights(opts: CheckOptions) -> CheckResult:
-    """The ImageNet checkpoint is cached and readable (no download here), or the named file is."""
-    from live.model.weights import CHECKPOINT_NAME, cache_dir, checkpoint_url, find_cached_checkpoint
+    """The weights ``run`` will use, read the way ``run`` reads them (a damaged file fails here,
+    not at the show's start); not cached yet: whether the download server answers."""
+    from live.errors import LiveError
+    from live.model import load_model
+    from live.model.weights import (
+        BVLC_CAFFEMODEL_NAME,
+        BVLC_CONVERTED_NAME,
+        CHECKPOINT_NAME,
+        bvlc_url,
+        cache_dir,
+        checkpoint_url,
+        find_cached_checkpoint,
+    )
+    from live.sources import redact
 
     spec = (opts.weights or "imagenet").strip()
     if spec == "random" or spec.startswith("random:"):
         return CheckResult("weights", None, f"{spec}: untrained network, nothing to check")
-    if spec not in ("imagenet", "auto"):
-        path = Path(spec).expanduser()
-        ok = path.is_file() and os.access(path, os.R_OK)
-        return CheckResult(
-            "weights",
-            ok,
-            f"{path} {'readable' if ok else 'missing or unreadable'}",
-            "fix the --weights path",
-            required=True,
-        )
-    found = find_cached_checkpoint()
-    fix = f"download {checkpoint_url()} to {cache_dir() / CHECKPOINT_NAME} (or run once while online)"
-    if found is None:
-        fallback = " - RANDOM weights will be used" if spec == "auto" else ""
-        return CheckResult(
-            "weights", False, f"ImageNet checkpoint not cached{fallback}", fix, required=spec == "imagenet"
-        )
+    required = spec != "auto"  # auto runs on random weights rather than stop
+    if spec in ("imagenet", "auto"):
+        if opts.model == "bvlc":
+            cached = [p for p in (cache_dir() / BVLC_CONVERTED_NAME, cache_dir() / BVLC_CAFFEMODEL_NAME) if p.is_file()]
+            found, url, dest = (cached[0] if cached else None), bvlc_url(), cache_dir() / BVLC_CAFFEMODEL_NAME
+        else:
+            found, url, dest = find_cached_checkpoint(), checkpoint_url(), cache_dir() / CHECKPOINT_NAME
+        if found is None:
+            why = _answers(url)
+            if why is None:
+                return CheckResult("weights", True, f"ImageNet weights not cached yet: the first start downloads "
+                                   f"them from {redact(url)} (it answers now)", required=required)
+            fallback = " - RANDOM weights will be used" if spec == "auto" else ""
+            return CheckResult(
+                "weights",
+                False,
+                f"ImageNet weights not cached and {redact(url)} does not answer ({why}){fallback}",
+                f"download {redact(url)} elsewhere and put it at {dest}, or set weights to a file",
+                required=required,
+            )
     try:
-        with open(found, "rb") as f:
-            f.read(1)
-    except OSError as e:
-        return CheckResult(
-            "weights",
-            False,
-            f"{found} not readable: {e.strerror}",
-            f"fix its permissions, or {fix}",
-            required=spec == "imagenet",
-        )
-    return CheckResult("weights", True, f"{found} ({found.stat().st_size / 1e6:.1f} MB)", required=spec == "imagenet")
+        loaded = load_model(spec, model=opts.model, progress=False)
+    except LiveError as e:
+        return CheckResult("weights", False, " ".join(str(e).split()), "fix or replace the weights file (--weights)",
+                           required=required)
+    where = Path(loaded.weights.source)
+    size = f" ({where.stat().st_size / 1e6:.1f} MB)" if where.is_file() else ""
+    return CheckResult("weights", True, f"{where}{size}: {opts.model} GoogLeNet, read", required=required)
 
 
 def check_engines(opts: CheckOptions) -> CheckResult:
@@ -455,11 +544,79 @@ def check_engines(opts: CheckOptions) -> CheckResult:
     return CheckResult("engines", not bad, detail, fix, required=required)
 
 
+def check_calibration(opts: CheckOptions) -> CheckResult:
+    """The calibration profile the site names loads (``run`` stops on a missing or broken one)."""
+    from live.errors import LiveError
+
+    if opts.calibration is None:
+        return CheckResult("calibration", None, "no calibration profile configured (the defaults apply)")
+    from live.calibrate import load_profile
+
+    fix = (f"deepdream-live calibrate --site {opts.calibration.stem} (writes {opts.calibration}), "
+           "or leave [calibration] out of the site config")
+    try:
+        profile = load_profile(opts.calibration)
+    except LiveError as e:
+        return CheckResult("calibration", False, " ".join(str(e).split()), fix, required=True)
+    chosen = ", ".join(f"{k} {v}" for k, v in profile.registry_values().items())
+    other = f"; measured on another machine ({'; '.join(profile.mismatch)})" if profile.mismatch else ""
+    return CheckResult("calibration", True, f"{opts.calibration}: {chosen}{other}", fix, required=True)
+
+
+def check_presets(opts: CheckOptions) -> list[CheckResult]:
+    """The start preset loads (``run`` stops without it); presets of the cycle exist (``run``
+    skips a missing one with a log line, so those are warnings)."""
+    from live.control.params import Registry
+    from live.control.presets import PresetStore
+    from live.errors import LiveError
+
+    if opts.preset is None and not opts.preset_cycle:
+        return [CheckResult("presets", None, "no start preset or cycle configured")]
+    store = PresetStore(Registry(), opts.presets_dir)
+    fix = (f"save it from the running show (/dream/preset/save NAME) or write {store.directory}/NAME.toml; "
+           "or leave it out of [presets]")
+    results = []
+    if opts.preset is not None:
+        try:
+            values = store.read(opts.preset)
+            results.append(CheckResult(f"preset {opts.preset}", True, f"{len(values)} values", required=True))
+        except LiveError as e:
+            results.append(CheckResult(f"preset {opts.preset}", False, " ".join(str(e).split()), fix, required=True))
+    bad = []
+    for name in opts.preset_cycle:
+        try:
+            store.read(name)
+        except LiveError as e:
+            bad.append(f"{name} ({' '.join(str(e).split())})")
+    if opts.preset_cycle:
+        cycle = ", ".join(opts.preset_cycle)
+        detail = f"{cycle}: the show skips {'; '.join(bad)}" if bad else f"{cycle}: all there"
+        results.append(CheckResult("preset cycle", not bad, detail, fix))
+    return results
+
+
 def check_osc(opts: CheckOptions, *, show_running: bool = False) -> CheckResult:
-    """The OSC port can be bound (free), on the configured host."""
+    """The OSC settings as the server checks them (allowlist, feedback targets), and the port can
+    be bound (free) on the configured host."""
     if opts.osc_port is None:
         return CheckResult("osc", None, "OSC not configured")
+    from live.control.osc import OscServer
+    from live.control.params import Registry
+    from live.errors import LiveError
+
     where = f"udp {opts.osc_host}:{opts.osc_port}"
+    try:
+        OscServer(Registry(), opts.osc_host, opts.osc_port, allow=opts.osc_allow, feedback=opts.osc_feedback)
+    except LiveError as e:
+        return CheckResult("osc", False, f"{where}: {' '.join(str(e).split())}", "fix [osc] in the site config",
+                           required=True)
+    for target in opts.osc_feedback:
+        host = target.rsplit(":", 1)[0].strip("[]")
+        try:
+            socket.getaddrinfo(host, None, type=socket.SOCK_DGRAM)
+        except OSError as e:
+            return CheckResult("osc", False, f"feedback target {target}: {e.strerror or e}",
+                               "use the controller's IP address in [osc] feedback", required=True)
     try:
         family = socket.AF_INET6 if ":" in opts.osc_host else socket.AF_INET
         with socket.socket(family, socket.SOCK_DGRAM) as sock:
@@ -535,39 +692,53 @@ def check_dream_limit(opts: CheckOptions) -> CheckResult:
 
 
 def check_midi(opts: CheckOptions) -> CheckResult:
-    """MIDI input ports (mido + python-rtmidi); required only when MIDI control is configured."""
-    required = opts.midi or opts.midi_port is not None
-    fix = "pip install 'deepdream-live[midi]'; plug the controller in; sudo modprobe snd-seq"
-    if sys.platform.startswith("linux") and not os.path.exists("/dev/snd/seq"):
-        # Checked first: asking rtmidi without a sequencer prints ALSA errors on stderr.
-        return CheckResult(
-            "midi", False if required else None, "no MIDI: no ALSA sequencer (/dev/snd/seq)", fix, required=required
-        )
-    try:
-        import mido
+    """The MIDI mapping loads (``run`` stops on a broken one), and the MIDI system in use (ALSA,
+    JACK) lists input ports. MIDI itself is optional: the show runs without it and picks a
+    controller up when it is plugged in, so no MIDI is a warning, with the fix for that system."""
+    from live.control import midi
+    from live.errors import LiveError
 
-        ports = mido.get_input_names()
-    except Exception as e:  # noqa: BLE001 - mido raises ImportError, OSError or rtmidi's own errors
-        return CheckResult(
-            "midi",
-            False if required else None,
-            f"no MIDI: {' '.join(str(e).split()) or type(e).__name__}",
-            fix,
-            required=required,
-        )
+    configured = opts.midi or opts.midi_port is not None
+    try:
+        api = midi.resolve_api(opts.midi_api)
+        label = midi.api_label(opts.midi_api)
+    except LiveError as e:
+        return CheckResult("midi", False, str(e), "set [midi] api (--midi-api) to alsa or jack", required=True)
+    if configured and opts.midi_map is not None and opts.midi_map.exists():
+        try:
+            from live.control.params import Registry
+
+            bindings = midi.load_mapping(opts.midi_map, Registry())
+        except LiveError as e:
+            return CheckResult("midi", False, " ".join(str(e).split()), f"fix the mapping file {opts.midi_map}",
+                               required=True)
+        mapping = f"; mapping {opts.midi_map}: {len(bindings)} binding(s)"
+    else:
+        mapping = ""
+    try:
+        ports = midi.MidoPorts(opts.midi_api).list_ports()
+    except ImportError:
+        return CheckResult("midi", False if configured else None, f"no MIDI: the midi extra is not installed{mapping}",
+                           "pip install 'deepdream-live[midi]' (mido and python-rtmidi)")
+    except (OSError, SystemError, RuntimeError) as e:
+        other = "--midi-api alsa" if api == "jack" else "--midi-api jack"
+        fix = ("start the JACK server (jackd, or the session's JACK) before the show" if api == "jack" else
+               "sudo modprobe snd-seq (and add the user to the audio group)")
+        return CheckResult("midi", False if configured else None, f"no MIDI over {label}: {' '.join(str(e).split())}"
+                           f"{mapping}", f"{fix}; or choose the other MIDI system: {other}")
     listed = ", ".join(ports) or "none"
     if opts.midi_port is not None:
         ok = any(opts.midi_port in p for p in ports)
         return CheckResult(
             "midi",
             ok,
-            f"port {opts.midi_port!r} {'found' if ok else 'not found'}; inputs: {listed}",
+            f"{label}: port {opts.midi_port!r} {'found' if ok else 'not found'}; inputs: {listed}{mapping}",
             "plug the controller in, or set the port name from this list",
-            required=True,
         )
     if not ports:
-        return CheckResult("midi", False if required else None, "no MIDI input ports", fix, required=required)
-    return CheckResult("midi", True, f"inputs: {listed}", required=required)
+        return CheckResult("midi", False if configured else None, f"{label}: no MIDI input ports{mapping}",
+                           "plug the controller in (it is picked up while the show runs)")
+    return CheckResult("midi", True, f"{label}: inputs: {listed}{mapping}")
 
 
 def check_disk(opts: CheckOptions) -> CheckResult:
@@ -586,6 +757,10 @@ def check_disk(opts: CheckOptions) -> CheckResult:
         )
     if opts.record is not None and not target.is_dir():
         return CheckResult("disk", False, f"{target} does not exist ({what})", f"mkdir -p {target}", required=True)
+    supported = _recording_types()
+    if opts.record is not None and supported and opts.record.suffix.lower() not in supported:
+        return CheckResult("disk", False, f"cannot record to {opts.record.name}: not one of {', '.join(supported)}",
+                           "give the recording one of those extensions", required=True)
     if not os.access(where, os.W_OK):
         return CheckResult(
             "disk", False, f"{where} is not writable ({what})", "choose a writable directory", required=required
@@ -598,6 +773,14 @@ def check_disk(opts: CheckOptions) -> CheckResult:
         f"free space (at least {opts.min_free_gb:g} GB) or record elsewhere",
         required=required,
     )
+
+
+def _recording_types() -> tuple[str, ...]:
+    """The file extensions the recorder writes, as it declares them (empty when it does not)."""
+    from live.outputs import recorder
+
+    types = getattr(recorder, "FOURCC", None) or getattr(recorder, "CONTAINERS", None) or ()
+    return tuple(types)
 
 
 def check_service(opts: CheckOptions) -> CheckResult:

@@ -112,6 +112,12 @@ def _add_encoder_options(g: argparse._ArgumentGroup) -> None:
     g.add_argument("--ndi", default=None, metavar="NAME", help="send as the NDI source NAME (the ndi extra)")
 
 
+def _add_midi_api(p: argparse._ActionsContainer) -> None:
+    p.add_argument("--midi-api", default=None, choices=("alsa", "jack"),
+                   help="MIDI system: alsa (Linux's default) or jack (a running JACK server; "
+                   "default: $MIDO_BACKEND, else alsa)")
+
+
 def _build_parser() -> argparse.ArgumentParser:
     from live.dreamer import DreamSettings
 
@@ -202,6 +208,7 @@ def _build_parser() -> argparse.ArgumentParser:
                      help="MIDI control (default: on where the midi extra is installed)")
     ctl.add_argument("--midi-map", type=Path, default=None, metavar="FILE",
                      help="MIDI mapping file (default: ~/.config/deepdream-live/midi.toml)")
+    _add_midi_api(ctl)
     ctl.add_argument("--preset", default=None, help="start from this preset (flags given here override it)")
     ctl.add_argument("--presets", type=Path, default=None, metavar="DIR",
                      help="presets directory (default: $DEEPDREAM_LIVE_PRESETS or ~/.config/deepdream-live/presets)")
@@ -259,9 +266,14 @@ def _build_parser() -> argparse.ArgumentParser:
     _add_model_options(bench)
     bench.set_defaults(handler=_cmd_bench, weights="random")
 
-    check = sub.add_parser("check", help="is this machine ready for the show? one line per check, with the fix")
+    check = sub.add_parser("check", help="is this machine ready for the show? one line per check, with the fix",
+                           description="One line per check: PASS, WARN (optional, with the fix), FAIL (the show "
+                           "would stop on it) or SKIP. With --config, everything the site config names is opened "
+                           "as `run --config` opens it. Exit code 69 when a required check fails.")
     check.add_argument("--config", type=Path, default=None, metavar="FILE", help="check what this site config needs")
     check.add_argument("--no-probe", action="store_true", help="do not start each backend (faster)")
+    _add_midi_api(check)
+    _add_model_options(check, default_weights=None, defaults=False)
     check.set_defaults(handler=_cmd_check)
 
     from live import calibrate
@@ -447,6 +459,8 @@ def _show_setup(args: argparse.Namespace):
                       osc_feedback=tuple(f"{h}:{p}" for h, p in o.feedback), midi=m.enabled)
         if m.mapping is not None:
             fields["midi_map"] = m.mapping
+        if m.api is not None:
+            fields["midi_api"] = m.api
         fields.update(preset_cycle=site.presets.cycle, preset_cycle_minutes=site.presets.cycle_minutes)
         w = site.web
         fields.update(web=w.enabled, web_host=w.host, mdns=w.mdns, config=site.path)
@@ -482,6 +496,7 @@ def _show_setup(args: argparse.Namespace):
         "web_token": args.web_token or os.environ.get(TOKEN_ENV) or None,
         **_encoder_fields(args),
         "precision": args.precision, "no_build": args.no_build,
+        "midi_api": args.midi_api,
     }
     if args.capture_size:
         cli["capture_width"], cli["capture_height"] = _parse_size(args.capture_size, "--capture-size")
@@ -622,21 +637,38 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 def _cmd_check(args: argparse.Namespace) -> int:
     from live.check import CheckOptions, exit_code, format_results, run_checks
+    from live.control.midi import default_mapping_path
+    from live.control.presets import default_presets_dir
 
-    fields: dict[str, object] = {}
+    # What `run` uses when told nothing, then the site config over it, as _show_setup layers them.
+    fields: dict[str, object] = {"osc_port": 9000, "midi": True, "midi_map": default_mapping_path()}
     if args.config is not None:
         from live.site import load_site
 
-        site = load_site(args.config)
+        site = load_site(args.config)  # a broken config stops here, with run's own message and exit code
+        if site.log.level and args.log_level is None:
+            logs.configure(site.log.level)
         o = site.show_options()
-        fields.update({k: o[k] for k in ("source", "window", "vcam", "vcam_device", "record", "screenshot_dir",
-                                         "backend", "device", "weights", "streams", "ndi", "record_codec") if k in o})
+        fields.update({k: o[k] for k in ("source", "window", "monitor", "vcam", "vcam_device", "record",
+                                         "screenshot_dir", "backend", "device", "weights", "streams", "ndi",
+                                         "record_codec") if k in o})
         fields.update(osc_host=site.osc.host, osc_port=site.osc.port if site.osc.enabled else None,
-                      midi=site.midi.enabled, calibration=site.calibration_path)
+                      osc_allow=tuple(str(n) for n in site.osc.allow),
+                      osc_feedback=tuple(f"{h}:{p}" for h, p in site.osc.feedback), midi=site.midi.enabled,
+                      calibration=site.calibration_path, preset=site.presets.start,
+                      preset_cycle=site.presets.cycle)
+        if site.midi.mapping is not None:
+            fields["midi_map"] = site.midi.mapping
+        if site.midi.api is not None:
+            fields["midi_api"] = site.midi.api
+        if site.presets.directory is not None:
+            fields["presets_dir"] = site.presets.directory
         if "width" in site.dream or "height" in site.dream:
             fields["dream_size"] = (site.dream.get("width", 640), site.dream.get("height", 360))
-    else:
-        fields.update(osc_port=9000, midi=True)  # what `run` uses when told nothing
+    fields.setdefault("presets_dir", default_presets_dir())
+    cli = {"weights": args.weights, "model": args.model, "backend": args.backend, "device": args.device,
+           "midi_api": args.midi_api}
+    fields.update({k: v for k, v in cli.items() if v is not None})
     fields["probe_backends"] = not args.no_probe
     results = run_checks(CheckOptions(**fields))
     print(format_results(results))
@@ -754,6 +786,22 @@ def one_line(message: str) -> str:
     return out
 
 
+def _tell_systemd(error: LiveError) -> None:
+    """Under systemd, the reason the command stopped becomes the unit's status line, so
+    `systemctl --user status deepdream-live` says why the show is down and whether it comes back
+    by itself (the journal has the full message from stderr). No-op outside systemd."""
+    from live.errors import CONFIG_EXIT_CODES
+    from live.service import notify
+
+    first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    if error.exit_code in CONFIG_EXIT_CODES:
+        then = "not restarted until it is fixed; then: systemctl --user restart deepdream-live"
+    else:
+        then = "systemd starts it again shortly"
+    if notify.status(f"stopped: {first} (exit {error.exit_code}: {then})"):
+        notify.barrier()  # the process ends next: let systemd read the status first
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``deepdream-live`` command; returns the process exit code."""
     parser = _build_parser()
@@ -766,6 +814,7 @@ def main(argv: list[str] | None = None) -> int:
         return args.handler(args)
     except LiveError as e:
         print(f"deepdream-live: error: {one_line(str(e))}", file=sys.stderr)
+        _tell_systemd(e)
         return e.exit_code
     except KeyboardInterrupt:
         print("deepdream-live: interrupted", file=sys.stderr)

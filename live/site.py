@@ -10,7 +10,7 @@ A gallery machine runs for weeks from one file (``site.toml``, see ``live/site-e
                   keyframe_interval, encoder_preset, ndi
     [osc]         enabled, host, port, allow = [CIDRs], feedback = ["host:port", …]
     [web]         enabled, host, port, mdns, token_file (the page, preview and OSCQuery)
-    [midi]        enabled, mapping
+    [midi]        enabled, mapping, api = alsa|jack
     [presets]     directory, start, cycle = [names], cycle_minutes, morph_time
     [schedule]    open = "10:00", close = "18:00", days = ["mon", …], outside = blackout|placeholder|stop
     [idle]        after_minutes, motion_threshold, preset, and [idle.dream] values for the idle look
@@ -63,6 +63,7 @@ log = logging.getLogger(__name__)
 
 OUTSIDE_HOURS = ("blackout", "placeholder", "stop")
 FLOW_PRESETS = ("ultrafast", "fast", "medium")
+MIDI_APIS = ("alsa", "jack")  # as live.control.midi.APIS
 # Registry parameters a config may set: everything but actions (reset is a button, not a setting).
 DREAM_PARAMS: dict[str, Param] = {p.name: p for p in LIVE_PARAMS if p.kind != "trigger"}
 # What SIGHUP can change while the show runs; every other section needs a restart.
@@ -143,6 +144,7 @@ class WebSection:
 class MidiSection:
     enabled: bool = True
     mapping: Path | None = None
+    api: str | None = None  # alsa | jack; None: $MIDO_BACKEND, else the platform's
 
 
 @dataclass(frozen=True)
@@ -458,7 +460,7 @@ SCHEMA: dict[str, dict[str, Check | str]] = {
     },
     "osc": {"enabled": _bool, "host": _host, "port": _int(1, 65535), "allow": _cidrs, "feedback": _hostports},
     "web": {"enabled": _bool, "host": _host, "port": _int(1, 65535), "mdns": _bool, "token_file": PATH},
-    "midi": {"enabled": _bool, "mapping": PATH},
+    "midi": {"enabled": _bool, "mapping": PATH, "api": _choice(*MIDI_APIS)},
     "presets": {
         "directory": PATH, "start": _preset_name, "cycle": _preset_names,
         "cycle_minutes": _float(0, 7 * 24 * 60, open_lo=True), "morph_time": _float(0, 60),

@@ -144,7 +144,18 @@ if ! command -v systemctl >/dev/null 2>&1; then
     say "systemctl not found: files installed, nothing reloaded or enabled"
     exit 0
 fi
-run systemctl --user daemon-reload || die "systemctl --user failed: is there a user session? (log in graphically, or: loginctl enable-linger $(id -un))"
+# systemctl --user finds this user's manager through XDG_RUNTIME_DIR, which a login sets and
+# `sudo -iu USER` does not; the directory exists while the manager runs (at boot with linger).
+if [ -z "${XDG_RUNTIME_DIR:-}" ]; then
+    runtime=/run/user/$(id -u)
+    if [ -d "$runtime" ]; then
+        say "XDG_RUNTIME_DIR is not set (sudo -iu does not set it): using $runtime"
+        export XDG_RUNTIME_DIR=$runtime
+    elif [ "$dry_run" = 0 ]; then
+        die "no systemd user manager for $(id -un) ($runtime is missing): run \`sudo loginctl enable-linger $(id -un)\`, then open the shell with \`sudo machinectl shell $(id -un)@\` (or log in graphically) and run this again (systemd/README.md, step 5)"
+    fi
+fi
+run systemctl --user daemon-reload || die "systemctl --user cannot reach $(id -un)'s user manager: in a shell from \`sudo -iu $(id -un)\`, \`export XDG_RUNTIME_DIR=/run/user/$(id -u)\` first, or use \`sudo machinectl shell $(id -un)@\`; the manager runs after \`sudo loginctl enable-linger $(id -un)\` (systemd/README.md, step 5)"
 if [ "$enable" = 0 ]; then
     say "not enabled (--no-enable); start by hand with: systemctl --user start deepdream-live"
     exit 0

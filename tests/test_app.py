@@ -4,6 +4,7 @@ camera that drops out and returns, temporal behaviour over hundreds of frames, s
 from __future__ import annotations
 
 import logging
+import math
 import os
 import re
 import signal
@@ -84,11 +85,12 @@ def test_a_real_clip_through_the_whole_loop_to_the_recorder(checkpoint: Path, tm
     out = tmp_path / "dreamed.mp4"
     registry = small_registry(steps=2)
     opts = ShowOptions(source=str(clip), loop_video=False, window=False, record=out, weights=str(checkpoint),
-                       status_every=3600, osc=False, midi=False)  # not OSC's fixed port on a shared machine
+                       status_every=3600, osc_port=0, midi=False)  # OSC on an ephemeral port, never 9000
     report = run_show(opts, registry)
     assert report.stopped_because == "source ended"
-    # Played in real time: the newest frame wins, so a slow machine dreams fewer of the 24.
-    assert 3 <= report.frames <= 24
+    # Played in real time: the newest frame wins, so how many of the 24 are dreamed depends on how
+    # busy the machine is; what must hold is that every dreamed frame reached the recording.
+    assert 1 <= report.frames <= 24
 
     video = cv2.VideoCapture(str(out))
     assert video.isOpened()
@@ -179,19 +181,31 @@ def test_a_camera_that_drops_out_and_returns_does_not_stop_the_show(model, caplo
                            placeholder_fps=100)
     out = Collect()
     caplog.set_level(logging.INFO)
+    stop = threading.Event()
+    unplugged_at: list[int] = []
+    replugged_at: list[int] = []
+
+    def dark(frame: np.ndarray) -> bool:
+        return frame.mean() < 60  # placeholder frames are dark with lettering
 
     def script(n: int) -> None:
+        # Driven by what comes out, not by frame counts: a busy machine may take any number of
+        # frames to notice the loss, or to reopen the camera.
         if n == 4:
             plugged.clear()
-        if n == 12:
+            unplugged_at.append(n)
+        elif unplugged_at and not replugged_at and dark(out.frames[-1]):
             plugged.set()
+            replugged_at.append(n)
+        elif replugged_at and n >= replugged_at[0] + 2 and not dark(out.frames[-1]):
+            stop.set()
 
     with source:
         loop = loop_for(model, source, small_registry(), out)
-        report = loop.run(max_frames=20, on_frame=script)
-    assert report.frames == 20
-    dark = [f.mean() < 60 for f in out.frames]  # placeholder frames are dark with lettering
-    assert not any(dark[:4]) and any(dark[4:14]) and not dark[-1]
+        report = loop.run(stop, duration=300, on_frame=script)
+    assert report.stopped_because == "stopped", "the camera never came back within 300 s"
+    shown = [dark(f) for f in out.frames]
+    assert not any(shown[:4]) and any(shown[4:]) and not shown[-1]
     messages = " ".join(r.getMessage() for r in caplog.records)
     assert "stage camera lost" in messages and "stage camera is back" in messages
 
@@ -289,7 +303,7 @@ def test_sigterm_finalises_the_recording(tmp_path: Path) -> None:
     exe = Path(sys.executable).with_name("deepdream-live")
     proc = subprocess.Popen(
         [str(exe), "run", "--source", "test-scene", "--no-window", "--record", str(out), "--weights", "random",
-         "--size", "96x64", "--steps", "1", "--status-every", "1", "--no-osc", "--no-midi"],  # no fixed port
+         "--size", "96x64", "--steps", "1", "--status-every", "1", "--osc-port", "0", "--no-midi"],
         stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     try:
@@ -321,7 +335,7 @@ def test_virtual_camera_gets_placeholders_while_loading_then_the_dream(checkpoin
 
     monkeypatch.setattr(live.model, "load_model", slow_load)
     opts = ShowOptions(source="test-scene", window=False, vcam=True, vcam_backend="live-test",
-                       weights=str(checkpoint), max_frames=4, status_every=3600, osc=False, midi=False)
+                       weights=str(checkpoint), max_frames=4, status_every=3600, osc_port=0, midi=False)
     report = run_show(opts, small_registry())
     cam = fake_vcam.instances[-1]
     assert (cam.width, cam.height) == (W, H) and all(f.size == H * W * 3 for _, f in cam.received)
@@ -368,16 +382,29 @@ def test_a_failing_backend_passes_the_camera_through_then_recovers(model, caplog
     monkeypatch.setattr("live.app.RETRY_SECONDS", 0.3)
     registry = small_registry()
     out = Collect()
-    backend = Flaky(model, fail_until=time.monotonic() + 0.5)
+    backend = Flaky(model, fail_until=math.inf)  # down until the test has seen the camera shown
+    camera = cv2.resize(cv2.imread(str(photo_path("coffee.png"))), (W, H), interpolation=cv2.INTER_AREA)
+    top = slice(0, H * 2 // 3)  # above the one-line notice at the bottom
+
+    def passthrough(frame: np.ndarray) -> bool:
+        return np.abs(frame[top].astype(int) - camera[top]).mean() < 1
+
+    stop = threading.Event()
+
+    def script(n: int) -> None:
+        if backend.fail_until and sum(map(passthrough, out.frames)) >= 3:
+            backend.fail_until = 0.0  # repaired; the next retry (after 0.3 s, or 0.6 s …) dreams
+        elif not backend.fail_until and not passthrough(out.frames[-1]):
+            stop.set()
+
     with ImageSource(photo_path("coffee.png"), fps=60) as photo:
         fan = Fanout([out])
         fan.open(W, H, 30)
         loop = LiveLoop(photo, model, backend, registry, fan, status_every=3600)
-        report = loop.run(duration=2.5)
-    camera = cv2.resize(cv2.imread(str(photo_path("coffee.png"))), (W, H), interpolation=cv2.INTER_AREA)
-    top = slice(0, H * 2 // 3)  # above the one-line notice at the bottom
-    diffs = [np.abs(f[top].astype(int) - camera[top]).mean() for f in out.frames]
-    assert report.frames > 5  # frames kept flowing while the dream was down
-    passthrough = [d < 1 for d in diffs]
-    assert passthrough[0] and not passthrough[-1]  # down at first, dreaming at the end
+        report = loop.run(stop, duration=300, on_frame=script)
+    assert report.stopped_because == "stopped", "the dream never came back within 300 s"
+    shown = [passthrough(f) for f in out.frames]
+    assert shown[0] and sum(shown) >= 3 and not shown[-1]  # down at first, frames kept flowing, dreaming at the end
+    bottom = slice(H * 2 // 3, H)
+    assert np.abs(out.frames[0][bottom].astype(int) - camera[bottom]).mean() > 1  # the camera came with a notice
     assert "the dream failed (RuntimeError: CUDA error" in caplog.text

@@ -15,6 +15,7 @@ import torch
 from live import check
 from live.check import CheckOptions, CheckResult, exit_code, format_results, run_checks
 from live.model.weights import CHECKPOINT_NAME, cache_dir
+from tests.conftest import photo_path
 
 no_camera = pytest.mark.skipif(os.path.exists("/dev/video0"), reason="this machine has /dev/video0")
 no_cuda = pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA device")
@@ -54,8 +55,14 @@ def test_non_camera_sources(tmp_path: Path) -> None:
     assert check.check_camera(CheckOptions(source="rtsp://user:pw@cam/stream"))[0].ok is None
     missing = check.check_camera(CheckOptions(source=str(tmp_path / "clip.mp4")))[0]
     assert missing.ok is False and missing.required
-    (tmp_path / "clip.mp4").write_bytes(b"x")
-    assert check.check_camera(CheckOptions(source=str(tmp_path / "clip.mp4")))[0].ok is True
+    (tmp_path / "clip.mp4").write_bytes(b"x")  # there, but run could not decode it: so neither can check
+    broken = check.check_camera(CheckOptions(source=str(tmp_path / "clip.mp4")))[0]
+    assert broken.ok is False and broken.required and "could not decode" in broken.detail
+    (tmp_path / "notes.txt").write_text("a list of layers")
+    text = check.check_camera(CheckOptions(source=str(tmp_path / "notes.txt")))[0]
+    assert text.ok is False and "neither a video nor an image" in text.detail
+    photo = check.check_camera(CheckOptions(source=str(photo_path("coffee.png"))))[0]
+    assert photo.ok is True and "readable (image)" in photo.detail
 
 
 @pytest.mark.skipif(os.path.isdir("/sys/module/v4l2loopback"), reason="v4l2loopback is loaded here")
@@ -125,16 +132,53 @@ def test_backends_start_on_random_weights() -> None:
     assert torch_result.ok is True and torch_result.required and "cpu" in torch_result.detail
 
 
-def test_weights_missing_cached_and_random() -> None:
-    missing = check.check_weights(CheckOptions())
-    assert missing.ok is False and missing.required
+def test_weights_missing_cached_damaged_and_random(checkpoint: Path) -> None:
+    missing = check.check_weights(CheckOptions())  # the download server of the tests does not answer
+    assert missing.ok is False and missing.required and "does not answer" in missing.detail
     assert str(cache_dir() / CHECKPOINT_NAME) in missing.fix
     auto = check.check_weights(CheckOptions(weights="auto"))
     assert auto.ok is False and not auto.required and "RANDOM" in auto.detail
     assert check.check_weights(CheckOptions(weights="random:3")).ok is None
     cache_dir().mkdir(parents=True)
-    (cache_dir() / CHECKPOINT_NAME).write_bytes(b"\0" * 1000)
-    assert check.check_weights(CheckOptions()).ok is True
+    (cache_dir() / CHECKPOINT_NAME).write_bytes(b"\0" * 1000)  # run would stop on it (exit 65): so does check
+    damaged = check.check_weights(CheckOptions())
+    assert damaged.ok is False and damaged.required and "damaged" in damaged.detail
+    (cache_dir() / CHECKPOINT_NAME).write_bytes(checkpoint.read_bytes())
+    cached = check.check_weights(CheckOptions())
+    assert cached.ok is True and "torchvision GoogLeNet, read" in cached.detail
+
+
+def test_weights_file_is_read_as_run_reads_it(tmp_path: Path, checkpoint: Path) -> None:
+    assert check.check_weights(CheckOptions(weights=str(checkpoint))).ok is True
+    absent = check.check_weights(CheckOptions(weights=str(tmp_path / "nope.pth")))
+    assert absent.ok is False and absent.required and "does not exist" in absent.detail
+    truncated = tmp_path / "cut.pth"
+    truncated.write_bytes(checkpoint.read_bytes()[:5000])
+    cut = check.check_weights(CheckOptions(weights=str(truncated)))
+    assert cut.ok is False and cut.required and "corrupt or truncated" in cut.detail
+
+
+def test_weights_not_cached_pass_when_the_server_answers(monkeypatch: pytest.MonkeyPatch) -> None:
+    import http.server
+    import threading
+
+    class Head(http.server.BaseHTTPRequestHandler):
+        def do_HEAD(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Length", "49731090")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Head)  # an ephemeral port
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        monkeypatch.setenv("DEEPDREAM_LIVE_WEIGHTS_URL", f"http://127.0.0.1:{server.server_port}/w.pth")
+        result = check.check_weights(CheckOptions())
+    finally:
+        server.shutdown()
+    assert result.ok is True and "the first start downloads them" in result.detail
 
 
 def test_osc_port_free_passes_and_bound_fails_with_the_fix() -> None:
@@ -151,11 +195,26 @@ def test_osc_port_free_passes_and_bound_fails_with_the_fix() -> None:
 
 
 @no_seq
-def test_no_midi_skips_unless_configured() -> None:
+def test_no_midi_is_a_warning_with_the_fix_for_the_midi_system(tmp_path: Path) -> None:
     unused = check.check_midi(CheckOptions())
-    assert unused.ok is None and unused.detail.startswith("no MIDI: ")
-    wanted = check.check_midi(CheckOptions(midi=True))
-    assert wanted.ok is False and wanted.required and "snd-seq" in wanted.fix
+    assert unused.ok is None and unused.detail.startswith("no MIDI over ALSA: ")
+    wanted = check.check_midi(CheckOptions(midi=True))  # run goes on without MIDI: a warning, not a failure
+    assert wanted.ok is False and not wanted.required
+    assert "snd-seq" in wanted.fix and "--midi-api jack" in wanted.fix and "pip install" not in wanted.fix
+    assert format_results([wanted]).startswith("WARN  midi: no MIDI over ALSA")
+    assert exit_code([wanted]) == 0
+    broken = tmp_path / "midi.toml"  # but a mapping run would stop on (exit 65) fails
+    broken.write_text('[[binding]]\ncc = 1\nparam = "warp"\n')
+    bad = check.check_midi(CheckOptions(midi=True, midi_map=broken))
+    assert bad.ok is False and bad.required and "param" in bad.detail and str(broken) in bad.fix
+
+
+def test_midi_without_the_extra_says_how_to_install_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "mido", None)
+    result = check.check_midi(CheckOptions(midi=True))
+    assert result.ok is False and not result.required and "pip install 'deepdream-live[midi]'" in result.fix
 
 
 def test_disk_for_recordings(tmp_path: Path) -> None:

@@ -493,6 +493,52 @@ def test_learn_binds_the_next_control_and_saves_it(make, tmp_path: Path, caplog:
         assert reloaded.bindings == ctl.bindings
 
 
+def test_learn_keeps_the_mapping_files_comments_and_layout(tmp_path: Path) -> None:
+    """The example, learned into twice: one control re-bound (its old table goes, the heading
+    after it stays), one new control; every other line of the file is as it was."""
+    path = tmp_path / "midi.toml"
+    shutil.copy(EXAMPLE, path)
+    original = path.read_text(encoding="utf-8").splitlines()
+    fake = FakeMidi(NANO)
+    with MidiControl(Registry(), path, list_ports=fake.list_ports, open_port=fake.open_port,
+                     poll_interval=0.02) as ctl:
+        port = fake.port(NANO)
+        ctl.learn("mix")
+        port.send(cc(3, 10))  # the rotate fader, last before the "knobs" heading: now mix
+        ctl.learn("octaves")
+        port.send(cc(90, 5))  # a control the example does not use
+        assert wait_for(lambda: len(ctl.bindings) == len(load_mapping(EXAMPLE, Registry())) + 1)
+    text = path.read_text(encoding="utf-8")
+    lines = text.splitlines()
+    comments = [line for line in original if line.lstrip().startswith("#")]
+    assert [line for line in comments if line not in lines] == []  # every comment and heading stays
+    inline = [line for line in original if "#" in line and not line.lstrip().startswith("#")]
+    assert [line for line in inline if line not in lines] == []  # and the keys' own comments
+    import difflib
+
+    removed = [d[2:] for d in difflib.ndiff(original, lines) if d.startswith("- ")]
+    assert removed == ["", "[[binding]]", 'port = "nanoKONTROL2"', "channel = 1", "cc = 3", 'param = "rotate"',
+                       "min = -1.0", "max = 1.0"]  # the rotate table and one of the blank lines around it
+    assert lines[:10] == original[:10] and text.index("# --- knobs") < text.index('cc = 3\nparam = "mix"')
+    learned = load_mapping(path, Registry())
+    assert learned[-2:] == [Binding(param="mix", port="nanoKONTROL2:nanoKONTROL2 _ CTRL", channel=1, cc=3),
+                            Binding(param="octaves", port="nanoKONTROL2:nanoKONTROL2 _ CTRL", channel=1, cc=90)]
+    assert [b for b in learned if b.cc == 3 and b.param == "rotate"] == []
+
+
+def test_a_new_mapping_file_gets_a_head_and_a_file_of_other_layout_is_rewritten(tmp_path: Path) -> None:
+    from live.control.midi import mapping_text
+
+    one = Binding(param="mix", cc=1)
+    fresh = mapping_text([one])
+    assert fresh.startswith("# deepdream-live MIDI mapping") and "keeps" in fresh
+    assert "[[binding]]\ncc = 1\nparam = \"mix\"" in fresh
+    inline = 'binding = [{cc = 1, param = "mix"}]  # tables written inline: not editable line by line\n'
+    rewritten = mapping_text([one, Binding(param="zoom", cc=2)], inline)
+    (tmp_path / "m.toml").write_text(rewritten)
+    assert load_mapping(tmp_path / "m.toml", Registry()) == [one, Binding(param="zoom", cc=2)]
+
+
 def test_learn_can_be_cancelled_and_refuses_what_cannot_be_bound(make) -> None:
     ctl = make(None)
     with pytest.raises(UsageError, match="unknown parameter 'warp'; valid: objective, steps"):
@@ -585,16 +631,19 @@ def no_midi_records(caplog: pytest.LogCaptureFixture) -> list[str]:
     return [r.getMessage() for r in caplog.records if r.getMessage().startswith("no MIDI")]
 
 
-def test_without_a_midi_system_the_show_goes_on_and_says_so_once(caplog: pytest.LogCaptureFixture) -> None:
-    """The real mido here: this machine has no ALSA sequencer, so listing ports raises."""
+def test_without_a_midi_system_the_show_goes_on_and_says_so_once(caplog: pytest.LogCaptureFixture,
+                                                                  capfd: pytest.CaptureFixture[str]) -> None:
+    """The real mido here: this machine has no ALSA sequencer, so listing ports raises. The log
+    says so once; ALSA's own complaint never reaches stderr."""
     ok, why = midi_available()
     if ok:
         pytest.skip(f"MIDI works on this machine ({why}); the fake-failure test below covers the rest")
     calls: list[int] = []
+    ports = midi_module.MidoPorts()
 
     def real_listing() -> list[str]:
         calls.append(1)
-        return mido.get_input_names()
+        return ports.list_ports()
 
     reg = Registry()
     ctl = MidiControl(reg, None, list_ports=real_listing, poll_interval=0.01)
@@ -608,6 +657,39 @@ def test_without_a_midi_system_the_show_goes_on_and_says_so_once(caplog: pytest.
         assert wait_for(lambda: len(no_midi_records(caplog)) == 2)
         time.sleep(0.1)
     assert len(no_midi_records(caplog)) == 2
+    assert "ALSA lib" not in capfd.readouterr().err
+
+
+@pytest.mark.skipif(os.path.exists("/dev/snd/seq"), reason="this machine has an ALSA sequencer: ALSA stays quiet")
+def test_alsas_complaint_is_held_back_and_other_stderr_lines_are_not(capfd: pytest.CaptureFixture[str]) -> None:
+    rtmidi = pytest.importorskip("rtmidi")
+    capfd.readouterr()
+    with pytest.raises(rtmidi.SystemError):  # the control: asked directly, ALSA prints its seq_hw.c line
+        mido.Backend("mido.backends.rtmidi/LINUX_ALSA", load=True).get_input_names()
+    assert "ALSA lib seq_hw.c" in capfd.readouterr().err
+    with midi_module.quiet_native_stderr():
+        with pytest.raises(rtmidi.SystemError):
+            mido.Backend("mido.backends.rtmidi/LINUX_ALSA", load=True).get_input_names()
+        os.write(2, b"a line of the show's own\n")
+    err = capfd.readouterr().err
+    assert "ALSA lib" not in err and "a line of the show's own" in err
+    ok, why = midi_available(api="alsa")  # the program's own probe does not even ask ALSA
+    assert not ok and "/dev/snd/seq is missing" in why and "--midi-api jack" in why
+
+
+def test_jack_without_a_server_says_how_to_start_one_quietly(monkeypatch: pytest.MonkeyPatch,
+                                                               capfd: pytest.CaptureFixture[str]) -> None:
+    rtmidi = pytest.importorskip("rtmidi")
+    if rtmidi.API_UNIX_JACK not in rtmidi.get_compiled_api():
+        pytest.skip("python-rtmidi was built without JACK")
+    monkeypatch.setenv("JACK_DEFAULT_SERVER", f"nobody-runs-this-{os.getpid()}")
+    monkeypatch.setenv("JACK_NO_START_SERVER", "1")
+    capfd.readouterr()
+    ok, why = midi_available(api="jack")
+    assert not ok and "JACK server not running" in why and "start the JACK server" in why
+    assert capfd.readouterr().err == ""
+    with pytest.raises(UsageError, match="expected one of alsa, jack"):
+        MidiControl(Registry(), None, api="coremidi")
 
 
 def test_listing_errors_of_every_kind_mean_no_midi(caplog: pytest.LogCaptureFixture) -> None:
@@ -651,40 +733,45 @@ def test_midi_available_lists_the_ports_when_it_works() -> None:
 # --- a real MIDI stack, where JACK is installed ----------------------------------------------
 
 
-@pytest.mark.skipif(shutil.which("jackd") is None, reason="jackd is not installed: no virtual MIDI port to test with")
-def test_a_virtual_jack_port_drives_a_parameter(tmp_path: Path) -> None:
+@pytest.mark.skipif(shutil.which("jackd") is None, reason="jackd is not installed (Debian: apt install jackd2); "
+                    "no virtual MIDI port to test with")
+def test_midi_api_jack_drives_a_parameter_from_a_virtual_port(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     rtmidi = pytest.importorskip("rtmidi")
     if rtmidi.API_UNIX_JACK not in rtmidi.get_compiled_api():
         pytest.skip("python-rtmidi was built without JACK")
-    server = f"ddtest{os.getpid()}"
-    env = {**os.environ, "JACK_DEFAULT_SERVER": server, "JACK_NO_AUDIO_RESERVATION": "1"}
+    server = f"ddtest{os.getpid()}"  # a server of its own: parallel runs and a real JACK stay apart
+    monkeypatch.setenv("JACK_DEFAULT_SERVER", server)
+    monkeypatch.setenv("JACK_NO_AUDIO_RESERVATION", "1")
     jackd = subprocess.Popen(["jackd", "--no-realtime", "-n", server, "-d", "dummy", "-r", "48000", "-p", "256"],
-                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    os.environ["JACK_DEFAULT_SERVER"] = server
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         backend = mido.Backend("mido.backends.rtmidi/UNIX_JACK", load=True)
         out = None
-        for _ in range(50):  # jackd takes a moment to come up
+        deadline = time.monotonic() + 30  # jackd takes a moment to come up, longer on a busy machine
+        while out is None and time.monotonic() < deadline and jackd.poll() is None:
             try:
-                out = backend.open_output("dd-test-knobs", virtual=True)
-                break
+                with midi_module.quiet_native_stderr():
+                    out = backend.open_output("dd-test-knobs", virtual=True)
             except (OSError, SystemError, RuntimeError):
-                time.sleep(0.1)
-        if out is None:
-            pytest.skip("jackd did not start with the dummy driver")
+                time.sleep(0.2)
+        assert out is not None, f"jackd with the dummy driver did not come up (exit code {jackd.poll()})"
         path = tmp_path / "midi.toml"
         path.write_text(binding(cc=1, param="mix", takeover=False), encoding="utf-8")  # JACK names: client:port
         reg = Registry()
+        # The show's own ports on JACK, as --midi-api jack chooses them: listing, opening, messages.
+        with MidiControl(reg, path, api="jack", poll_interval=0.05) as ctl:
+            assert wait_for(lambda: any("dd-test-knobs" in n for n in ctl.open_ports), timeout=30)
+            assert ctl.ports.label == "JACK"
+            for value in (0, 127, 0):  # JACK connects the ports on its next cycle: send until heard
+                deadline = time.monotonic() + 30
+                while not wait_for(lambda v=value: reg.get("mix") == v / 127, timeout=0.5):
+                    out.send(cc(1, value))
+                    assert time.monotonic() < deadline, "the JACK port never delivered a message"
+        from live import check
 
-        def names() -> list[str]:
-            return [n for n in backend.get_input_names() if "dd-test-knobs" in n]
-        with MidiControl(reg, path, list_ports=names, open_port=backend.open_input, poll_interval=0.05) as ctl:
-            assert wait_for(lambda: ctl.open_ports != [], timeout=5)
-            time.sleep(0.2)  # JACK connects the ports on its next cycle
-            out.send(cc(1, 0))
-            assert wait_for(lambda: reg.get("mix") == 0.0, timeout=5)
+        result = check.check_midi(check.CheckOptions(midi=True, midi_api="jack"))
+        assert result.ok is True and result.detail.startswith("JACK:") and "dd-test-knobs" in result.detail
         out.close()
     finally:
-        os.environ.pop("JACK_DEFAULT_SERVER", None)
         jackd.terminate()
         jackd.wait(timeout=10)

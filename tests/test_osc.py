@@ -22,7 +22,7 @@ from live.control import osc
 from live.control.osc import OscServer, SenderFilter
 from live.control.osc_reference import address_table_markdown
 from live.control.params import LIVE_PARAMS, Param, Registry
-from live.errors import UsageError
+from live.errors import UnavailableError, UsageError
 from live.objectives import Objective
 
 Messages = list[tuple[str, list[Any]]]
@@ -448,7 +448,7 @@ def test_listening_beyond_loopback_needs_an_allowlist(reg: Registry) -> None:
 
 def test_a_busy_port_says_what_to_do(reg: Registry, start) -> None:
     server = start(reg)
-    with pytest.raises(UsageError, match="--osc-port"):
+    with pytest.raises(UnavailableError, match="--osc-port"):
         OscServer(reg, port=server.address[1]).start()
 
 

@@ -318,7 +318,7 @@ def run_window_script(body: str, tmp_path: Path) -> dict:
         result = {{}}
         """
     ).format(blocks=BLOCKS) + textwrap.dedent(body) + "\nprint('RESULT ' + json.dumps(result))\n"
-    proc = subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True, timeout=60, cwd=Path(__file__).parent.parent)
+    proc = subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True, timeout=300, cwd=Path(__file__).parent.parent)
     lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
     assert proc.returncode == 0 and lines, f"window script failed:\n{proc.stdout}\n{proc.stderr[-3000:]}"
     return json.loads(lines[-1][len("RESULT ") :])
@@ -378,6 +378,51 @@ def test_window_starts_fullscreen_on_the_chosen_monitor(display: str, tmp_path: 
         tmp_path,
     )
     assert sum(colour_share(tmp_path / "fullscreen.png").values()) > 0.95
+
+
+def test_fullscreen_letterboxes_in_black_and_keeps_the_pictures_aspect(display: str, tmp_path: Path) -> None:
+    """A 4:3 picture on the 16:9 screen: 960x720 in the middle, black bars (not Qt's light grey)."""
+    run_window_script(
+        """
+        frame = np.zeros((240, 320, 3), np.uint8)
+        for (name, bgr), (y, x) in zip(blocks.items(), [(0, 0), (0, 160), (120, 0), (120, 160)]):
+            frame[y:y + 120, x:x + 160] = bgr
+        from live.outputs import WindowOutput
+        with WindowOutput(fullscreen=True, monitor=0) as win:
+            win.open(320, 240, 30)
+            # A busy machine maps the window and makes it fullscreen in its own time: keep frames
+            # coming until the red quarter covers what it will fullscreen (about 19% of the screen).
+            deadline = time.monotonic() + 120
+            while True:
+                show(win, 0.2)
+                shot = ImageGrab.grab(xdisplay=os.environ["DISPLAY"])
+                red = (np.asarray(shot.convert("RGB")) == (255, 0, 0)).all(axis=-1).mean()
+                if red > 0.15 or time.monotonic() > deadline:
+                    break
+            shot.save(out / "fullscreen.png")
+        """,
+        tmp_path,
+    )
+    from PIL import Image
+
+    screen = np.asarray(Image.open(tmp_path / "fullscreen.png").convert("RGB")).astype(int)
+    drawn = np.nonzero((screen > 40).any(axis=2).any(axis=0))[0]  # columns the picture covers
+    assert drawn.size, "the picture never reached the screen in 120 s"
+    left, right = drawn.min(), drawn.max() + 1
+    assert abs((right - left) - 960) <= 2 and abs(left - 160) <= 2, f"picture spans x {left}..{right}"
+    bars = np.concatenate([screen[:, : left - 1], screen[:, right + 1 :]], axis=1)
+    assert bars.size and bars.max() <= 8, f"the bars are not black: up to {bars.max()} (Qt paints 239)"
+    share = colour_share(tmp_path / "fullscreen.png")
+    assert all(abs(s - 0.1875) < 0.01 for s in share.values()), share  # each block a quarter of 960x720
+
+
+def test_letterbox_size_pads_only_the_short_side() -> None:
+    from live.outputs.window import letterbox_size
+
+    assert letterbox_size(320, 240, 1280, 720) == (427, 240)  # 4:3 on 16:9: bars left and right
+    assert letterbox_size(640, 352, 1920, 1080) == (640, 360)  # a little taller: thin bars above and below
+    assert letterbox_size(640, 360, 1920, 1080) == (640, 360)  # same aspect: no bars
+    assert letterbox_size(641, 360, 1920, 1080) == (641, 360)  # within a pixel: none either
 
 
 def test_closing_the_window_stops_only_the_window(display: str, tmp_path: Path) -> None:

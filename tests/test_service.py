@@ -41,9 +41,15 @@ def _stub_systemctl(tmp: Path) -> Path:
     return bin_dir
 
 
-def _install(home: Path, *args: str, stub: Path | None = None) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k != "XDG_CONFIG_HOME"}
+def _install(home: Path, *args: str, stub: Path | None = None, login: bool = True) -> subprocess.CompletedProcess[str]:
+    """install.sh as the user would run it: ``login`` True is a login shell (XDG_RUNTIME_DIR set),
+    False a shell from ``sudo -iu``, which does not set it."""
+    env = {k: v for k, v in os.environ.items() if k not in ("XDG_CONFIG_HOME", "XDG_RUNTIME_DIR")}
     env["HOME"] = str(home)
+    if login:
+        runtime = home / "run"
+        runtime.mkdir(mode=0o700, exist_ok=True)
+        env["XDG_RUNTIME_DIR"] = str(runtime)
     if stub is not None:
         env["PATH"] = f"{stub}{os.pathsep}{env['PATH']}"
     return subprocess.run(["sh", str(INSTALL), *args], capture_output=True, text=True, env=env, timeout=60, check=False)
@@ -99,6 +105,21 @@ def test_show_unit_has_the_promised_settings() -> None:
     assert (SYSTEMD / "modules-load.d/v4l2loopback.conf").read_text().strip() == "v4l2loopback"
 
 
+def test_mistakes_in_files_stop_the_unit_and_missing_devices_are_retried() -> None:
+    from live.errors import CONFIG_EXIT_CODES, DataError, DeviceMissingError, InputError, UnavailableError, UsageError
+
+    lines = (SYSTEMD / "deepdream-live.service").read_text().splitlines()
+    prevent = [line.split("=", 1)[1].split() for line in lines if line.startswith("RestartPreventExitStatus=")]
+    assert len(prevent) == 1 and sorted(map(int, prevent[0])) == sorted(CONFIG_EXIT_CODES)
+    assert "Restart=always" in lines  # everything else is still retried
+    for error in (UsageError, DataError, InputError):  # a file or a flag only a person can fix
+        assert error.exit_code in CONFIG_EXIT_CODES
+    for error in (DeviceMissingError, UnavailableError):  # a camera, stream, GPU or port not there yet
+        assert error.exit_code == 69 and error.exit_code not in CONFIG_EXIT_CODES
+    assert issubclass(DeviceMissingError, InputError)  # still what `--source auto` falls back on
+    assert 70 not in CONFIG_EXIT_CODES  # run's exit after a source crashed: restarted
+
+
 # ----------------------------------------------------------------------------- install.sh
 def test_install_dry_run_prints_the_plan_and_touches_nothing(tmp_path: Path) -> None:
     exe = _executable()
@@ -147,6 +168,22 @@ def test_install_with_hours_sets_timers_and_the_hours_check(tmp_path: Path) -> N
     done = _install(tmp_path, _executable(), stub=stub)
     assert done.returncode == 0, done.stderr
     assert not (dest / "deepdream-live-open.timer").exists()
+
+
+def test_install_from_a_sudo_shell_finds_the_user_manager_or_says_how(tmp_path: Path) -> None:
+    """`sudo -iu gallery` leaves XDG_RUNTIME_DIR unset, and systemctl --user then fails with
+    "Failed to connect to bus": install.sh uses /run/user/UID where the manager runs (linger),
+    and otherwise stops before systemctl with the two ways to get a shell that works."""
+    done = _install(tmp_path, _executable(), stub=_stub_systemctl(tmp_path), login=False)
+    runtime = Path(f"/run/user/{os.getuid()}")
+    if runtime.is_dir():
+        assert done.returncode == 0, done.stderr
+        assert f"XDG_RUNTIME_DIR is not set (sudo -iu does not set it): using {runtime}" in done.stdout
+    else:
+        assert done.returncode != 0
+        assert "enable-linger" in done.stderr and "machinectl shell" in done.stderr and "step 5" in done.stderr
+        assert not (tmp_path / "systemctl.log").exists()  # stopped before systemctl's own bus error
+        assert (tmp_path / ".config/systemd/user/deepdream-live.service").exists()  # the units are in place
 
 
 def test_install_refuses_a_missing_executable_and_bad_hours(tmp_path: Path) -> None:
@@ -319,3 +356,25 @@ def test_extending_stops_at_its_limit(listener: Listener) -> None:
     with notify.extending(0.3, limit=0.15):
         during = listener.drain(0.5)
     assert during == ["EXTEND_TIMEOUT_USEC=300000"] * 2  # at 0 and 0.1 s; none after the limit
+
+
+def test_barrier_returns_once_the_manager_has_read_what_came_before(listener: Listener) -> None:
+    """A status sent just before the process exits (a config error) must reach `systemctl status`:
+    BARRIER=1 hands systemd a pipe it closes once it has read every earlier message."""
+    assert notify.status("stopped: the site config has a mistake")
+    reader = threading.Thread(target=listener.drain, args=(5.0,))
+    reader.start()
+    started = time.monotonic()
+    assert notify.barrier(timeout=30)
+    assert time.monotonic() - started < 25
+    reader.join()
+    texts = [text for _, text in listener.messages]
+    assert texts[0] == "STATUS=stopped: the site config has a mistake" and texts[1] == "BARRIER=1"
+
+
+def test_barrier_gives_up_when_nobody_reads(listener: Listener, monkeypatch: pytest.MonkeyPatch) -> None:
+    started = time.monotonic()
+    assert notify.barrier(timeout=0.3) is False  # the message sits unread: no hang-up comes
+    assert time.monotonic() - started < 10
+    monkeypatch.delenv("NOTIFY_SOCKET")
+    assert notify.barrier() is False

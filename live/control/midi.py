@@ -34,25 +34,35 @@ it is refused when it is loaded. A write the registry still refuses (a rule such
 dream size for this machine) is not applied, is counted in :attr:`MidiControl.refused`, logged
 at most once every ``LOG_EVERY`` seconds, and reaches OSC's feedback targets on ``/dream/error``
 through the registry.
+
+Ports come from ALSA (Linux's default) or JACK (``api="jack"``, ``--midi-api jack``): on a machine
+that runs a JACK server for sound, controllers appear there, and virtual ports of other programs too.
+
+MIDI learn keeps the mapping file as the operator wrote it: comments, order and layout stay, the
+replaced ``[[binding]]`` tables go and the learned one is added at the end (tomlkit edits the
+document instead of writing a new one).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
 import os
 import re
 import sys
+import tempfile
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
-import tomli_w
+import tomlkit
+import tomlkit.exceptions
 
 from live.atomic import atomic_write
 from live.control.params import Param, Registry
@@ -318,11 +328,77 @@ def load_mapping(path: Path, registry: Registry) -> list[Binding]:
     return parse_mapping(data, registry, str(path))
 
 
+NEW_MAPPING_HEAD = ("# deepdream-live MIDI mapping; keys are described in live/control/midi.py and in\n"
+                    "# live/control/layouts/midi-example.toml. MIDI learn adds bindings at the end and keeps\n"
+                    "# everything else in this file as it is, comments included.\n")
+_TABLE_HEADER = re.compile(r"^\s*\[\[\s*binding\s*\]\]\s*(#.*)?$")
+_KEY_LINE = re.compile(r"^\s*[A-Za-z0-9_\"'-]+\s*=")
+
+
+def _tables_text(bindings: list[Binding] | tuple[Binding, ...]) -> str:
+    """``[[binding]]`` tables for ``bindings``, a blank line between them (tomlkit writes the TOML)."""
+    return "\n".join(tomlkit.dumps({"binding": [b.to_toml()]}) for b in bindings)
+
+
+def _edit_mapping(text: str, wanted: list[Binding], registry: Registry) -> str | None:
+    """``text`` with the tables of bindings not in ``wanted`` cut out (from their header to their
+    last key, and the blank lines after it) and the missing ones appended; every other line,
+    comments and section headings included, stays as written. None when the file is laid out in a
+    way this cannot edit line by line (it does not parse, or holds its tables some other way)."""
+    try:
+        entries = tomlkit.parse(text).unwrap().get("binding", [])
+    except tomlkit.exceptions.TOMLKitError:
+        return None
+    lines = text.splitlines(keepends=True)
+    headers = [i for i, line in enumerate(lines) if _TABLE_HEADER.match(line)]
+    if not isinstance(entries, list) or len(headers) != len(entries):
+        return None
+    remaining = list(wanted)
+    cut: set[int] = set()
+    for n, (start, entry) in enumerate(zip(headers, entries, strict=True)):
+        try:
+            binding = _parse_binding(entry, n + 1, registry, "MIDI mapping")
+        except DataError as e:  # edited by hand since the show loaded it: not ours to drop
+            log.warning("MIDI learn leaves %s as it is", e)
+            continue
+        if binding in remaining:
+            remaining.remove(binding)
+            continue
+        end = headers[n + 1] if n + 1 < len(headers) else len(lines)
+        last = max((i for i in range(start + 1, end) if _KEY_LINE.match(lines[i])), default=start)
+        stop = last + 1
+        while stop < end and not lines[stop].strip():
+            stop += 1
+        cut.update(range(start, stop))
+    edited = "".join(line for i, line in enumerate(lines) if i not in cut)
+    if remaining:
+        edited = edited.rstrip("\n") + "\n\n" + _tables_text(remaining)
+    return edited
+
+
+def mapping_text(bindings: list[Binding] | tuple[Binding, ...], previous: str | None = None,
+                 registry: Registry | None = None) -> str:
+    """The mapping file's text for ``bindings``. Given the file's ``previous`` text, that text is
+    edited: bindings that stay keep their tables as written, with every comment, heading and blank
+    line around them; tables of bindings that went are cut out; new bindings are appended at the
+    end. Without it, or when the old file cannot be edited line by line, a new file is written."""
+    if previous is not None:
+        edited = _edit_mapping(previous, list(bindings), registry or Registry())
+        if edited is not None:
+            return edited
+        log.warning("the MIDI mapping file could not be edited in place; writing it anew (its comments are lost)")
+    return NEW_MAPPING_HEAD + "\n" + _tables_text(bindings)
+
+
 def save_mapping(path: Path, bindings: list[Binding] | tuple[Binding, ...]) -> None:
-    """Write the bindings atomically (readers see the old file or the new one); OutputError if not."""
-    text = ("# deepdream-live MIDI mapping; keys are described in live/control/midi.py.\n"
-            "# MIDI learn rewrites this file, so comments added here are not kept.\n\n")
-    text += tomli_w.dumps({"binding": [b.to_toml() for b in bindings]})
+    """Write the bindings atomically (readers see the old file or the new one), editing the file
+    that is there so its comments and layout stay (see :func:`mapping_text`); OutputError if not."""
+    try:
+        previous = path.read_text(encoding="utf-8") if path.exists() else None
+    except (OSError, UnicodeDecodeError) as e:
+        log.warning("cannot read MIDI mapping %s to keep its comments (%s); writing it anew", path, e)
+        previous = None
+    text = mapping_text(bindings, previous)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_write(path) as f:
@@ -397,17 +473,137 @@ class _State:
 
 # --- ports -----------------------------------------------------------------------------------
 
+# python-rtmidi's API for each MIDI system a show can choose (--midi-api, [midi] api).
+APIS = {"alsa": "LINUX_ALSA", "jack": "UNIX_JACK"}
+API_LABELS = {"alsa": "ALSA", "jack": "JACK"}
+ALSA_SEQUENCER = "/dev/snd/seq"
+# What ALSA's and JACK's C libraries print on stderr when there is no sequencer or no server;
+# the reason reaches the log as one "no MIDI" line instead.
+_NATIVE_NOISE = re.compile(rb"^(ALSA lib |Cannot connect to server|jack server is not running|JackShm|"
+                           rb"Cannot open .*jack|JackClient|jack_client_open)")
+_stderr_lock = threading.Lock()
 
-def _mido_input_names() -> list[str]:
-    import mido  # an optional extra: imported when MIDI is first used, not with the package
 
-    return list(mido.get_input_names())
+def resolve_api(api: str | None = None) -> str | None:
+    """The MIDI system in use: ``api`` when given ("alsa" or "jack"; UsageError otherwise), else
+    the one ``$MIDO_BACKEND`` names, else ALSA on Linux; None means the operating system's own
+    (CoreMIDI, Windows MM) through mido's default."""
+    if api is not None:
+        if api not in APIS:
+            raise UsageError(f"MIDI API {api!r}: expected one of {', '.join(APIS)}")
+        return api
+    chosen = os.environ.get("MIDO_BACKEND", "").upper()
+    if "JACK" in chosen:
+        return "jack"
+    if "ALSA" in chosen or (not chosen and sys.platform.startswith("linux")):
+        return "alsa"
+    return None
 
 
-def _mido_open_input(name: str, callback: Callable[[Any], None]) -> Any:
-    import mido
+def api_label(api: str | None = None) -> str:
+    """``ALSA``, ``JACK`` or what else ``$MIDO_BACKEND`` names, for logs and ``check``."""
+    resolved = resolve_api(api)
+    if resolved is not None:
+        return API_LABELS[resolved]
+    return os.environ.get("MIDO_BACKEND") or "the system's MIDI"
 
-    return mido.open_input(name, callback=callback)
+
+def _blocked(api: str | None) -> str | None:
+    """Why listing ports cannot work, found without asking the MIDI library (which would print
+    ALSA's complaint on stderr): an ALSA sequencer device that is missing or forbidden."""
+    if api != "alsa" or not sys.platform.startswith("linux"):
+        return None
+    if not os.path.exists(ALSA_SEQUENCER):
+        return (f"no ALSA sequencer ({ALSA_SEQUENCER} is missing): load it with `sudo modprobe snd-seq`, "
+                "or use JACK (--midi-api jack) where a JACK server runs")
+    if not os.access(ALSA_SEQUENCER, os.R_OK | os.W_OK):
+        return (f"no permission to use the ALSA sequencer {ALSA_SEQUENCER}: add this user to the audio "
+                "group (`sudo usermod -aG audio $USER`, then log in again)")
+    return None
+
+
+@contextlib.contextmanager
+def quiet_native_stderr() -> Iterator[None]:
+    """Hold back what ALSA's and JACK's C libraries print on file descriptor 2 while the block
+    runs; every other line written there meanwhile (another thread's log) is passed on after it."""
+    with _stderr_lock:
+        try:
+            sys.stderr.flush()
+            saved = os.dup(2)
+        except (OSError, ValueError, AttributeError):  # no fd 2 to redirect (embedded, closed)
+            yield
+            return
+        with tempfile.TemporaryFile() as held:
+            os.dup2(held.fileno(), 2)
+            try:
+                yield
+            finally:
+                with contextlib.suppress(OSError, ValueError, AttributeError):
+                    sys.stderr.flush()
+                os.dup2(saved, 2)
+                os.close(saved)
+                held.seek(0)
+                lines = held.read().splitlines(keepends=True)
+                noise = [line for line in lines if _NATIVE_NOISE.match(line)]
+                kept = b"".join(line for line in lines if not _NATIVE_NOISE.match(line))
+                if kept:
+                    os.write(2, kept)
+                if noise:
+                    log.debug("held back from the MIDI library: %s",
+                              " | ".join(x.strip().decode(errors="replace") for x in noise))
+
+
+class MidoPorts:
+    """Input ports through mido and python-rtmidi on one MIDI system: MidiControl's default
+    ``list_ports`` and ``open_port``. ``api`` None follows ``$MIDO_BACKEND``, else the platform's."""
+
+    def __init__(self, api: str | None = None) -> None:
+        self.api = resolve_api(api)
+        self._explicit = api is not None
+        self._backend: Any = None
+
+    @property
+    def label(self) -> str:
+        """The MIDI system's name: ALSA, JACK, …"""
+        return api_label(self.api if self._explicit else None)
+
+    def blocked(self) -> str | None:
+        """Why ports cannot be listed here now, when that is known without trying; else None."""
+        return _blocked(self.api)
+
+    def _mido(self) -> Any:
+        if self._backend is None:
+            import mido  # an optional extra: imported when MIDI is first used, not with the package
+
+            self._backend = (mido.Backend(f"mido.backends.rtmidi/{APIS[self.api]}", load=True)
+                             if self._explicit and self.api is not None else mido)
+        return self._backend
+
+    def list_ports(self) -> list[str]:
+        """The input port names; OSError saying why when this MIDI system does not answer."""
+        backend = self._mido()  # ImportError first: without the extra nothing else matters
+        blocked = self.blocked()
+        if blocked:
+            raise OSError(blocked)
+        try:
+            with quiet_native_stderr():
+                return list(backend.get_input_names())
+        except (SystemError, RuntimeError, OSError) as e:
+            raise OSError(_hint(str(e).strip() or type(e).__name__, self.api)) from e
+
+    def open_port(self, name: str, callback: Callable[[Any], None]) -> Any:
+        """Open input port ``name``; messages go to ``callback`` on the MIDI library's thread."""
+        backend = self._mido()
+        with quiet_native_stderr():
+            return backend.open_input(name, callback=callback)
+
+
+def _hint(reason: str, api: str | None) -> str:
+    if api == "jack" and "jack" in reason.lower():
+        return f"{reason} (start the JACK server, e.g. `jackd -d alsa` or your JACK session, or use --midi-api alsa)"
+    if api == "alsa" and "alsa" in reason.lower():
+        return f"{reason} (check `aconnect -l`; or use JACK: --midi-api jack)"
+    return reason
 
 
 def _no_midi_reason(error: BaseException) -> str:
@@ -416,10 +612,10 @@ def _no_midi_reason(error: BaseException) -> str:
     return str(error).strip() or type(error).__name__
 
 
-def midi_available(list_ports: PortLister | None = None) -> tuple[bool, str]:
+def midi_available(list_ports: PortLister | None = None, api: str | None = None) -> tuple[bool, str]:
     """Whether MIDI input works here, and a line saying why not or which ports there are (health check)."""
     try:
-        names = (list_ports or _mido_input_names)()
+        names = (list_ports or MidoPorts(api).list_ports)()
     except (ImportError, SystemError, OSError, RuntimeError) as e:
         return False, f"no MIDI: {_no_midi_reason(e)}"
     if not names:
@@ -433,7 +629,8 @@ class MidiControl:
     A daemon thread lists the input ports every ``poll_interval`` seconds, opens those a binding's
     ``port`` prefix names (all of them while learning, or when a binding names no port), closes the
     ones that vanished and reopens them when they come back. ``list_ports`` and ``open_port``
-    (called as ``open_port(name, callback=fn)``) default to mido's; tests pass fakes.
+    (called as ``open_port(name, callback=fn)``) default to mido's on the MIDI system ``api``
+    ("alsa", "jack"; None: ``$MIDO_BACKEND``, else the platform's); tests pass fakes.
     """
 
     def __init__(
@@ -444,12 +641,14 @@ class MidiControl:
         list_ports: PortLister | None = None,
         open_port: PortOpener | None = None,
         poll_interval: float = 2.0,
+        api: str | None = None,
     ) -> None:
         self.registry = registry
         self.mapping_path = Path(mapping_path) if mapping_path is not None else None
         self.poll_interval = poll_interval
-        self._list_ports = list_ports or _mido_input_names
-        self._open_port = open_port or _mido_open_input
+        self.ports = MidoPorts(api)  # UsageError for an unknown API, before any thread starts
+        self._list_ports = list_ports or self.ports.list_ports
+        self._open_port = open_port or self.ports.open_port
         self._default_ports = list_ports is None
         self._lock = threading.RLock()  # callbacks of several ports, learn() and the poller share the state
         self._routes: list[_Route] = []
@@ -473,7 +672,9 @@ class MidiControl:
                 self._set_bindings(load_mapping(self.mapping_path, registry))
                 log.info("MIDI mapping %s: %d binding(s)", self.mapping_path, len(self._routes))
             else:
-                log.warning("no MIDI mapping at %s yet; MIDI learn will create it", self.mapping_path)
+                log.info("no MIDI mapping at %s yet; MIDI learn will create it", self.mapping_path)
+        if self._default_ports:
+            log.info("MIDI over %s", self.ports.label)
         self._thread = threading.Thread(target=self._run, name="midi-ports", daemon=True)
         self._thread.start()
 
@@ -748,15 +949,9 @@ class MidiControl:
             self._wake.clear()
 
     def _sequencer_may_be_back(self) -> bool:
-        """Whether listing ports again could succeed; on Linux the ALSA sequencer device must exist.
-
-        Checked before retrying so a machine without one does not print ALSA's error every few seconds.
-        """
-        if not self._default_ports or not sys.platform.startswith("linux"):
-            return True
-        if "JACK" in os.environ.get("MIDO_BACKEND", "").upper():
-            return True
-        return os.path.exists("/dev/snd/seq")
+        """Whether listing ports again could succeed; for ALSA on Linux the sequencer device must
+        exist (checked without a listing, which would cost an ALSA client and stderr noise)."""
+        return not self._default_ports or self.ports.blocked() is None
 
     def _poll(self) -> float:
         """List the ports, open and close to match; returns the seconds until the next poll."""
@@ -798,6 +993,9 @@ class MidiControl:
                 log.warning("cannot open MIDI port %s: %s (trying again while it is there)", name, e)
             return
         self._open_failed.discard(name)
+        if self._stop.is_set():  # closed meanwhile (a slow machine outlived close()'s join): let go
+            self._close(name, port)
+            return
         with self._lock:
             self._ports[name] = port
         stable = port_prefix(name)

@@ -70,7 +70,7 @@ from pythonosc.osc_server import BlockingOSCUDPServer
 from pythonosc.udp_client import SimpleUDPClient
 
 from live.control.params import OutOfRange, Param, Registry
-from live.errors import LiveError, UsageError
+from live.errors import LiveError, UnavailableError, UsageError
 from live.model import catalog
 from live.objectives import Objective
 
@@ -382,7 +382,9 @@ class OscServer:
         try:
             self._server = _Server((self.host, self.port), self._dispatcher, self)
         except OSError as e:
-            raise UsageError(
+            # Unavailable (exit 69), not a usage error: the port's holder may go away, the address
+            # may come up with the network, and the service tries again until then.
+            raise UnavailableError(
                 f"cannot listen for OSC on {self.host}:{self.port}: {e.strerror or e}; is another show "
                 "running? choose another port with --osc-port"
             ) from None

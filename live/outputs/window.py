@@ -11,6 +11,11 @@ Fullscreen on X11 is asked of the window manager, and also done by hand: the win
 to the monitor's origin and sized to cover it, so a kiosk X session without a window manager
 still gets a full screen.
 
+Letterboxing is done here, in black: each frame is padded to the window's own aspect ratio
+before it is shown, and the window stretches what it gets (``WINDOW_FREERATIO``). Left to
+itself, OpenCV's Qt window keeps the ratio by painting bars in the desktop palette's light
+grey (239, 239, 239), which on a projector reads as a lit frame around the show.
+
 The mouse pointer: OpenCV has no call to hide it, and this module does not pretend to. On X11
 run ``unclutter -idle 0.5`` beside the show (it hides an idle pointer), or park the pointer
 on another monitor; ``hide_cursor=True`` logs that advice once at open.
@@ -64,6 +69,18 @@ def key_action(code: int) -> str | None:
     return action
 
 
+def letterbox_size(width: int, height: int, window_width: int, window_height: int) -> tuple[int, int]:
+    """The smallest canvas holding a ``width``×``height`` frame at the window's aspect ratio: the
+    frame's own size when the ratios agree to within a pixel, else wider or taller by the bars."""
+    if window_width * height > window_height * width:  # window wider than the frame: bars left and right
+        canvas = (round(height * window_width / window_height), height)
+    else:
+        canvas = (width, round(width * window_height / window_width))
+    if abs(canvas[0] - width) <= 1 and abs(canvas[1] - height) <= 1:
+        return width, height
+    return canvas
+
+
 class WindowOutput(Output):
     """An OpenCV window showing the dream.
 
@@ -93,6 +110,7 @@ class WindowOutput(Output):
         self._frame_size = (0, 0)
         self._rect: x11.Rect | None = None
         self._placeholder: tuple[str, np.ndarray] | None = None
+        self._canvas: np.ndarray | None = None  # black, the window's aspect; reused frame to frame
 
     def open(self, width: int, height: int, fps: float) -> None:
         """Create the window. Raises UnavailableError when there is no display to show it on,
@@ -118,8 +136,9 @@ class WindowOutput(Output):
         elif rects:
             self._rect = rects[0]
         self._frame_size = (width, height)
-        # GUI_NORMAL: no Qt toolbar or status bar over the projection; KEEPRATIO letterboxes.
-        cv2.namedWindow(self.title, cv2.WINDOW_NORMAL | cv2.WINDOW_KEEPRATIO | cv2.WINDOW_GUI_NORMAL)
+        # GUI_NORMAL: no Qt toolbar or status bar over the projection. FREERATIO: the window fills
+        # itself with the frame, which letterbox() has already padded to its aspect, in black.
+        cv2.namedWindow(self.title, cv2.WINDOW_NORMAL | cv2.WINDOW_FREERATIO | cv2.WINDOW_GUI_NORMAL)
         self._open = True
         self._place_normal()
         if self.fullscreen:
@@ -168,7 +187,7 @@ class WindowOutput(Output):
         (showing again would reopen it)."""
         if not self._open or self._closed_by_user():
             return
-        cv2.imshow(self.title, frame)
+        cv2.imshow(self.title, self._letterboxed(frame))
         self._shown = True
         self._pump()
         self.sent += 1
@@ -179,9 +198,39 @@ class WindowOutput(Output):
             return
         if self._placeholder is None or self._placeholder[0] != text:
             self._placeholder = (text, placeholder_frame(*self._frame_size, text))
-        cv2.imshow(self.title, self._placeholder[1])
+        cv2.imshow(self.title, self._letterboxed(self._placeholder[1]))
         self._shown = True
         self._pump()
+
+    def _window_size(self) -> tuple[int, int] | None:
+        """The size of the window's picture area now, or the monitor's when fullscreen and the
+        window cannot say (yet); None when neither is known."""
+        try:
+            _, _, w, h = cv2.getWindowImageRect(self.title)
+        except cv2.error:
+            w = h = 0
+        if w > 0 and h > 0:
+            return w, h
+        if self.fullscreen and self._rect is not None:
+            return self._rect.width, self._rect.height
+        return None
+
+    def _letterboxed(self, frame: np.ndarray) -> np.ndarray:
+        """``frame`` centred on black bars that give it the window's aspect ratio (the frame
+        itself when the aspects already match, or the window's size is unknown)."""
+        size = self._window_size()
+        if size is None:
+            return frame
+        canvas_size = letterbox_size(frame.shape[1], frame.shape[0], *size)
+        if canvas_size == (frame.shape[1], frame.shape[0]):
+            return frame
+        cw, ch = canvas_size
+        shape = (ch, cw, *frame.shape[2:])
+        if self._canvas is None or self._canvas.shape != shape or self._canvas.dtype != frame.dtype:
+            self._canvas = np.zeros(shape, frame.dtype)
+        x, y = (cw - frame.shape[1]) // 2, (ch - frame.shape[0]) // 2
+        self._canvas[y : y + frame.shape[0], x : x + frame.shape[1]] = frame
+        return self._canvas
 
     def _pump(self) -> None:
         self._pumped = True

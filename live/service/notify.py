@@ -220,6 +220,34 @@ def extending(seconds: float = 60.0, *, limit: float | None = 3600.0, status_tex
         thread.join(timeout=1.0)
 
 
+def barrier(timeout: float = 5.0) -> bool:
+    """Wait until systemd has read every message sent before this one (``BARRIER=1``), so a
+    status sent just before the process exits is not lost; False without a socket or on timeout."""
+    import array
+    import select
+
+    address = _address()
+    if address is None:
+        return False
+    read_end, write_end = os.pipe()
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+            # sendmsg, not socket.send_fds: that one drops its address argument (CPython 3.11)
+            fds = array.array("i", [write_end])
+            sock.sendmsg([b"BARRIER=1"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds)], 0, address)
+        os.close(write_end)
+        write_end = -1
+        # systemd closes its copy of the write end once it has handled the messages before it
+        ready, _, _ = select.select([read_end], [], [], timeout)
+        return bool(ready)
+    except OSError:
+        return False
+    finally:
+        os.close(read_end)
+        if write_end >= 0:
+            os.close(write_end)
+
+
 def _one_line(text: str) -> str:
     # A newline would start a new KEY=VALUE field in the datagram.
     return " ".join(text.split())

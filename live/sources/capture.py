@@ -18,7 +18,7 @@ from urllib.parse import urlsplit, urlunsplit
 import cv2
 import numpy as np
 
-from live.errors import InputError
+from live.errors import DeviceMissingError
 from live.sources.base import Source, Status, as_bgr
 
 log = logging.getLogger(__name__)
@@ -86,7 +86,9 @@ class CaptureSource(Source):
     def _open(self) -> None:
         self._cap, reason = self._try_open()
         if self._cap is None:
-            raise InputError(f"{self._open_error} ({reason})" if reason != "it did not open" else self._open_error)
+            # 69, not 66: a device that is not there yet is retried by the service (live/errors.py)
+            raise DeviceMissingError(f"{self._open_error} ({reason})" if reason != "it did not open"
+                                     else self._open_error)
 
     def _run(self) -> None:
         delay, failures = self._retry_initial, 0
