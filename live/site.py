@@ -5,7 +5,8 @@ A gallery machine runs for weeks from one file (``site.toml``, see ``live/site-e
     [source]      spec, capture_size, capture_fps, loop
     [dream]       any live parameter of the registry (objective, steps, width, height, feedback, …)
     [network]     weights, backend, device, flow_preset
-    [outputs]     window, fullscreen, monitor, vcam, vcam_device, vcam_backend, record, overlay, screenshot_dir
+    [outputs]     window, fullscreen, monitor, vcam, vcam_device, vcam_backend, record, overlay, screenshot_dir,
+                  size (of every output; left out: the source's own)
     [osc]         enabled, host, port, allow = [CIDRs], feedback = ["host:port", …]
     [midi]        enabled, mapping
     [presets]     directory, start, cycle = [names], cycle_minutes, morph_time
@@ -101,6 +102,7 @@ class OutputsSection:
     record: Path | None = None
     overlay: bool | None = None
     screenshot_dir: Path | None = None
+    size: tuple[int, int] | None = None  # every output's size; None: the source's own
 
 
 @dataclass(frozen=True)
@@ -223,6 +225,7 @@ class Site:
             "record": o.record,
             "overlay": o.overlay,
             "screenshot_dir": o.screenshot_dir,
+            "output_size": o.size,
         }
         return {k: v for k, v in values.items() if v is not None}
 
@@ -302,6 +305,15 @@ def _size(value: Any) -> tuple[int, int]:
         if sep and w.isdigit() and h.isdigit() and int(w) > 0 and int(h) > 0:
             return int(w), int(h)
     raise _Bad('a size "WIDTHxHEIGHT", e.g. "1280x720"')
+
+
+def _output_size(value: Any) -> tuple[int, int]:
+    from live.compose import MAX_OUTPUT_SIDE, MIN_OUTPUT_SIDE
+
+    w, h = _size(value)
+    if not (MIN_OUTPUT_SIDE <= w <= MAX_OUTPUT_SIDE and MIN_OUTPUT_SIDE <= h <= MAX_OUTPUT_SIDE):
+        raise _Bad(f'a size "WIDTHxHEIGHT" with sides {MIN_OUTPUT_SIDE}..{MAX_OUTPUT_SIDE}, e.g. "1920x1080"')
+    return w, h
 
 
 def _time(value: Any) -> dt.time:
@@ -384,7 +396,7 @@ SCHEMA: dict[str, dict[str, Check | str]] = {
     "network": {"weights": _text, "backend": _text, "device": _text, "flow_preset": _choice(*FLOW_PRESETS)},
     "outputs": {
         "window": _bool, "fullscreen": _bool, "monitor": _int(0, 63), "vcam": _bool, "vcam_device": _text,
-        "vcam_backend": _text, "record": PATH, "overlay": _bool, "screenshot_dir": PATH,
+        "vcam_backend": _text, "record": PATH, "overlay": _bool, "screenshot_dir": PATH, "size": _output_size,
     },
     "osc": {"enabled": _bool, "host": _host, "port": _int(1, 65535), "allow": _cidrs, "feedback": _hostports},
     "midi": {"enabled": _bool, "mapping": PATH},
