@@ -7,9 +7,15 @@ import logging
 import sys
 from pathlib import Path
 
-from live import __version__, logs
-from live.control.cli_flags import add_param_flags, apply_flags
-from live.errors import LiveError
+from live import threads
+
+# First: libgomp reads OMP_WAIT_POLICY once, when PyTorch loads it, and the imports below load
+# PyTorch (docs/architecture.md, "Frame budget").
+threads.prepare_environment()
+
+from live import __version__, logs  # noqa: E402
+from live.control.cli_flags import add_param_flags, apply_flags  # noqa: E402
+from live.errors import LiveError  # noqa: E402
 
 log = logging.getLogger("live")
 
@@ -34,6 +40,12 @@ def _add_model_options(p: argparse.ArgumentParser, default_weights: str | None =
     g.add_argument("--device", default="auto" if defaults else None, help="auto, cpu, cuda or cuda:N (default: auto)")
 
 
+def _add_threads_option(p: argparse.ArgumentParser) -> None:
+    """--threads after the command too (``run --threads 1``); the main parser's value is the default."""
+    p.add_argument("--threads", type=int, default=argparse.SUPPRESS, metavar="N",
+                   help=f"CPU threads for the dream (default: ${threads.ENV_THREADS}, else every core)")
+
+
 def _build_parser() -> argparse.ArgumentParser:
     from live.dreamer import DreamSettings
 
@@ -41,6 +53,9 @@ def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="deepdream-live", description="Real-time DeepDream for cameras and streams.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("--log-level", default=None, choices=logs.LEVELS, help="(default: info, or the config's)")
+    parser.add_argument("--threads", type=int, default=None, metavar="N",
+                        help=f"CPU threads for the dream (default: ${threads.ENV_THREADS}, else every core); idle "
+                        "threads sleep (OMP_WAIT_POLICY=PASSIVE unless set)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     image = sub.add_parser("image", help="dream on a still image (PNG or JPEG)", description="The classic still-image DeepDream.")
@@ -65,6 +80,7 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     image.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_model_options(image)
+    _add_threads_option(image)
     image.set_defaults(handler=_cmd_image)
 
     run = sub.add_parser(
@@ -92,6 +108,9 @@ def _build_parser() -> argparse.ArgumentParser:
     out.add_argument("--vcam-device", default=None, help="virtual camera device, e.g. /dev/video10")
     out.add_argument("--vcam-backend", default=None, help="pyvirtualcam backend (default: the platform's)")
     out.add_argument("--record", type=Path, default=None, metavar="FILE", help="record to FILE (.mp4 or .avi)")
+    out.add_argument("--output-size", default=None, metavar="WxH",
+                     help="size of every output, any size, e.g. 1920x1080 (default: the source's own; the dream "
+                     "runs at --size and its detail is laid over the full-size camera)")
     out.add_argument("--overlay", action=argparse.BooleanOptionalAction, default=None,
                      help="draw fps, layer, steps and backend on the output")
     out.add_argument("--screenshot-dir", type=Path, default=None, help="where the 's' key saves PNGs (default: .)")
@@ -126,17 +145,24 @@ def _build_parser() -> argparse.ArgumentParser:
     loop.add_argument("--status-every", type=float, default=10.0, help="seconds between status lines")
     _add_model_options(run, default_weights=None, defaults=False)
     add_param_flags(run)
+    _add_threads_option(run)
     run.set_defaults(handler=_cmd_run)
 
-    bench = sub.add_parser("bench", help="frames per second of the live loop here, against a plain PyTorch loop",
-                           description="The whole live loop (test scene and a clip, headless) against the plain "
-                           "PyTorch DeepDream loop, measured in the same run.")
+    bench = sub.add_parser("bench", help="frames per second of the live loop here, against ordinary PyTorch loops",
+                           description="The whole live loop (default look, headless, a panning clip and the test "
+                           "scene) against ordinary live loops dreaming 4 steps a frame (naive, frozen, best "
+                           "ordinary), with the dream strength each reaches, then the cost of outputs at the "
+                           "camera's size; all measured in the same run.")
     bench.add_argument("--sizes", default=None, metavar="WxH[,WxH…]",
-                       help="dream sizes (default: 320x180 on CPU, 1280x720,1920x1080 on CUDA)")
-    bench.add_argument("--steps", type=int, default=None, help="steps per frame (default: 2 on CPU, 4 on CUDA)")
+                       help="camera sizes; the dream runs at each rounded to 32 (default: 640x360 on CPU, "
+                       "960x540 on CUDA)")
+    bench.add_argument("--steps", type=int, default=None, help="steps per frame (default: the default look's)")
     bench.add_argument("--frames", type=int, default=20, help="frames timed per run (default: %(default)s)")
+    bench.add_argument("--warmup", type=int, default=60,
+                       help="frames before timing, so the carried dream settles (default: %(default)s)")
     bench.add_argument("--layer", default="inception4c")
     _add_model_options(bench)
+    _add_threads_option(bench)
     bench.set_defaults(handler=_cmd_bench, weights="random")
 
     check = sub.add_parser("check", help="is this machine ready for the show? one line per check, with the fix")
@@ -151,6 +177,7 @@ def _build_parser() -> argparse.ArgumentParser:
                          "settings that hold the target frame rate with headroom.")
     calibrate.add_arguments(cal)
     _add_model_options(cal)
+    _add_threads_option(cal)
     cal.set_defaults(handler=_cmd_calibrate, weights="random")
 
     eng = sub.add_parser("build-engines", help="build TensorRT engines ahead of opening hours",
@@ -317,6 +344,10 @@ def _show_setup(args: argparse.Namespace):
     }
     if args.capture_size:
         cli["capture_width"], cli["capture_height"] = _parse_size(args.capture_size, "--capture-size")
+    if args.output_size:
+        from live.compose import check_output_size
+
+        cli["output_size"] = check_output_size(_parse_size(args.output_size, "--output-size"))
     fields.update({k: v for k, v in cli.items() if v is not None})
     if args.governor is False:
         fields["target_fps"] = None
@@ -352,7 +383,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     from live.benchmark import loop_benchmark
 
     sizes = [_parse_size(t, "--sizes") for t in args.sizes.split(",")] if args.sizes else None
-    loop_benchmark(sizes, args.steps, args.frames, args.layer, args.weights, args.backend, args.device)
+    loop_benchmark(sizes, args.steps, args.frames, args.layer, args.weights, args.backend, args.device,
+                   warmup=args.warmup)
     return 0
 
 
@@ -418,6 +450,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logs.configure(args.log_level or "info")
     try:
+        settings = threads.apply(args.threads)
+        log.log(logging.INFO if args.command in ("run", "bench", "calibrate") else logging.DEBUG, "threads: %s",
+                settings.describe())
         return args.handler(args)
     except LiveError as e:
         print(f"deepdream-live: error: {e}", file=sys.stderr)
