@@ -60,6 +60,9 @@ FULL_CPU_SIZES = ((640, 352), (480, 288), (320, 192), (256, 160))
 FULL_CUDA_SIZES = ((1920, 1088), (1600, 896), (1280, 736), (1024, 576), (960, 544), (640, 352))
 FULL_STEPS = (1, 2, 3, 4, 6, 8)
 FULL_LAYERS = ("inception3b", "inception4c", "inception5b")
+# What outputs are measured at unless told: the size `run` asks a camera for. calibrate trims the
+# dream size only; the output stays what the show sends (docs/architecture.md, "Frame budget").
+DEFAULT_OUTPUT_SIZE = (1280, 720)
 _SITE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
@@ -126,6 +129,7 @@ class Profile:
     camera: CameraMeasurement | None = None
     path: Path | None = None
     mismatch: tuple[str, ...] = field(default=())  # how this machine differs from the measured one
+    output_size: str = ""  # "WxH" the outputs were measured at (the dream sizes are in the table)
 
     def registry_values(self) -> dict[str, int]:
         """The chosen steps and size, for ``registry.update(..., source="calibration")``."""
@@ -268,15 +272,22 @@ def calibrate(
     camera_seconds: float = 3.0,
     weights: str = "random",
     device: str = "auto",
+    output_size: tuple[int, int] = DEFAULT_OUTPUT_SIZE,
 ) -> Profile:
     """Measure, choose and write a profile; returns it (with ``path`` set).
 
     Per size, step counts are timed in increasing order and the rest are skipped once one runs
-    at under half the target (more steps can only be slower), which keeps a sweep short.
+    at under half the target (more steps can only be slower), which keeps a sweep short. Every
+    setting shows its frames at ``output_size`` (the camera's full-size picture plus the dream):
+    only the dream size is chosen, never the output's.
     """
+    import cv2
+
     from live.app import round32
     from live.backends import BACKENDS, open_backend
-    from live.benchmark import run_loop, scene_source
+    from live.benchmark import frames_source, run_loop
+    from live.compose import check_output_size
+    from live.sources.testscene import test_scene
     from live.errors import LiveError
     from live.model import load_model
     from live.objectives import Objective
@@ -290,6 +301,7 @@ def calibrate(
     _check_writable(path)
     for layer in layers:
         Objective.parse(layer)  # an unknown layer fails now, with the catalog, not after minutes of timing
+    output_size = check_output_size(output_size)
 
     model = load_model(weights, progress=False)
     names = list(BACKENDS) if list(backends) == ["all"] else list(backends)
@@ -310,6 +322,8 @@ def calibrate(
     layers = list(FULL_LAYERS if full and tuple(layers) == ("inception4c",) else layers)
     frames = frames or (30 if cuda else 8)
 
+    # the test scene as the camera, drawn once at the output size (a real camera draws on its own thread)
+    scene = [cv2.cvtColor(test_scene(*output_size, i / 30), cv2.COLOR_RGB2BGR) for i in range(12)]
     table: list[Measurement] = []
     started = time.monotonic()
     for backend in opened:
@@ -317,7 +331,8 @@ def calibrate(
             dw, dh = round32(w), round32(h)
             for layer in layers:
                 for n in steps:
-                    f = run_loop(model, backend, scene_source(dw, dh), dw, dh, n, frames, layer)
+                    f = run_loop(model, backend, frames_source(scene, "test scene"), dw, dh, n, frames, layer,
+                                 output_size=output_size)
                     m = Measurement(backend.name, layer, dw, dh, n, f.fps, 1e3 / max(f.fps, 1e-9), f.latency_ms)
                     table.append(m)
                     log.info("%s %s %dx%d x%d: %.2f fps", backend.describe(), layer, dw, dh, n, f.fps)
@@ -336,6 +351,7 @@ def calibrate(
     device_of_choice = next(b.device for b in opened if b.name == chosen.backend)
     machine = machine_description(device_of_choice)
     machine["backend"] = next(b.describe() for b in opened if b.name == chosen.backend)
+    machine["threads"] = _threads()
     profile = Profile(
         site=site,
         created=dt.datetime.now(dt.timezone.utc).astimezone().isoformat(timespec="seconds"),
@@ -346,9 +362,16 @@ def calibrate(
         table=tuple(table),
         camera=camera_result,
         path=path,
+        output_size="{}x{}".format(*output_size),
     )
     write_profile(profile, path)
     return profile
+
+
+def _threads() -> str:
+    from live import threads
+
+    return threads.current().describe()
 
 
 def _check_writable(path: Path) -> None:
@@ -371,6 +394,7 @@ def write_profile(profile: Profile, path: Path) -> Path:
             "created": profile.created,
             "target_fps": profile.target_fps,
             "headroom": profile.headroom,
+            **({"output_size": profile.output_size} if profile.output_size else {}),
         },
         "chosen": asdict(profile.chosen),
         "machine": dict(profile.machine),
@@ -454,6 +478,7 @@ def load_profile(path: Path | str, here: Mapping[str, str] | None = None) -> Pro
             table=rows,
             camera=camera,
             path=path,
+            output_size=str(head.get("output_size", "")),
         )
     except (TypeError, KeyError, ValueError) as e:
         raise DataError(f"calibration profile {path} is not a usable profile: {e}; {hint} again") from e
@@ -479,6 +504,9 @@ def format_report(profile: Profile) -> str:
         f"GPU {profile.machine.get('gpu')}, CPU {profile.machine.get('cpu')}",
         f"{'backend':>8} {'layer':>12} {'size':>10} {'steps':>5} {'fps':>7} {'ms':>7}  fits",
     ]
+    if profile.output_size or profile.machine.get("threads"):
+        lines.insert(1, f"outputs at {profile.output_size or '?'} (the dream sizes below are what is chosen); "
+                        f"threads: {profile.machine.get('threads', '?')}")
     for m in profile.table:
         c = profile.chosen
         mark = "*" if (m.backend, m.width, m.height, m.steps) == (c.backend, c.width, c.height, c.steps) else " "
@@ -522,6 +550,9 @@ def add_arguments(parser: Any) -> None:
     parser.add_argument("--frames", type=int, default=None,
                         help="frames timed per setting (default: 8 on CPU, 30 on CUDA)")
     parser.add_argument("--full", action="store_true", help="the wide sweep: more sizes, steps 1..8, three layers")
+    parser.add_argument("--output-size", default=None, metavar="WxH",
+                        help="the size the show's outputs run at, e.g. the camera's (default: 1280x720); only the "
+                        "dream size is chosen")
     parser.add_argument("--camera", default=None, metavar="SPEC", help="also measure this camera (fps, jitter), e.g. 0")
     parser.add_argument("--camera-seconds", type=float, default=3.0,
                         help="how long to read the camera (default: %(default)s)")
@@ -554,4 +585,5 @@ def calibrate_from_args(args: Any) -> Profile:
         layers=[t.strip() for t in args.layers.split(",")], backends=[t.strip() for t in args.backends.split(",")],
         frames=args.frames, full=args.full, camera=args.camera, camera_seconds=args.camera_seconds,
         weights=getattr(args, "weights", None) or "random", device=getattr(args, "device", "auto"),
+        output_size=sizes(args.output_size)[0] if getattr(args, "output_size", None) else DEFAULT_OUTPUT_SIZE,
     )  # fmt: skip
