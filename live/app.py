@@ -259,7 +259,10 @@ class LiveLoop:
         if self._was_open:
             log.info("closing time: outputs go black until opening hours")
             self._was_open = False
-        w, h = self._output_size()
+        # The newest camera frame is taken and dropped: it gives the size the outputs run at (when
+        # none was named) and keeps the source's buffer fresh for opening time.
+        frame = self.source.latest(timeout=0.2)
+        w, h = self._output_size(frame.image if frame is not None else None)
         if self.closed_look == "placeholder":
             picture = placeholder_frame(w, h, "closed")
         else:
@@ -627,7 +630,7 @@ def run_show(
         source: Source | None = None
         output_size = opts.output_size
         if output_size is None:
-            source, output_size = _source_and_size(stack, opts)
+            source, output_size = _source_and_size(stack, opts, stop)
         outputs = stack.enter_context(build_outputs(opts))
         outputs.open(output_size[0], output_size[1], snap.fps_cap)
         midi = stack.enter_context(_start_midi(opts, registry)) if opts.midi else None
@@ -684,7 +687,8 @@ def run_show(
 SOURCE_SIZE_WAIT = 10.0  # seconds a live source has to deliver its first frame, which sets the output size
 
 
-def _source_and_size(stack: contextlib.ExitStack, opts: ShowOptions) -> tuple[Source | None, tuple[int, int]]:
+def _source_and_size(stack: contextlib.ExitStack, opts: ShowOptions,
+                     stop: threading.Event) -> tuple[Source | None, tuple[int, int]]:
     """The output size when none is named: the source's own, and the source if it had to start.
 
     A video file is only probed, and starts when the dream is ready, so a clip played once is
@@ -707,8 +711,8 @@ def _source_and_size(stack: contextlib.ExitStack, opts: ShowOptions) -> tuple[So
     source: Source = stack.enter_context(open_show_source(opts))
     deadline = time.monotonic() + SOURCE_SIZE_WAIT
     while source.captured == 0 and source.status in (Status.LIVE, Status.RECONNECTING) \
-            and time.monotonic() < deadline:
-        time.sleep(0.02)
+            and time.monotonic() < deadline and not stop.wait(0.02):
+        pass
     if source.captured and source.size is not None:
         size = source.size
         log.info("outputs at %dx%d, the size of %s (--output-size WxH to choose)", *size, source.describe())
