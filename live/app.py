@@ -28,8 +28,8 @@ from torch import Tensor
 
 from live import temporal
 from live.atomic import atomic_write
-from live.compose import make_compositor
 from live.backends import Backend
+from live.compose import make_compositor
 from live.control.params import Registry, Snapshot
 from live.control.presets import Morpher
 from live.control.schedule import IdleWatcher, OpeningHours, PresetCycler

@@ -47,7 +47,7 @@ from live.model import Model
 from live.model.googlenet import TORCHVISION_SPACE, DreamNet, InputSpace, TorchvisionGoogLeNet, fold_batchnorm
 from live.model.weights import load_reference, random_reference
 from live.objectives import Objective
-from live.outputs import Fanout, NullOutput, Output
+from live.outputs import Fanout, Output
 from live.sources import Frame, Status
 from live.sources.testscene import test_scene
 
@@ -387,6 +387,61 @@ class LoopFigures:
     values: dict[str, Any] = field(default_factory=dict)  # the registry values the loop ran with
 
 
+class ProjectRun:
+    """The real LiveLoop, headless, warmed up and then advanced in chunks (:meth:`advance`), so
+    several runs can take turns on a machine whose load drifts. See :func:`run_loop`."""
+
+    def __init__(self, model: Model, backend: Backend, source: PullSource, width: int, height: int,
+                 steps: int | None, layer: str, *, warmup: int = 3, look: Mapping[str, Any] | None = None,
+                 output_size: tuple[int, int] | None = None, meter: StrengthMeter | None = None,
+                 seed: int = 0) -> None:
+        self.registry = Registry()
+        values: dict[str, Any] = {"octaves": 1} if look is None else dict(look)
+        values.update({"width": width, "height": height, "objective": layer, "fps_cap": 240})
+        if steps is not None:
+            values["steps"] = steps
+        self.registry.update(values)
+        self.keep = _Keep()
+        outputs = Fanout([self.keep])
+        outputs.open(*(output_size or (width, height)), 240)
+        self.source, self.meter, self.dream = source, meter, f"{round32(width)}x{round32(height)}"
+        self.loop = LiveLoop(source, model, backend, self.registry, outputs, seed=seed,  # type: ignore[arg-type]
+                             status_every=3600, output_size=output_size)
+        self.loop.run(max_frames=warmup)  # feedback settles; cuDNN autotuning, CUDA graph capture, allocator
+        self.frames, self.seconds, self.latency = 0, 0.0, 0.0
+        self.stages: dict[str, float] = {}
+        self.cameras: list[np.ndarray] = []
+
+    def advance(self, n: int) -> None:
+        """Run ``n`` more timed frames."""
+        if self.meter is not None:
+            self.keep.keeping, self.source.record = True, self.cameras
+        report = self.loop.run(max_frames=n)
+        self.source.record, self.keep.keeping = None, False
+        self.frames += report.frames
+        self.seconds += report.seconds
+        self.latency += report.latency_ms * report.frames
+        for stage, t in self.loop.clock.totals.items():
+            self.stages[stage] = self.stages.get(stage, 0.0) + t
+
+    def figures(self) -> LoopFigures:
+        n = max(self.frames, 1)
+        fps = self.frames / max(self.seconds, 1e-9)
+        total = sum(self.stages.values())
+        breakdown = " ".join(f"{s} {1e3 * t / n:.1f}" for s, t in self.stages.items()) + " ms/frame"
+        snap = self.registry.snapshot()
+        f = LoopFigures(self.source.describe(), self.dream, snap.steps, fps, self.latency / n,
+                        1.0 - (self.stages.get("dream", 0.0) / total if total else 0.0), breakdown,
+                        self.keep.last_size,
+                        values={k: snap[k] for k in ("steps", "feedback", "step_size", "octaves", "jitter")})
+        shown = self.keep.frames[: len(self.cameras)]
+        if self.meter is not None and shown:
+            f.strength = self.meter.strength(shown, self.cameras)
+            f.flicker = flicker(shown)
+            f.camera_flicker = flicker(self.cameras)
+        return f
+
+
 def run_loop(model: Model, backend: Backend, source: PullSource, width: int, height: int, steps: int | None,
              frames: int, layer: str, *, warmup: int = 3, look: Mapping[str, Any] | None = None,
              output_size: tuple[int, int] | None = None, meter: StrengthMeter | None = None,
@@ -398,72 +453,78 @@ def run_loop(model: Model, backend: Backend, source: PullSource, width: int, hei
     out at (default: the source's own). With a ``meter``, dream strength and flicker are measured
     over the timed frames.
     """
-    registry = Registry()
-    values: dict[str, Any] = {"octaves": 1} if look is None else dict(look)
-    values.update({"width": width, "height": height, "objective": layer, "fps_cap": 240})
-    if steps is not None:
-        values["steps"] = steps
-    registry.update(values)
-    keep = _Keep()
-    outputs = Fanout([keep])
-    outputs.open(*(output_size or (width, height)), 240)
-    loop = LiveLoop(source, model, backend, registry, outputs, seed=seed, status_every=3600,  # type: ignore[arg-type]
-                    output_size=output_size)
-    loop.run(max_frames=warmup)  # feedback settles; cuDNN autotuning, CUDA graph capture, allocator
-    cameras: list[np.ndarray] = []
-    if meter is not None:
-        keep.keeping, source.record = True, cameras
-    report = loop.run(max_frames=frames)
-    source.record, keep.keeping = None, False
-    shown = keep.frames[: len(cameras)]
-    out_size = keep.last_size
-    snap = registry.snapshot()
-    figures = LoopFigures(source.describe(), f"{round32(width)}x{round32(height)}", snap.steps, report.fps,
-                          report.latency_ms, 1.0 - report.dream_share, report.breakdown, out_size,
-                          values={k: snap[k] for k in ("steps", "feedback", "step_size", "octaves", "jitter")})
-    if meter is not None and shown:
-        figures.strength = meter.strength(shown, cameras)
-        figures.flicker = flicker(shown)
-        figures.camera_flicker = flicker(cameras)
-    return figures
+    run = ProjectRun(model, backend, source, width, height, steps, layer, warmup=warmup, look=look,
+                     output_size=output_size, meter=meter, seed=seed)
+    run.advance(frames)
+    return run.figures()
+
+
+class OrdinaryRun:
+    """An ordinary live loop, as a competent user writes it: each camera frame resized to the dream
+    size, dreamed ``n_steps`` from scratch, converted back and shown (at the dream size).
+    Advanced in chunks like :class:`ProjectRun`."""
+
+    def __init__(self, steps_fn: StepsFn, source: PullSource, space: InputSpace, dream_size: tuple[int, int],
+                 n_steps: int, *, warmup: int = 1, meter: StrengthMeter | None = None) -> None:
+        self.steps_fn, self.source, self.space, self.dream_size, self.n_steps = steps_fn, source, space, dream_size, n_steps
+        self.meter = meter
+        self.shown: list[np.ndarray] = []
+        self.cameras: list[np.ndarray] = []
+        self.frames, self.seconds = 0, 0.0
+        for _ in range(warmup):
+            self._one()
+
+    def _one(self) -> tuple[np.ndarray, np.ndarray] | None:
+        frame = self.source.latest()
+        if frame is None:
+            return None
+        small = cv2.resize(frame.image, self.dream_size, interpolation=cv2.INTER_AREA)
+        rgb01 = torch.from_numpy(small).permute(2, 0, 1).flip(0)[None].float().div_(255.0)
+        x = self.steps_fn(self.space.to_model(rgb01).clamp(-1.0, 1.0), self.n_steps)
+        pic = self.space.to_picture(x)[0].clamp(0, 1).mul(255).add(0.5).to(torch.uint8)
+        return pic.flip(0).permute(1, 2, 0).contiguous().cpu().numpy(), frame.image
+
+    def advance(self, n: int) -> None:
+        for _ in range(n):
+            started = time.perf_counter()
+            got = self._one()
+            self.seconds += time.perf_counter() - started
+            if got is None:
+                return
+            self.frames += 1
+            if self.meter is not None:
+                self.shown.append(got[0])
+                self.cameras.append(got[1])
+
+    def figures(self) -> LoopFigures:
+        fps = self.frames / max(self.seconds, 1e-9)
+        size = "x".join(map(str, self.dream_size))
+        f = LoopFigures(self.source.describe(), size, self.n_steps, fps, 1e3 / max(fps, 1e-9), 0.0, "", size)
+        if self.meter is not None and self.shown:
+            f.strength = self.meter.strength(self.shown, self.cameras)
+            f.flicker = flicker(self.shown)
+            f.camera_flicker = flicker(self.cameras)
+        return f
 
 
 def ordinary_live_loop(steps_fn: StepsFn, source: PullSource, space: InputSpace, dream_size: tuple[int, int],
                        n_steps: int, frames: int, *, warmup: int = 1,
                        meter: StrengthMeter | None = None) -> LoopFigures:
-    """An ordinary live loop, as a competent user writes it: each camera frame resized to the dream
-    size, dreamed ``n_steps`` from scratch, converted back and shown (at the dream size)."""
-    lo, hi = -1.0, 1.0
+    """:class:`OrdinaryRun` for ``frames`` frames after ``warmup``."""
+    run = OrdinaryRun(steps_fn, source, space, dream_size, n_steps, warmup=warmup, meter=meter)
+    run.advance(frames)
+    return run.figures()
 
-    def one() -> tuple[np.ndarray, np.ndarray] | None:
-        frame = source.latest()
-        if frame is None:
-            return None
-        small = cv2.resize(frame.image, dream_size, interpolation=cv2.INTER_AREA)
-        rgb01 = torch.from_numpy(small).permute(2, 0, 1).flip(0)[None].float().div_(255.0)
-        x = steps_fn(space.to_model(rgb01).clamp(lo, hi), n_steps)
-        pic = space.to_picture(x)[0].clamp(0, 1).mul(255).add(0.5).to(torch.uint8)
-        return pic.flip(0).permute(1, 2, 0).contiguous().cpu().numpy(), frame.image
 
-    for _ in range(warmup):
-        one()
-    shown, cameras = [], []
-    started = time.perf_counter()
-    for _ in range(frames):
-        got = one()
-        if got is None:
-            break
-        shown.append(got[0])
-        cameras.append(got[1])
-    seconds = time.perf_counter() - started
-    fps = len(shown) / max(seconds, 1e-9)
-    figures = LoopFigures(source.describe(), "x".join(map(str, dream_size)), n_steps, fps, 1e3 / max(fps, 1e-9),
-                          0.0, "", "x".join(map(str, dream_size)))
-    if meter is not None and shown:
-        figures.strength = meter.strength(shown, cameras)
-        figures.flicker = flicker(shown)
-        figures.camera_flicker = flicker(cameras)
-    return figures
+def take_turns(runs: Mapping[str, ProjectRun | OrdinaryRun], frames: Mapping[str, int], chunks: int = 4) -> None:
+    """Advance every run to its number of frames in ``chunks`` turns, the order rotating, so a
+    load that drifts during the benchmark falls on all of them alike."""
+    names = list(runs)
+    for c in range(chunks):
+        for name in names[c % len(names):] + names[: c % len(names)]:
+            want = frames[name] * (c + 1) // chunks - frames[name] * c // chunks
+            if want:
+                runs[name].advance(want)
 
 
 def median_seconds(call: Callable[[], object], repeats: int, device: torch.device) -> float:
@@ -543,7 +604,7 @@ def loop_benchmark(
     rows: list[dict] = []
     threads = f"{torch.get_num_threads()} threads" if not cuda else torch.cuda.get_device_name()
     print(f"Per shown frame: {backend.describe()}, {threads}, {layer}, weights {model.weights.describe()}; "
-          f"warm-up {warmup} frames, {frames} timed")
+          f"warm-up {warmup} frames, {frames} timed, the loops taking turns")
     print(f"project: default look {_look(look)}; ordinary loops: {ORDINARY_STEPS} steps/frame from the camera "
           f"frame, same step size and jitter")
     print()
@@ -561,17 +622,21 @@ def loop_benchmark(
                                      for i in range(warmup + frames)]}
             meter = StrengthMeter(model, layer, (dw, dh))
             for name, pictures in scenes.items():
-                ours = run_loop(model, backend, frames_source(pictures, name), dw, dh, None, frames, layer,
-                                warmup=warmup, look=look, meter=meter)
-                base = {}
+                runs: dict[str, ProjectRun | OrdinaryRun] = {
+                    "project": ProjectRun(model, backend, frames_source(pictures, name), dw, dh, None, layer,
+                                          warmup=warmup, look=look, meter=meter)}
                 for kind, make in BASELINES.items():
                     fn = make(layer, backend.device, reference=reference, step=step, jitter=look["jitter"])
                     src = frames_source(pictures, name)
                     for _ in range(warmup - 1):
-                        src.latest()  # the same camera frames the project was measured on (one more: warm-up)
-                    timed = frames if kind == "best ordinary" else max(3, frames // 4)
-                    base[kind] = ordinary_live_loop(fn, src, model.space, (dw, dh), ORDINARY_STEPS, timed,
-                                                    meter=meter if kind == "best ordinary" else None)
+                        src.latest()  # the same camera frames the project is measured on (one more: warm-up)
+                    runs[kind] = OrdinaryRun(fn, src, model.space, (dw, dh), ORDINARY_STEPS,
+                                             meter=meter if kind == "best ordinary" else None)
+                # the two compared for strength see every timed frame; the slow extra columns fewer
+                counts = {k: frames if k in ("project", "best ordinary") else max(4, frames // 4) for k in runs}
+                take_turns(runs, counts)
+                ours = runs["project"].figures()
+                base = {kind: runs[kind].figures() for kind in BASELINES}
                 b, f, n = base["best ordinary"], base["frozen"], base["naive"]
                 print(f"| {dw}x{dh} | {name} | {ours.fps:.2f} | {ours.strength:.2f} | {b.fps:.2f} | "
                       f"{b.strength:.2f} | **{ours.fps / b.fps:.2f}x** | {f.fps:.2f} | {ours.fps / f.fps:.2f}x | "
@@ -607,10 +672,11 @@ def output_size_benchmark(model: Model, backend: Backend, dream: tuple[int, int]
     rows = []
     for ow, oh in outputs:
         pictures = [cv2.cvtColor(test_scene(ow, oh, i / 30), cv2.COLOR_RGB2BGR) for i in range(24)]
-        figures = {}
-        for label, size in (("dream size", (dw, dh)), ("camera's own", None)):
-            figures[label] = run_loop(model, backend, frames_source(pictures, "test scene"), dw, dh, None, frames,
-                                      layer, warmup=warmup, look=look, output_size=size)
+        runs = {label: ProjectRun(model, backend, frames_source(pictures, "test scene"), dw, dh, None, layer,
+                                  warmup=warmup, look=look, output_size=size)
+                for label, size in (("dream size", (dw, dh)), ("camera's own", None))}
+        take_turns(runs, dict.fromkeys(runs, frames))
+        figures = {label: run.figures() for label, run in runs.items()}
         small, big = figures["dream size"], figures["camera's own"]
         for label, f in figures.items():
             ratio = f.fps / small.fps

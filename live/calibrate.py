@@ -287,10 +287,10 @@ def calibrate(
     from live.backends import BACKENDS, open_backend
     from live.benchmark import frames_source, run_loop
     from live.compose import check_output_size
-    from live.sources.testscene import test_scene
     from live.errors import LiveError
     from live.model import load_model
     from live.objectives import Objective
+    from live.sources.testscene import test_scene
 
     if target_fps <= 0 or not 0 < headroom <= 1:
         raise UsageError(f"target fps must be above 0 and headroom in (0, 1]; got {target_fps:g} and {headroom:g}")
