@@ -10,7 +10,9 @@ Per step (one gradient step at inception4c), each baseline named for what it is 
 - project: the folded network cut at the layer, frozen, seeded backward (the torch backend).
 
 The headline is "x best ordinary" (target on the 2-core CPU: >= 1.4x, about the limit: one
-step already runs at ~70% of the CPU's matrix-product rate); the others are extra columns.
+step already runs at ~70% of the CPU's matrix-product rate); the others are extra columns,
+with "cut" (frozen and cut, default layout) to show what channels-last alone is worth. Each
+ratio is also given in process CPU time, the steadier figure on a machine others keep busy.
 Per-shown-frame figures (the whole live loop) are ``bench/live_loop.py``'s.
 
 Random weights: speed does not depend on their values. Run: ``make bench`` or
@@ -33,7 +35,7 @@ threads.prepare_environment()  # before torch loads, as the command line does
 import torch  # noqa: E402
 
 from live.backends.torch_backend import TorchBackend  # noqa: E402
-from live.benchmark import BASELINE_HELP, BASELINES, interleaved_medians, project_steps  # noqa: E402
+from live.benchmark import BASELINE_HELP, BASELINES, cut_loop, interleaved_times, project_steps  # noqa: E402
 from live.model import Model  # noqa: E402
 from live.model.googlenet import TORCHVISION_SPACE, fold_batchnorm  # noqa: E402
 from live.model.weights import WeightsInfo, random_reference  # noqa: E402
@@ -47,30 +49,36 @@ def table(device: torch.device, sizes: list[tuple[int, int]], n_steps: int, repe
     model = Model("torchvision", fold_batchnorm(reference), TORCHVISION_SPACE, WeightsInfo("random", "seed 0"))
     backend = TorchBackend(model, device)
     loops = {kind: make(LAYER, device, reference=reference) for kind, make in BASELINES.items()}
+    loops["cut"] = cut_loop(LAYER, device, reference=reference)
     loops["project"] = project_steps(backend, Objective.parse(LAYER))
     sync = "" if device.type == "cpu" else f", {torch.cuda.get_device_name()}"
     print(f"\nPer step: {backend.describe()}{sync}, {torch.get_num_threads()} threads, {n_steps} step(s) per call "
           f"at {LAYER}, median of {repeats} timed in turns; weights random (speed does not depend on them)")
     for kind, text in BASELINE_HELP.items():
         print(f"  {kind}: {text}")
+    print("  cut: frozen, cut at the layer, PyTorch's default layout (what channels-last alone is worth)")
     print()
-    print("| size | naive ms/step | frozen ms/step | best ordinary ms/step | project ms/step | "
-          "x best ordinary | x frozen | x naive |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| size | naive ms/step | frozen ms/step | cut ms/step | best ordinary ms/step | project ms/step | "
+          "x best ordinary | x best ordinary, CPU time | x cut | x frozen | x naive |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     rows = []
     for w, h in sizes:
         gen = torch.Generator().manual_seed(1)
         x = TORCHVISION_SPACE.to_model(torch.rand(1, 3, h, w, generator=gen)).to(device)
-        seconds = interleaved_medians({kind: (lambda fn=fn: fn(x, n_steps)) for kind, fn in loops.items()},
+        wall, cpu = interleaved_times({kind: (lambda fn=fn: fn(x, n_steps)) for kind, fn in loops.items()},
                                       repeats, device)
-        ms = {kind: 1e3 * t / n_steps for kind, t in seconds.items()}
+        ms = {kind: 1e3 * t / n_steps for kind, t in wall.items()}
         ours = ms["project"]
         row = {"device": str(device), "size": f"{w}x{h}", **{f"{k.replace(' ', '_')}_ms": v for k, v in ms.items()},
                "vs_best_ordinary": ms["best ordinary"] / ours, "vs_frozen": ms["frozen"] / ours,
-               "vs_naive": ms["naive"] / ours, "threads": torch.get_num_threads()}
+               "vs_naive": ms["naive"] / ours, "vs_cut": ms["cut"] / ours, "threads": torch.get_num_threads(),
+               "vs_best_ordinary_cpu_time": cpu["best ordinary"] / cpu["project"],
+               "cpu_ms": {k: 1e3 * v / n_steps for k, v in cpu.items()}}
         rows.append(row)
-        print(f"| {w}x{h} | {ms['naive']:.1f} | {ms['frozen']:.1f} | {ms['best ordinary']:.1f} | {ours:.1f} | "
-              f"**{row['vs_best_ordinary']:.2f}x** | {row['vs_frozen']:.2f}x | {row['vs_naive']:.2f}x |", flush=True)
+        cpu_ratio = f" {row['vs_best_ordinary_cpu_time']:.2f}x |" if device.type == "cpu" else " - |"
+        print(f"| {w}x{h} | {ms['naive']:.1f} | {ms['frozen']:.1f} | {ms['cut']:.1f} | {ms['best ordinary']:.1f} | "
+              f"{ours:.1f} | **{row['vs_best_ordinary']:.2f}x** |{cpu_ratio} {row['vs_cut']:.2f}x | "
+              f"{row['vs_frozen']:.2f}x | {row['vs_naive']:.2f}x |", flush=True)
     return rows
 
 

@@ -128,6 +128,20 @@ def ordinary_trunk(reference: TorchvisionGoogLeNet, layer: str) -> nn.Sequential
     raise ValueError(f"{layer!r} is not a layer of the torchvision GoogLeNet")
 
 
+def cut_loop(layer: str, device: torch.device, seed: int = 0, *, reference: TorchvisionGoogLeNet | None = None,
+             step: float = 0.01, jitter: int = 0) -> StepsFn:
+    """Frozen and cut at the layer, but in PyTorch's default (NCHW) layout: the best ordinary
+    loop without channels-last, to show what the layout alone is worth (per-step table only)."""
+    trunk = ordinary_trunk(_reference(reference, seed), layer).eval().requires_grad_(False).to(device)
+
+    def grad(x: Tensor) -> Tensor:
+        x = x.detach().requires_grad_(True)
+        (g,) = torch.autograd.grad(trunk(x).pow(2).mean(), x)
+        return g
+
+    return _ordinary_ascent(grad, step, jitter, -1.0, 1.0, seed)
+
+
 def best_ordinary_loop(layer: str, device: torch.device, seed: int = 0, *,
                        reference: TorchvisionGoogLeNet | None = None, step: float = 0.01, jitter: int = 0) -> StepsFn:
     """The best ordinary form: frozen, cut at the layer, channels-last on the CPU; on CUDA fp16 with
@@ -385,6 +399,7 @@ class LoopFigures:
     flicker: float | None = None  # mean |frame-to-frame change| of the shown frames, grey levels
     camera_flicker: float | None = None  # the same of the camera frames (motion, for reference)
     values: dict[str, Any] = field(default_factory=dict)  # the registry values the loop ran with
+    cpu_fps: float | None = None  # frames per second of this process's CPU time (steadier on a busy machine)
 
 
 class ProjectRun:
@@ -408,7 +423,7 @@ class ProjectRun:
         self.loop = LiveLoop(source, model, backend, self.registry, outputs, seed=seed,  # type: ignore[arg-type]
                              status_every=3600, output_size=output_size)
         self.loop.run(max_frames=warmup)  # feedback settles; cuDNN autotuning, CUDA graph capture, allocator
-        self.frames, self.seconds, self.latency = 0, 0.0, 0.0
+        self.frames, self.seconds, self.latency, self.cpu_seconds = 0, 0.0, 0.0, 0.0
         self.stages: dict[str, float] = {}
         self.cameras: list[np.ndarray] = []
 
@@ -416,7 +431,9 @@ class ProjectRun:
         """Run ``n`` more timed frames."""
         if self.meter is not None:
             self.keep.keeping, self.source.record = True, self.cameras
+        c0 = time.process_time()
         report = self.loop.run(max_frames=n)
+        self.cpu_seconds += time.process_time() - c0
         self.source.record, self.keep.keeping = None, False
         self.frames += report.frames
         self.seconds += report.seconds
@@ -433,7 +450,8 @@ class ProjectRun:
         f = LoopFigures(self.source.describe(), self.dream, snap.steps, fps, self.latency / n,
                         1.0 - (self.stages.get("dream", 0.0) / total if total else 0.0), breakdown,
                         self.keep.last_size,
-                        values={k: snap[k] for k in ("steps", "feedback", "step_size", "octaves", "jitter")})
+                        values={k: snap[k] for k in ("steps", "feedback", "step_size", "octaves", "jitter")},
+                        cpu_fps=self.frames / max(self.cpu_seconds, 1e-9))
         shown = self.keep.frames[: len(self.cameras)]
         if self.meter is not None and shown:
             f.strength = self.meter.strength(shown, self.cameras)
@@ -470,7 +488,7 @@ class OrdinaryRun:
         self.meter = meter
         self.shown: list[np.ndarray] = []
         self.cameras: list[np.ndarray] = []
-        self.frames, self.seconds = 0, 0.0
+        self.frames, self.seconds, self.cpu_seconds = 0, 0.0, 0.0
         for _ in range(warmup):
             self._one()
 
@@ -486,9 +504,10 @@ class OrdinaryRun:
 
     def advance(self, n: int) -> None:
         for _ in range(n):
-            started = time.perf_counter()
+            started, c0 = time.perf_counter(), time.process_time()
             got = self._one()
             self.seconds += time.perf_counter() - started
+            self.cpu_seconds += time.process_time() - c0
             if got is None:
                 return
             self.frames += 1
@@ -499,7 +518,8 @@ class OrdinaryRun:
     def figures(self) -> LoopFigures:
         fps = self.frames / max(self.seconds, 1e-9)
         size = "x".join(map(str, self.dream_size))
-        f = LoopFigures(self.source.describe(), size, self.n_steps, fps, 1e3 / max(fps, 1e-9), 0.0, "", size)
+        f = LoopFigures(self.source.describe(), size, self.n_steps, fps, 1e3 / max(fps, 1e-9), 0.0, "", size,
+                        cpu_fps=self.frames / max(self.cpu_seconds, 1e-9))
         if self.meter is not None and self.shown:
             f.strength = self.meter.strength(self.shown, self.cameras)
             f.flicker = flicker(self.shown)
@@ -541,23 +561,38 @@ def median_seconds(call: Callable[[], object], repeats: int, device: torch.devic
     return statistics.median(times)
 
 
-def interleaved_medians(calls: Mapping[str, Callable[[], object]], repeats: int,
-                        device: torch.device) -> dict[str, float]:
-    """Median wall seconds of each call, timed in turns (one of each, order rotating) after one
-    warm-up each, so a machine whose load drifts during the run biases none of them."""
+def interleaved_times(calls: Mapping[str, Callable[[], object]], repeats: int,
+                      device: torch.device) -> tuple[dict[str, float], dict[str, float]]:
+    """Median wall seconds and median process CPU seconds of each call, timed in turns (one of
+    each, order rotating) after one warm-up each, so a machine whose load drifts during the run
+    biases none of them.
+
+    CPU time counts the work this process did (idle OpenMP threads sleep, so waiting is not in
+    it): on a machine other programs keep busy, wall time measures the neighbours as much as the
+    loop, and the CPU-time ratio is the steadier figure. On a quiet machine the two agree.
+    """
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     names = list(calls)
     for name in names:
         calls[name]()
     sync()
-    times: dict[str, list[float]] = {name: [] for name in names}
+    wall: dict[str, list[float]] = {name: [] for name in names}
+    cpu: dict[str, list[float]] = {name: [] for name in names}
     for r in range(repeats):
         for name in names[r % len(names):] + names[: r % len(names)]:
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             calls[name]()
             sync()
-            times[name].append(time.perf_counter() - t0)
-    return {name: statistics.median(t) for name, t in times.items()}
+            wall[name].append(time.perf_counter() - t0)
+            cpu[name].append(time.process_time() - c0)
+    return ({name: statistics.median(t) for name, t in wall.items()},
+            {name: statistics.median(t) for name, t in cpu.items()})
+
+
+def interleaved_medians(calls: Mapping[str, Callable[[], object]], repeats: int,
+                        device: torch.device) -> dict[str, float]:
+    """Median wall seconds of each call, timed in turns (see :func:`interleaved_times`)."""
+    return interleaved_times(calls, repeats, device)[0]
 
 
 def plain_fps(layer: str, device: torch.device, width: int, height: int, steps: int, frames: int) -> float:
@@ -609,8 +644,8 @@ def loop_benchmark(
           f"frame, same step size and jitter")
     print()
     print("| dream | source | project fps | strength | best ordinary fps | strength | x best ordinary | "
-          "frozen fps | x frozen | naive fps | x naive |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+          "x best ordinary, CPU time | frozen fps | x frozen | naive fps | x naive |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:
         for w, h in sizes:
             dw, dh = round32(w), round32(h)
@@ -639,8 +674,8 @@ def loop_benchmark(
                 base = {kind: runs[kind].figures() for kind in BASELINES}
                 b, f, n = base["best ordinary"], base["frozen"], base["naive"]
                 print(f"| {dw}x{dh} | {name} | {ours.fps:.2f} | {ours.strength:.2f} | {b.fps:.2f} | "
-                      f"{b.strength:.2f} | **{ours.fps / b.fps:.2f}x** | {f.fps:.2f} | {ours.fps / f.fps:.2f}x | "
-                      f"{n.fps:.2f} | {ours.fps / n.fps:.2f}x |")
+                      f"{b.strength:.2f} | **{ours.fps / b.fps:.2f}x** | {ours.cpu_fps / b.cpu_fps:.2f}x | "
+                      f"{f.fps:.2f} | {ours.fps / f.fps:.2f}x | {n.fps:.2f} | {ours.fps / n.fps:.2f}x |", flush=True)
                 rows.append({"table": "per shown frame", "dream": f"{dw}x{dh}", "source": name,
                              "output": ours.output, "project_fps": ours.fps, "project_strength": ours.strength,
                              "project_flicker": ours.flicker, "look": ours.values,
@@ -648,6 +683,7 @@ def loop_benchmark(
                              "best_ordinary_flicker": b.flicker, "frozen_fps": f.fps, "naive_fps": n.fps,
                              "vs_best_ordinary": ours.fps / b.fps, "vs_frozen": ours.fps / f.fps,
                              "vs_naive": ours.fps / n.fps, "breakdown": ours.breakdown,
+                             "vs_best_ordinary_cpu_time": ours.cpu_fps / b.cpu_fps,
                              "backend": backend.describe()})
         rows += output_size_benchmark(model, backend, sizes[0], look, frames, layer, warmup=min(warmup, 10))
     if cuda:
@@ -667,8 +703,9 @@ def output_size_benchmark(model: Model, backend: Backend, dream: tuple[int, int]
     print(f"Output size apart from dream size: dream {dw}x{dh}, default look, test scene as the camera, "
           f"{frames} frames after {warmup}")
     print()
-    print("| camera | output | fps | vs output at dream size | compose ms/frame | breakdown (ms/frame) |")
-    print("|---|---|---|---|---|---|")
+    print("| camera | output | fps | vs output at dream size | same, CPU time | compose ms/frame | "
+          "breakdown (ms/frame) |")
+    print("|---|---|---|---|---|---|---|")
     rows = []
     for ow, oh in outputs:
         pictures = [cv2.cvtColor(test_scene(ow, oh, i / 30), cv2.COLOR_RGB2BGR) for i in range(24)]
@@ -681,11 +718,13 @@ def output_size_benchmark(model: Model, backend: Backend, dream: tuple[int, int]
         for label, f in figures.items():
             ratio = f.fps / small.fps
             compose = _stage_ms(f.breakdown, "compose")
-            print(f"| {ow}x{oh} | {f.output} ({label}) | {f.fps:.2f} | {100 * ratio:.0f}% | {compose:.1f} | "
-                  f"{f.breakdown.removesuffix(' ms/frame')} |")
+            print(f"| {ow}x{oh} | {f.output} ({label}) | {f.fps:.2f} | {100 * ratio:.0f}% | "
+                  f"{100 * f.cpu_fps / small.cpu_fps:.0f}% | {compose:.1f} | {f.breakdown.removesuffix(' ms/frame')} |",
+                  flush=True)
         rows.append({"table": "output size", "dream": f"{dw}x{dh}", "camera": f"{ow}x{oh}",
                      "fps_output_at_dream_size": small.fps, "fps_output_at_camera_size": big.fps,
-                     "ratio": big.fps / small.fps, "breakdown_small": small.breakdown,
+                     "ratio": big.fps / small.fps, "ratio_cpu_time": big.cpu_fps / small.cpu_fps,
+                     "breakdown_small": small.breakdown,
                      "breakdown_big": big.breakdown, "backend": backend.describe()})
     return rows
 

@@ -13,6 +13,7 @@ from live.benchmark import (
     BASELINES,
     StrengthMeter,
     choose_default,
+    cut_loop,
     flicker,
     frames_source,
     ordinary_live_loop,
@@ -40,6 +41,7 @@ def test_every_baseline_takes_the_same_step_as_the_project(bench) -> None:
     cpu = torch.device("cpu")
     moved = {kind: make("inception4c", cpu, reference=reference, step=0.05)(x.clone(), 1) - x
              for kind, make in BASELINES.items()}
+    moved["cut"] = cut_loop("inception4c", cpu, reference=reference, step=0.05)(x.clone(), 1) - x
     moved["project"] = project_steps(TorchBackend(model, cpu), Objective.parse("inception4c"), 0.05)(x.clone(), 1) - x
     for kind, d in moved.items():
         cos = torch.nn.functional.cosine_similarity(d.flatten(), moved["naive"].flatten(), dim=0).item()
