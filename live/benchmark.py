@@ -536,7 +536,7 @@ def ordinary_live_loop(steps_fn: StepsFn, source: PullSource, space: InputSpace,
     return run.figures()
 
 
-def take_turns(runs: Mapping[str, ProjectRun | OrdinaryRun], frames: Mapping[str, int], chunks: int = 4) -> None:
+def take_turns(runs: Mapping[str, ProjectRun | OrdinaryRun], frames: Mapping[str, int], chunks: int = 10) -> None:
     """Advance every run to its number of frames in ``chunks`` turns, the order rotating, so a
     load that drifts during the benchmark falls on all of them alike."""
     names = list(runs)
