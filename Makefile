@@ -19,7 +19,7 @@ RUN_ARGS ?= run --weights auto
 APT_PACKAGES := libgl1 libglib2.0-0 libsrt1.5-gnutls
 APT_TEST_PACKAGES := xvfb systemd chromium nginx-light libnginx-mod-rtmp jackd2
 
-.PHONY: run test bench layers clean system-deps test-system-deps install-service gpu-check wheels
+.PHONY: run test bench bench-steps bench-threads layers clean system-deps test-system-deps install-service gpu-check wheels
 
 # $(call apt-ensure,PACKAGES): apt-get install those not yet installed (sudo when not root).
 define apt-ensure
@@ -56,9 +56,17 @@ run: system-deps $(VENV)/.installed
 test: test-system-deps $(VENV)/.installed-test
 	$(BIN)/python -m pytest
 
-bench: $(VENV)/.installed
+# The benchmarks pan a real photograph from scikit-image (the test extra) as their camera.
+bench: $(VENV)/.installed-test
 	$(BIN)/python bench/dream_step.py
 	$(BIN)/python bench/live_loop.py
+
+# The README's steps x feedback table (about half an hour on 2 CPU cores) and the threads table.
+bench-steps: $(VENV)/.installed-test
+	$(BIN)/python bench/steps_across_frames.py
+
+bench-threads: $(VENV)/.installed-test
+	$(BIN)/python bench/threads.py
 
 layers: $(VENV)/.installed
 	$(BIN)/deepdream-live layers

@@ -1,13 +1,19 @@
-"""Time per dream step: this project against a plain PyTorch DeepDream loop, in the same run.
+"""Time per dream step: this project against three ordinary loops, all in the same run.
 
-The plain loop is what a DeepDream script usually looks like: the whole GoogLeNet (batch-norm
-unfolded, classifier included) with a forward hook on the layer, fp32, weights requiring grad,
-``loss.backward()``. This project: the folded network truncated at the layer, weights frozen,
-the seeded backward of the torch backend.
+Per step (one gradient step at inception4c), each baseline named for what it is (see
+``live/benchmark.py``):
 
-CPU: 224x224, 640x360, 1280x720, one step at a time (target: >= 2x the plain loop at 640x360).
-CUDA (when present): 4 steps per frame at 720p and 1080p - plain loop, eager torch backend, the
-CUDA-graph torch backend - and the cosine of the fp16 gradient to a float64 reference (>= 0.99).
+- naive: the whole GoogLeNet with a forward hook, fp32, weights requiring grad, ``backward()``;
+- frozen: the same with the weights frozen, ``autograd.grad`` for the input only;
+- best ordinary: frozen, the network cut at the layer, channels-last on the CPU (on CUDA: fp16,
+  the steps captured as one CUDA graph);
+- project: the folded network cut at the layer, frozen, seeded backward (the torch backend).
+
+The headline is "x best ordinary" (target on the 2-core CPU: >= 1.4x, about the limit: one
+step already runs at ~70% of the CPU's matrix-product rate); the others are extra columns,
+with "cut" (frozen and cut, default layout) to show what channels-last alone is worth. Each
+ratio is also given in process CPU time, the steadier figure on a machine others keep busy.
+Per-shown-frame figures (the whole live loop) are ``bench/live_loop.py``'s.
 
 Random weights: speed does not depend on their values. Run: ``make bench`` or
 ``python bench/dream_step.py [--quick] [--json FILE]``.
@@ -20,12 +26,16 @@ import json
 import sys
 from pathlib import Path
 
-import torch
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from live import threads  # noqa: E402
+
+threads.prepare_environment()  # before torch loads, as the command line does
+
+import torch  # noqa: E402
+
 from live.backends.torch_backend import TorchBackend  # noqa: E402
-from live.benchmark import median_seconds, plain_loop  # noqa: E402
+from live.benchmark import BASELINE_HELP, BASELINES, cut_loop, interleaved_times, project_steps  # noqa: E402
 from live.model import Model  # noqa: E402
 from live.model.googlenet import TORCHVISION_SPACE, fold_batchnorm  # noqa: E402
 from live.model.weights import WeightsInfo, random_reference  # noqa: E402
@@ -34,67 +44,53 @@ from live.objectives import Objective  # noqa: E402
 LAYER = "inception4c"
 
 
-def project_steps(backend: TorchBackend, objective: Objective):
-    step = torch.full((1, 3, 1, 1), 0.01, device=backend.device)
-    lo, hi = -torch.ones_like(step), torch.ones_like(step)
-    gen = torch.Generator().manual_seed(0)
-
-    def steps(x: torch.Tensor, n: int) -> torch.Tensor:
-        return backend.ascend(x, objective, n, step, 0, lo, hi, gen if backend.device.type == "cpu" else None)
-
-    return steps
-
-
-def timed(fn, x: torch.Tensor, n_steps: int, repeats: int, device: torch.device) -> float:
-    """Median seconds per call of fn(x, n_steps), after one warm-up call."""
-    return median_seconds(lambda: fn(x, n_steps), repeats, device)
-
-
-def cpu_table(model, sizes, repeats: int) -> list[dict]:
-    device = torch.device("cpu")
+def table(device: torch.device, sizes: list[tuple[int, int]], n_steps: int, repeats: int) -> list[dict]:
+    reference = random_reference(0)
+    model = Model("torchvision", fold_batchnorm(reference), TORCHVISION_SPACE, WeightsInfo("random", "seed 0"))
     backend = TorchBackend(model, device)
-    ours = project_steps(backend, Objective.parse(LAYER))
-    plain = plain_loop(LAYER, device)
+    loops = {kind: make(LAYER, device, reference=reference) for kind, make in BASELINES.items()}
+    loops["cut"] = cut_loop(LAYER, device, reference=reference)
+    loops["project"] = project_steps(backend, Objective.parse(LAYER))
+    sync = "" if device.type == "cpu" else f", {torch.cuda.get_device_name()}"
+    print(f"\nPer step: {backend.describe()}{sync}, {torch.get_num_threads()} threads, {n_steps} step(s) per call "
+          f"at {LAYER}, median of {repeats} timed in turns; weights random (speed does not depend on them)")
+    for kind, text in BASELINE_HELP.items():
+        print(f"  {kind}: {text}")
+    print("  cut: frozen, cut at the layer, PyTorch's default layout (what channels-last alone is worth)")
+    print()
+    print("| size | naive ms/step | frozen ms/step | cut ms/step | best ordinary ms/step | project ms/step | "
+          "x best ordinary | x best ordinary, CPU time | x cut | x frozen | x naive |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     rows = []
-    print(f"\nCPU ({torch.get_num_threads()} threads), one step at {LAYER}, fp32, median of {repeats}")
-    print(f"{'size':>10} {'plain ms/step':>14} {'project ms/step':>16} {'speed-up':>9}")
     for w, h in sizes:
-        x = TORCHVISION_SPACE.to_model(torch.rand(1, 3, h, w, generator=torch.Generator().manual_seed(1)))
-        t_plain = timed(plain, x, 1, repeats, device)
-        t_ours = timed(ours, x, 1, repeats, device)
-        rows.append({"device": "cpu", "size": f"{w}x{h}", "plain_ms": 1e3 * t_plain, "project_ms": 1e3 * t_ours,
-                     "speedup": t_plain / t_ours})
-        print(f"{w:>5}x{h:<4} {1e3 * t_plain:>14.1f} {1e3 * t_ours:>16.1f} {t_plain / t_ours:>8.2f}x")
+        gen = torch.Generator().manual_seed(1)
+        x = TORCHVISION_SPACE.to_model(torch.rand(1, 3, h, w, generator=gen)).to(device)
+        wall, cpu = interleaved_times({kind: (lambda fn=fn: fn(x, n_steps)) for kind, fn in loops.items()},
+                                      repeats, device)
+        ms = {kind: 1e3 * t / n_steps for kind, t in wall.items()}
+        ours = ms["project"]
+        row = {"device": str(device), "size": f"{w}x{h}", **{f"{k.replace(' ', '_')}_ms": v for k, v in ms.items()},
+               "vs_best_ordinary": ms["best ordinary"] / ours, "vs_frozen": ms["frozen"] / ours,
+               "vs_naive": ms["naive"] / ours, "vs_cut": ms["cut"] / ours, "threads": torch.get_num_threads(),
+               "vs_best_ordinary_cpu_time": cpu["best ordinary"] / cpu["project"],
+               "cpu_ms": {k: 1e3 * v / n_steps for k, v in cpu.items()}}
+        rows.append(row)
+        cpu_ratio = f" {row['vs_best_ordinary_cpu_time']:.2f}x |" if device.type == "cpu" else " - |"
+        print(f"| {w}x{h} | {ms['naive']:.1f} | {ms['frozen']:.1f} | {ms['cut']:.1f} | {ms['best ordinary']:.1f} | "
+              f"{ours:.1f} | **{row['vs_best_ordinary']:.2f}x** |{cpu_ratio} {row['vs_cut']:.2f}x | "
+              f"{row['vs_frozen']:.2f}x | {row['vs_naive']:.2f}x |", flush=True)
     return rows
 
 
-def cuda_table(model, repeats: int) -> list[dict]:
+def fp16_cosine(model: Model) -> dict:
     device = torch.device("cuda")
     objective = Objective.parse(LAYER)
-    eager = project_steps(TorchBackend(model, device, cuda_graphs=False), objective)
-    graphed_backend = TorchBackend(model, device)
-    graphed = project_steps(graphed_backend, objective)
-    plain = plain_loop(LAYER, device)
-    rows = []
-    print(f"\n{torch.cuda.get_device_name()}: 4 steps per frame at {LAYER}, median of {repeats}")
-    print(f"{'size':>10} {'plain fps':>10} {'eager fp16 fps':>15} {'graph fp16 fps':>15} {'graph/plain':>12}")
-    for w, h in [(1280, 720), (1920, 1080)]:
-        x = TORCHVISION_SPACE.to_model(torch.rand(1, 3, h, w, device=device))
-        t_plain = timed(plain, x, 4, repeats, device)
-        t_eager = timed(eager, x, 4, repeats, device)
-        t_graph = timed(graphed, x, 4, repeats, device)
-        rows.append({"device": torch.cuda.get_device_name(), "size": f"{w}x{h}", "plain_fps": 1 / t_plain,
-                     "eager_fps": 1 / t_eager, "graph_fps": 1 / t_graph, "graph_vs_plain": t_plain / t_graph})
-        print(f"{w:>5}x{h:<4} {1 / t_plain:>10.1f} {1 / t_eager:>15.1f} {1 / t_graph:>15.1f} {t_plain / t_graph:>11.2f}x")
-    print(f"graph captures: {graphed_backend.stats.graph_captures}")
-
     x = TORCHVISION_SPACE.to_model(torch.rand(1, 3, 224, 224, device=device))
     g16, _ = TorchBackend(model, device, cuda_graphs=False).gradient(x, objective)
     g64, _ = TorchBackend(model, device, dtype=torch.float64).gradient(x.double(), objective)
     cos = torch.nn.functional.cosine_similarity(g16.double().flatten(), g64.flatten(), dim=0).item()
     print(f"fp16 gradient vs float64 reference at 224x224: cosine {cos:.4f} (target >= 0.99)")
-    rows.append({"device": torch.cuda.get_device_name(), "fp16_cosine_224": cos})
-    return rows
+    return {"device": torch.cuda.get_device_name(), "fp16_cosine_224": cos}
 
 
 def main() -> None:
@@ -102,14 +98,17 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer repeats, skip 1280x720 on CPU")
     parser.add_argument("--json", type=Path, help="also write the rows as JSON here")
     args = parser.parse_args()
-    repeats = 2 if args.quick else 5
-    model = Model("torchvision", fold_batchnorm(random_reference(0)), TORCHVISION_SPACE, WeightsInfo("random", "seed 0"))
-    sizes = [(224, 224), (640, 360)] + ([] if args.quick else [(1280, 720)])
-    rows = cpu_table(model, sizes, repeats)
+    threads.apply()
+    repeats = 3 if args.quick else 5
+    sizes = [(224, 224), (640, 352)] + ([] if args.quick else [(1280, 720)])
+    rows = table(torch.device("cpu"), sizes, 1, repeats)
     if torch.cuda.is_available():
-        rows += cuda_table(model, repeats)
+        reference = random_reference(0)
+        model = Model("torchvision", fold_batchnorm(reference), TORCHVISION_SPACE, WeightsInfo("random", "seed 0"))
+        rows += table(torch.device("cuda"), [(1280, 720), (1920, 1080)], 4, repeats)
+        rows.append(fp16_cosine(model))
     else:
-        print("\nno CUDA device: the GPU table (eager vs CUDA graph, fp16 cosine) was not measured")
+        print("\nno CUDA device: the GPU table (fp16, CUDA graphs) was not measured")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(rows, indent=2))

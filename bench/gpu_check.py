@@ -68,7 +68,7 @@ from live.errors import LiveError  # noqa: E402
 from live.model import Model, load_model  # noqa: E402
 from live.model.googlenet import DreamNet  # noqa: E402
 from live.model.weights import random_reference  # noqa: E402
-from live.outputs import Fanout, NullOutput, RecorderOutput  # noqa: E402
+from live.outputs import RecorderOutput  # noqa: E402
 
 log = logging.getLogger("gpu-check")
 
@@ -205,12 +205,25 @@ def _peak_memory(device: torch.device) -> Callable[[], float | None]:
     return lambda: round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
 
 
+def _recorder(path: Path):
+    """The show's own recorder: H.264 through PyAV (NVENC where the card has one), else OpenCV's."""
+    from live.outputs import encoder
+
+    if encoder.available():
+        return encoder.EncoderOutput(path, encoder.EncoderSettings())
+    return RecorderOutput(path)
+
+
 def live_loop(model: Model, backend, width: int, height: int, steps: int, frames: int, record: Path | None
               ) -> dict[str, object]:
-    outputs = Fanout([RecorderOutput(record)] if record is not None else [NullOutput()])
+    outputs = [_recorder(record)] if record is not None else []
     peak = _peak_memory(backend.device)
-    f = run_loop(model, backend, scene_source(width, height), width, height, steps, frames, LAYER, outputs=outputs)
-    outputs.close()
+    try:
+        f = run_loop(model, backend, scene_source(width, height), width, height, steps, frames, LAYER,
+                     outputs=outputs)
+    finally:
+        for out in outputs:
+            out.close()
     return {"fps": round(f.fps, 2), "latency_ms": round(f.latency_ms, 1),
             "latency_frames": round(f.latency_ms * f.fps / 1e3, 2), "stages_ms": _stages(f.breakdown),
             "gpu_memory_mib": peak(), "outputs": "recorder" if record is not None else "off"}

@@ -31,11 +31,14 @@ MODULES = {
     "numpy": "numpy", "opencv-python": "cv2", "pyvirtualcam": "pyvirtualcam", "onnx": "onnx",
     "onnxruntime": "onnxruntime", "python-osc": "pythonosc", "tomli-w": "tomli_w", "packaging": "packaging",
     "pillow": "PIL", "tqdm": "tqdm", "mido": "mido", "python-rtmidi": "rtmidi", "pytest": "pytest",
-    "scikit-image": "skimage",
+    "scikit-image": "skimage", "av": "av", "tomlkit": "tomlkit", "aiohttp": "aiohttp", "zeroconf": "zeroconf",
+    "jsonschema": "jsonschema", "playwright": "playwright",
 }
 # The ones worth carrying as wheels: small, and absent from a typical CUDA image (the large ones,
 # numpy, OpenCV, onnxruntime, scikit-image, come with such images; carrying them would be 100+ MB).
-SMALL = ("python-osc", "tomli-w", "mido", "python-rtmidi", "pyvirtualcam")
+# PyAV (35 MB, FFmpeg inside) is carried too: the GPU check records through it, with NVENC where
+# the card has one. The web page's packages (aiohttp, zeroconf) are not: the check starts no page.
+SMALL = ("python-osc", "tomli-w", "mido", "python-rtmidi", "pyvirtualcam", "tomlkit", "av")
 NEVER = ("torch",)  # the machine's own CUDA build stays
 
 

@@ -34,6 +34,7 @@ from torch import Tensor
 from live import temporal
 from live.atomic import atomic_write
 from live.backends import Backend
+from live.compose import make_compositor
 from live.control.params import Registry, Snapshot
 from live.control.presets import Morpher
 from live.control.schedule import IdleWatcher, OpeningHours, PresetCycler
@@ -50,7 +51,8 @@ from live.sources import Frame, Source, Status
 
 log = logging.getLogger(__name__)
 
-STAGES = ("capture", "flow", "upload", "dream", "download", "output")
+# "compose": upsampling the dream residual onto the full-size camera (docs/architecture.md, "Frame budget")
+STAGES = ("capture", "flow", "upload", "dream", "compose", "download", "output")
 RETRY_SECONDS = 5.0  # first wait before dreaming again after a failure
 MIN_RECOVERY_SIDE = 64  # out of memory below this: stop shrinking, pass through and retry
 NONFINITE_LOG_EVERY = 60.0  # s between two log lines about NaN/Inf dreams (the first is logged at once)
@@ -98,6 +100,8 @@ class LiveLoop:
     """One frame at a time from ``source`` through the dream to ``outputs``, reading ``registry``.
 
     Construct once, then :meth:`run` until a stop event, a frame budget or a deadline.
+    ``output_size`` (width, height) is the size every frame goes out at, whatever the dream size
+    (the registry's width and height); None: each frame at the source's own size.
     """
 
     def __init__(
@@ -120,6 +124,7 @@ class LiveLoop:
         governor: Governor | None = None,
         on_tick: Callable[[], None] | None = None,
         watchdog: float | None = None,
+        output_size: tuple[int, int] | None = None,
     ) -> None:
         self.source = source
         self.model = model
@@ -143,10 +148,11 @@ class LiveLoop:
         self._dreamed = False  # whether this iteration dreamed (what the governor times)
         # On CUDA the dream runs asynchronously: download one frame late so flow overlaps it.
         self.pipelined = self.device.type == "cuda"
-        self._pending: tuple[Tensor, float] | None = None
+        self._pending: tuple[object, float, Tensor] | None = None  # (composed frame, capture time, dream finite?)
         self._last_output: np.ndarray | None = None
         self._last_reset = registry.snapshot().reset
-        self._pinned: dict[tuple[int, int], Tensor] = {}
+        self.output_size = output_size
+        self.compositor = make_compositor(model.space, self.device)
         self._lo, self._hi = model.space.bounds(torch.zeros(1, 3, 1, 1, device=self.device))
         self._stop_reason = ""
         self._was_open = True
@@ -256,7 +262,7 @@ class LiveLoop:
             self._flush()
             self.feedback.reset()
             self.flows.reset()
-            picture = cv2.resize(frame.image, (dw, dh), interpolation=cv2.INTER_AREA)
+            picture = self._at_output_size(frame.image)
             if degraded and not frame.placeholder:
                 picture = _notice(picture, self._degraded_reason)
             self._emit_array(picture, frame.timestamp)
@@ -280,7 +286,10 @@ class LiveLoop:
         if self._was_open:
             log.info("closing time: outputs go black until opening hours")
             self._was_open = False
-        w, h = round32(snap.width), round32(snap.height)
+        # The newest camera frame is taken and dropped: it gives the size the outputs run at (when
+        # none was named) and keeps the source's buffer fresh for opening time.
+        frame = self.source.latest(timeout=0.2)
+        w, h = self._output_size(frame.image if frame is not None else None)
         if self.closed_look == "placeholder":
             picture = placeholder_frame(w, h, "closed")
         else:
@@ -351,10 +360,15 @@ class LiveLoop:
             dreamed = x
         self.feedback.finish(cam, dreamed)
         self._dreamed = True
-        shown = temporal.mix(dreamed, cam, snap.mix) if snap.mix < 1.0 else dreamed
         self.clock.add("dream", time.perf_counter() - t)
 
-        self._pending = (shown, frame.timestamp)
+        t = time.perf_counter()
+        # the full-size camera plus the upsampled residual; mix blends camera and dream at output size
+        shown = self.compositor.compose(cam, dreamed, snap.mix)
+        self.clock.add("compose", time.perf_counter() - t)
+
+        # checked on the dream itself: once composed to uint8 on the host, a NaN is just a dark pixel
+        self._pending = (shown, frame.timestamp, torch.isfinite(dreamed).all())
         self._pending_camera = (frame.image, dw, dh, x)
         if not self.pipelined:
             self._flush()
@@ -368,40 +382,48 @@ class LiveLoop:
 
     # ----- host <-> device
     def _upload(self, bgr: np.ndarray, dw: int, dh: int) -> Tensor:
-        """Camera frame → (1, 3, dh, dw) model-space tensor: resize on the CPU, one uint8 copy up."""
-        small = bgr if bgr.shape[:2] == (dh, dw) else cv2.resize(bgr, (dw, dh), interpolation=cv2.INTER_AREA)
-        host = torch.from_numpy(np.ascontiguousarray(small))
-        if self.device.type == "cuda":
-            pinned = self._pinned.get((dh, dw))
-            if pinned is None:
-                pinned = self._pinned[(dh, dw)] = torch.empty((dh, dw, 3), dtype=torch.uint8).pin_memory()
-            # Safe to overwrite: the last copy from it finished before the last download returned.
-            pinned.copy_(host)
-            dev = pinned.to(self.device, non_blocking=True)
-        else:
-            dev = host
-        rgb01 = dev.permute(2, 0, 1).flip(0)[None].float().div_(255.0)
-        return self.model.space.to_model(rgb01)
+        """Camera frame → (1, 3, dh, dw) model-space tensor; the frame at the output size stays
+        with the compositor for this frame's compose (one host→device copy on CUDA)."""
+        return self.compositor.upload(bgr, self._output_size(bgr), (dw, dh))
 
-    def _download(self, x: Tensor) -> np.ndarray:
-        """Model-space tensor → BGR uint8 frame, converted on the device, one copy down."""
-        pic = self.model.space.to_picture(x)[0].clamp_(0.0, 1.0).mul_(255.0).add_(0.5)
-        return pic.to(torch.uint8).flip(0).permute(1, 2, 0).contiguous().cpu().numpy()
+    def _download(self, shown: object) -> np.ndarray:
+        """The composed frame → BGR uint8 at the output size, one device→host copy."""
+        return self.compositor.download(shown)
+
+    def _output_size(self, bgr: np.ndarray | None = None) -> tuple[int, int]:
+        """(width, height) frames go out at: the one given, else the source's own."""
+        if self.output_size is not None:
+            return self.output_size
+        if bgr is not None:
+            return bgr.shape[1], bgr.shape[0]
+        if self._last_output is not None:
+            return self._last_output.shape[1], self._last_output.shape[0]
+        if self.source.size is not None:
+            return self.source.size
+        snap = self.registry.snapshot()
+        return round32(snap.width), round32(snap.height)
+
+    def _at_output_size(self, bgr: np.ndarray) -> np.ndarray:
+        """A camera (or placeholder) frame to show as it is, at the output size."""
+        w, h = self._output_size(bgr)
+        if (bgr.shape[1], bgr.shape[0]) == (w, h):
+            return bgr
+        shrink = w * h < bgr.shape[0] * bgr.shape[1]
+        return cv2.resize(bgr, (w, h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
 
     def _flush(self) -> None:
         if self._pending is None:
             return
-        shown, captured_at = self._pending
+        shown, captured_at, finite = self._pending  # ``finite`` was queued on the device with the dream
         self._pending = None
-        finite = torch.isfinite(shown).all()  # queued on the device; the download waits for it anyway
         t = time.perf_counter()
         out = self._download(shown)
         self.clock.add("download", time.perf_counter() - t)
         if not bool(finite):
-            out = self._nonfinite(shown)
+            out = self._nonfinite()
         self._emit_array(out, captured_at)
 
-    def _nonfinite(self, shown: Tensor) -> np.ndarray:
+    def _nonfinite(self) -> np.ndarray:
         """The dream came back NaN or infinite (fp16 overflow, bad weights, a backend fault): this
         frame shows the camera, the carried dream is cleared so the next frame starts clean, and
         the event is counted and logged with its cause (at once, then at most once a minute)."""
@@ -421,8 +443,9 @@ class LiveLoop:
                         "dream%s", cause, f" ({since} more since the last report)" if since > 0 else "")
             self._nonfinite_logged = (now, self.nonfinite)
         if camera is None:
-            return np.zeros((shown.shape[-2], shown.shape[-1], 3), np.uint8)
-        return cv2.resize(camera, (dw, dh), interpolation=cv2.INTER_AREA)
+            w, h = self._output_size()
+            return np.zeros((h, w, 3), np.uint8)
+        return self._at_output_size(camera)
 
     def _emit_array(self, out: np.ndarray, captured_at: float) -> None:
         t = time.perf_counter()
@@ -488,7 +511,8 @@ class LiveLoop:
         c = self.clock
         line = (
             f"{c.fps():.2f} fps, latency {1e3 * c.latency / max(c.frames, 1):.0f} ms, "
-            f"{snap.objective} x{snap.steps} at {round32(snap.width)}x{round32(snap.height)}; "
+            f"{snap.objective} x{snap.steps} at {round32(snap.width)}x{round32(snap.height)}"
+            f" -> {'x'.join(map(str, self._output_size()))}; "
             f"{c.breakdown()}; source {self.source.status}, {self.source.dropped} dropped; {self.outputs.summary()}"
         )
         began = self._frame_began
@@ -589,7 +613,11 @@ class ShowOptions:
     duration: float | None = None
     status_every: float = 10.0
     screenshot_dir: Path = Path(".")
-    test_scene_size: tuple[int, int] = (640, 360)  # drawn at the dream size: no camera to match
+    # What outputs run at; None: the source's own size. The dream size is the registry's width/height.
+    output_size: tuple[int, int] | None = None
+    # The test scene stands in for a camera, so it is drawn at the size a camera is asked for (or
+    # the output size named); run_show sets it.
+    test_scene_size: tuple[int, int] = (1280, 720)
     model: str = "torchvision"
     precision: str | None = None  # None: fp16 on CUDA, fp32 on the CPU (live.backends.resolve_precision)
     no_build: bool = False  # never build a TensorRT plan during the show; without one, dream on torch
@@ -631,6 +659,8 @@ def open_show_source(opts: ShowOptions) -> Source:
     from live.errors import InputError
     from live.sources import TestSceneSource, open_source
 
+    if opts.source.strip().lower() in ("test", "test-scene"):
+        return TestSceneSource(opts.test_scene_size[0], opts.test_scene_size[1], opts.capture_fps).start()
     if opts.source != "auto":
         return open_source(opts.source, opts.capture_width, opts.capture_height, opts.capture_fps,
                            loop=opts.loop_video).start()
@@ -736,8 +766,8 @@ def run_show(
 
     stop = stop or threading.Event()
     snap = registry.snapshot()
-    width, height = round32(snap.width), round32(snap.height)
-    opts.test_scene_size = (width, height)
+    width, height = round32(snap.width), round32(snap.height)  # the dream size
+    opts.test_scene_size = opts.output_size or (opts.capture_width, opts.capture_height)
     presets = PresetStore(registry, opts.presets_dir)
     loop_ref: list[LiveLoop] = []
 
@@ -747,9 +777,13 @@ def run_show(
         return loop_ref[0].status()
 
     with contextlib.ExitStack() as stack:
+        source: Source | None = None
+        output_size = opts.output_size
+        if output_size is None:
+            source, output_size = _source_and_size(stack, opts, stop)
         outputs = stack.enter_context(build_outputs(opts))
         preview = _add_preview(outputs) if opts.web else None
-        outputs.open(width, height, snap.fps_cap)
+        outputs.open(output_size[0], output_size[1], snap.fps_cap)
         midi = stack.enter_context(_start_midi(opts, registry)) if opts.midi else None
         if opts.osc:
             actions = {"preset/load": presets.load, "preset/save": presets.save,
@@ -792,7 +826,8 @@ def run_show(
                             opts.dream_limit.device, kind)
             limit = limits.default_limit(kind)
         limits.enforce(registry, limit)
-        source = stack.enter_context(open_show_source(opts))
+        if source is None:
+            source = stack.enter_context(open_show_source(opts))
         loop = LiveLoop(
             source, model, backend, registry, outputs,
             overlay=opts.overlay, flow_preset=opts.flow_preset, seed=opts.seed,
@@ -802,9 +837,11 @@ def run_show(
             if opts.preset_cycle else None,
             idle=_idle_watcher(opts, registry), governor=_governor(opts), on_tick=on_tick,
             watchdog=notify.watchdog_interval(),
+            output_size=output_size,
         )  # fmt: skip
         loop_ref.append(loop)
-        log.info("running: %s -> %s, %s", source.describe(), outputs.summary(), backend.describe())
+        log.info("running: %s -> %s, %s; dreaming at %dx%d, output %dx%d", source.describe(), outputs.summary(),
+                 backend.describe(), width, height, *output_size)
 
         def on_frame(n: int) -> None:
             if n == 1:
@@ -816,6 +853,45 @@ def run_show(
             if finishing is not None:
                 finishing.set()
             notify.stopping()
+
+
+SOURCE_SIZE_WAIT = 10.0  # seconds a live source has to deliver its first frame, which sets the output size
+
+
+def _source_and_size(stack: contextlib.ExitStack, opts: ShowOptions,
+                     stop: threading.Event) -> tuple[Source | None, tuple[int, int]]:
+    """The output size when none is named: the source's own, and the source if it had to start.
+
+    A video file is only probed, and starts when the dream is ready, so a clip played once is
+    seen from its first frame. Any other source (camera, stream, image, test scene) is live
+    anyway: it starts now and its first frame gives the size (a camera may not give the size it
+    was asked for). A source with no frame in time goes out at the size asked of it.
+    """
+    from live.sources.files import VIDEO_EXTENSIONS
+
+    path = Path(opts.source.strip()).expanduser()
+    if path.suffix.lower() in VIDEO_EXTENSIONS and path.is_file():
+        video = cv2.VideoCapture(str(path))
+        try:
+            size = int(video.get(cv2.CAP_PROP_FRAME_WIDTH)), int(video.get(cv2.CAP_PROP_FRAME_HEIGHT))
+        finally:
+            video.release()
+        if min(size) > 0:
+            log.info("outputs at %dx%d, the size of %s (--output-size WxH to choose)", *size, path.name)
+            return None, size
+    source: Source = stack.enter_context(open_show_source(opts))
+    deadline = time.monotonic() + SOURCE_SIZE_WAIT
+    while source.captured == 0 and source.status in (Status.LIVE, Status.RECONNECTING) \
+            and time.monotonic() < deadline and not stop.wait(0.02):
+        pass
+    if source.captured and source.size is not None:
+        size = source.size
+        log.info("outputs at %dx%d, the size of %s (--output-size WxH to choose)", *size, source.describe())
+    else:
+        size = source.size or (opts.capture_width, opts.capture_height)
+        log.warning("%s gave no frame within %.0f s: outputs at %dx%d, the size asked of it (--output-size WxH "
+                    "to choose)", source.describe(), SOURCE_SIZE_WAIT, *size)
+    return source, size
 
 
 def _start_midi(opts: ShowOptions, registry: Registry):

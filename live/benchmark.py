@@ -1,64 +1,267 @@
 """Benchmarks a site can run (``deepdream-live bench``) and the ``bench/`` scripts share.
 
-Every figure is printed beside a baseline measured in the same run: the plain PyTorch
-DeepDream loop (whole GoogLeNet with a forward hook, fp32, weights requiring grad,
-``loss.backward()``) - what a DeepDream script usually is.
+Every figure is printed beside baselines measured in the same run, each named for what it is
+(docs/architecture.md, "Frame budget"):
+
+- **naive loop**: what a DeepDream script usually is - the whole GoogLeNet with a forward hook on
+  the layer, fp32, weights requiring grad, ``loss.backward()`` (it computes every weight's
+  gradient and throws them away). :func:`plain_loop`.
+- **frozen loop**: the same with the weights frozen and ``torch.autograd.grad`` for the input only.
+  :func:`frozen_loop`.
+- **best ordinary loop**: what a competent user writes - frozen, the network cut at the layer
+  (nothing past it is computed), channels-last on the CPU; on CUDA fp16 with the steps captured
+  as one CUDA graph. :func:`best_ordinary_loop`. The README's headline ratios are against this.
+
+Per-step ratios (one gradient step) and per-shown-frame ratios (the whole live loop, frames
+out per second) are separate figures. A shown frame of an ordinary loop is one camera frame
+dreamed from scratch with N steps; the project's spends fewer steps per frame and carries the
+dream over with feedback, so per-frame figures also print the *dream strength* they reached:
+the objective of the shown frame divided by that of the camera frame it came from, evaluated by
+the same network and weights (:class:`StrengthMeter`).
+
+Runs are counted in frames, not seconds: a warm-up of 60 frames (2 s of a 30 fps camera) before
+anything is measured, so the figures repeat from run to run and machine to machine.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 import statistics
 import tempfile
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
 import torch
+from torch import Tensor, nn
 
 from live.app import LiveLoop, round32
 from live.backends import Backend, open_backend
 from live.control.params import Registry
-from live.model import Model, load_model
-from live.model.weights import random_reference
-from live.outputs import Fanout, NullOutput
+from live.model import Model
+from live.model.googlenet import TORCHVISION_SPACE, DreamNet, InputSpace, TorchvisionGoogLeNet, fold_batchnorm
+from live.model.weights import load_reference, random_reference
+from live.objectives import Objective
+from live.outputs import Fanout, Output
 from live.sources import Frame, Status
 from live.sources.testscene import test_scene
 
 log = logging.getLogger(__name__)
 
+WARMUP_FRAMES = 60  # 2 s of a 30 fps camera: the feedback has settled by then
+ORDINARY_STEPS = 4  # what an ordinary live loop dreams per frame (the issue's reference)
+StepsFn = Callable[[Tensor, int], Tensor]
 
-def plain_loop(layer: str, device: torch.device, seed: int = 0) -> Callable[[torch.Tensor, int], torch.Tensor]:
-    """A typical DeepDream script's steps: full network, hook, weights requiring grad, backward()."""
-    net = random_reference(seed).to(device).float().eval().requires_grad_(True)
-    captured: dict[str, torch.Tensor] = {}
-    getattr(net, layer).register_forward_hook(lambda m, i, o: captured.__setitem__("act", o))
 
-    def steps(x: torch.Tensor, n: int) -> torch.Tensor:
+# ----------------------------------------------------------------------------- baselines
+def _ordinary_ascent(grad: Callable[[Tensor], Tensor], step: float, jitter: int, lo: float, hi: float,
+                     seed: int) -> StepsFn:
+    """The ascent an ordinary script writes around ``grad``: roll, normalised step, unroll, clamp."""
+    gen = torch.Generator().manual_seed(seed)
+
+    def steps(x: Tensor, n: int) -> Tensor:
         for _ in range(n):
-            x = x.detach().requires_grad_(True)
-            net(x)
-            loss = captured["act"].pow(2).mean()
-            net.zero_grad(set_to_none=True)
-            loss.backward()
-            g = x.grad
-            x = (x + 0.01 * g / (g.abs().mean() + 1e-8)).clamp(-1, 1)
+            if jitter:
+                dy, dx = (torch.randint(-jitter, jitter + 1, (2,), generator=gen)).tolist()
+                x = torch.roll(x, (dy, dx), dims=(-2, -1))
+            g = grad(x)
+            x = x.detach() + step * g / (g.abs().mean() + 1e-8)
+            if jitter:
+                x = torch.roll(x, (-dy, -dx), dims=(-2, -1))
+            x = x.clamp(lo, hi)
         return x.detach()
 
     return steps
 
 
+def _reference(reference: TorchvisionGoogLeNet | None, seed: int) -> TorchvisionGoogLeNet:
+    return copy.deepcopy(reference) if reference is not None else random_reference(seed)
+
+
+def plain_loop(layer: str, device: torch.device, seed: int = 0, *, reference: TorchvisionGoogLeNet | None = None,
+               step: float = 0.01, jitter: int = 0) -> StepsFn:
+    """The naive loop: full network, hook, weights requiring grad, ``loss.backward()``."""
+    net = _reference(reference, seed).to(device).float().eval().requires_grad_(True)
+    captured: dict[str, Tensor] = {}
+    getattr(net, layer).register_forward_hook(lambda m, i, o: captured.__setitem__("act", o))
+
+    def grad(x: Tensor) -> Tensor:
+        x = x.detach().requires_grad_(True)
+        net(x)
+        loss = captured["act"].pow(2).mean()
+        net.zero_grad(set_to_none=True)
+        loss.backward()
+        return x.grad
+
+    return _ordinary_ascent(grad, step, jitter, -1.0, 1.0, seed)
+
+
+def frozen_loop(layer: str, device: torch.device, seed: int = 0, *, reference: TorchvisionGoogLeNet | None = None,
+                step: float = 0.01, jitter: int = 0) -> StepsFn:
+    """The ordinary loop with frozen weights: full network and hook, ``autograd.grad`` for the input only."""
+    net = _reference(reference, seed).to(device).float().eval().requires_grad_(False)
+    captured: dict[str, Tensor] = {}
+    getattr(net, layer).register_forward_hook(lambda m, i, o: captured.__setitem__("act", o))
+
+    def grad(x: Tensor) -> Tensor:
+        x = x.detach().requires_grad_(True)
+        net(x)
+        (g,) = torch.autograd.grad(captured["act"].pow(2).mean(), x)
+        return g
+
+    return _ordinary_ascent(grad, step, jitter, -1.0, 1.0, seed)
+
+
+def ordinary_trunk(reference: TorchvisionGoogLeNet, layer: str) -> nn.Sequential:
+    """The network cut at ``layer`` the way a user cuts torchvision's GoogLeNet: its modules in
+    order, up to and including the layer, batch-norm left as it is."""
+    modules = []
+    for attribute, name in DreamNet.SEQUENCE:
+        modules.append(getattr(reference, attribute))
+        if name == layer:
+            return nn.Sequential(*modules)
+    raise ValueError(f"{layer!r} is not a layer of the torchvision GoogLeNet")
+
+
+def cut_loop(layer: str, device: torch.device, seed: int = 0, *, reference: TorchvisionGoogLeNet | None = None,
+             step: float = 0.01, jitter: int = 0) -> StepsFn:
+    """Frozen and cut at the layer, but in PyTorch's default (NCHW) layout: the best ordinary
+    loop without channels-last, to show what the layout alone is worth (per-step table only)."""
+    trunk = ordinary_trunk(_reference(reference, seed), layer).eval().requires_grad_(False).to(device)
+
+    def grad(x: Tensor) -> Tensor:
+        x = x.detach().requires_grad_(True)
+        (g,) = torch.autograd.grad(trunk(x).pow(2).mean(), x)
+        return g
+
+    return _ordinary_ascent(grad, step, jitter, -1.0, 1.0, seed)
+
+
+def best_ordinary_loop(layer: str, device: torch.device, seed: int = 0, *,
+                       reference: TorchvisionGoogLeNet | None = None, step: float = 0.01, jitter: int = 0) -> StepsFn:
+    """The best ordinary form: frozen, cut at the layer, channels-last on the CPU; on CUDA fp16 with
+    the ``n`` steps captured as one CUDA graph per (shape, n) (no jitter there: ``torch.roll``
+    needs host shifts, which a graph cannot take)."""
+    trunk = ordinary_trunk(_reference(reference, seed), layer).eval().requires_grad_(False)
+    if device.type == "cuda":
+        return _graphed_fp16(trunk.to(device).half(), step)
+    trunk = trunk.to(device, memory_format=torch.channels_last)
+
+    def grad(x: Tensor) -> Tensor:
+        x = x.detach().contiguous(memory_format=torch.channels_last).requires_grad_(True)
+        (g,) = torch.autograd.grad(trunk(x).pow(2).mean(), x)
+        return g
+
+    return _ordinary_ascent(grad, step, jitter, -1.0, 1.0, seed)
+
+
+def _graphed_fp16(trunk: nn.Module, step: float) -> StepsFn:  # pragma: no cover - needs CUDA
+    graphs: dict[tuple, tuple[torch.cuda.CUDAGraph, Tensor, Tensor]] = {}
+
+    def run(x: Tensor, n: int) -> Tensor:
+        for _ in range(n):
+            xg = x.detach().requires_grad_(True)
+            (g,) = torch.autograd.grad(trunk(xg).float().pow(2).mean(), xg)
+            x = (x + step * g / (g.abs().mean() + 1e-4)).clamp(-1, 1)
+        return x
+
+    def steps(x: Tensor, n: int) -> Tensor:
+        key = (tuple(x.shape), n)
+        if key not in graphs:
+            static_in = x.detach().half().clone()
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):
+                for _ in range(3):  # warm-up outside the capture, as torch.cuda.graph asks
+                    run(static_in.clone(), n)
+            torch.cuda.current_stream().wait_stream(side)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                static_out = run(static_in, n)
+            graphs[key] = (graph, static_in, static_out)
+        graph, static_in, static_out = graphs[key]
+        static_in.copy_(x)
+        graph.replay()
+        return static_out.float()
+
+    return steps
+
+
+def project_steps(backend: Backend, objective: Objective, step: float = 0.01, jitter: int = 0) -> StepsFn:
+    """This project's ascent through ``backend``, as a ``steps(x, n)`` like the baselines."""
+    step_t = torch.full((1, 3, 1, 1), step, device=backend.device)
+    lo, hi = -torch.ones_like(step_t), torch.ones_like(step_t)
+    gen = torch.Generator().manual_seed(0)
+
+    def steps(x: Tensor, n: int) -> Tensor:
+        return backend.ascend(x, objective, n, step_t, jitter, lo, hi, gen if backend.device.type == "cpu" else None)
+
+    return steps
+
+
+BASELINES: dict[str, Callable[..., StepsFn]] = {
+    "naive": plain_loop,
+    "frozen": frozen_loop,
+    "best ordinary": best_ordinary_loop,
+}
+BASELINE_HELP = {
+    "naive": "whole network + hook, weights requiring grad, backward()",
+    "frozen": "whole network + hook, weights frozen, autograd.grad for the input",
+    "best ordinary": "frozen, cut at the layer, channels-last (CUDA: fp16 + CUDA graph)",
+}
+
+
+# ----------------------------------------------------------------------------- dream strength
+class StrengthMeter:
+    """Dream strength: objective(shown frame) / objective(camera frame), both scored by the same
+    network and weights at the dream size (frames of another size are resized with INTER_AREA)."""
+
+    def __init__(self, model: Model, objective: Objective | str, dream_size: tuple[int, int]) -> None:
+        self.model = model
+        self.objective = objective if isinstance(objective, Objective) else Objective.parse(objective)
+        self.dream_size = dream_size
+        self._weights = {name: torch.from_numpy(self.objective.weights(name)) for name in self.objective.layers}
+
+    @torch.no_grad()
+    def score(self, bgr: np.ndarray) -> float:
+        """The objective of one BGR uint8 frame."""
+        if (bgr.shape[1], bgr.shape[0]) != self.dream_size:
+            bgr = cv2.resize(bgr, self.dream_size, interpolation=cv2.INTER_AREA)
+        rgb01 = torch.from_numpy(np.ascontiguousarray(bgr)).permute(2, 0, 1).flip(0)[None].float() / 255.0
+        acts = self.model.net(self.model.space.to_model(rgb01), self.objective.layers)
+        return float(sum((a.square().mean(dim=(0, 2, 3)) * self._weights[n]).sum() for n, a in acts.items()))
+
+    def strength(self, shown: Sequence[np.ndarray], cameras: Sequence[np.ndarray]) -> float:
+        """Mean over frames of objective(shown) / objective(camera)."""
+        if not shown or len(shown) != len(cameras):
+            raise ValueError(f"strength needs as many shown frames as camera frames, got {len(shown)} and {len(cameras)}")
+        return statistics.fmean(self.score(s) / max(self.score(c), 1e-12) for s, c in zip(shown, cameras))
+
+
+def flicker(frames: Sequence[np.ndarray]) -> float:
+    """Mean absolute frame-to-frame change, in grey levels (0..255)."""
+    if len(frames) < 2:
+        return 0.0
+    return statistics.fmean(float(cv2.absdiff(a, b).mean()) for a, b in zip(frames, frames[1:]))
+
+
+# ----------------------------------------------------------------------------- sources
 class PullSource:
     """Frames made on demand, one per ``latest()``: the benchmark measures the loop, not a camera
-    thread competing for the same cores. ``make(i)`` returns BGR frame ``i`` or None at the end."""
+    thread competing for the same cores. ``make(i)`` returns BGR frame ``i`` or None at the end.
+    With ``record`` set, every frame handed out is appended to it (to pair shown and camera frames)."""
 
     dropped = 0
+    size = None
 
     def __init__(self, make: Callable[[int], np.ndarray | None], name: str) -> None:
         self.make, self.name, self.n, self.status = make, name, 0, Status.LIVE
+        self.record: list[np.ndarray] | None = None
 
     def latest(self, timeout: float = 0.0) -> Frame | None:
         image = self.make(self.n)
@@ -66,6 +269,8 @@ class PullSource:
             self.status = Status.ENDED
             return None
         self.n += 1
+        if self.record is not None:
+            self.record.append(image)
         return Frame(image, time.monotonic(), self.n)
 
     def describe(self) -> str:
@@ -90,6 +295,18 @@ def clip_source(path: Path) -> PullSource:
     return PullSource(make, "clip")
 
 
+def frames_source(frames: Sequence[np.ndarray], name: str) -> PullSource:
+    """Frames held in memory, played forwards then backwards (no jump for the scene-cut detector),
+    so decoding or drawing them costs the measured loop nothing."""
+    period = max(2 * len(frames) - 2, 1)
+
+    def make(i: int) -> np.ndarray:
+        k = i % period
+        return frames[k if k < len(frames) else period - k]
+
+    return PullSource(make, name)
+
+
 def write_clip(path: Path, width: int, height: int, frames: int = 90, fps: float = 30.0) -> Path:
     """A real mp4v file of the test scene, for the clip benchmark."""
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (width, height))
@@ -99,30 +316,236 @@ def write_clip(path: Path, width: int, height: int, frames: int = 90, fps: float
     return path
 
 
+def photo() -> np.ndarray | None:
+    """A real street photograph (scikit-image's motorcycle_left.png, 741x500, BGR), or None when
+    scikit-image (the test extra) is not installed."""
+    try:
+        from importlib.resources import files
+
+        path = Path(str(files("skimage") / "data" / "motorcycle_left.png"))
+    except ModuleNotFoundError:
+        return None
+    image = cv2.imread(str(path))
+    return image
+
+
+def write_panning_clip(path: Path, width: int, height: int, frames: int = 90, step: int = 4,
+                       fps: float = 30.0) -> tuple[Path, str]:
+    """A real photograph panned ``step`` px a frame (to and fro), encoded as mp4v: a camera
+    sweeping a street. Without scikit-image, the test scene stands in (said in the name)."""
+    picture = photo()
+    if picture is None:
+        log.warning("scikit-image is not installed (pip install -e '.[test]'): the panning clip is the test scene")
+        return write_clip(path, width, height, frames, fps), "test-scene clip"
+    ph, pw = picture.shape[:2]
+    scale = max(height * 1.1 / ph, (width + 48 * step) / pw)
+    picture = cv2.resize(picture, (round(pw * scale), round(ph * scale)), interpolation=cv2.INTER_CUBIC)
+    room = picture.shape[1] - width
+    top = (picture.shape[0] - height) // 2
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (width, height))
+    for i in range(frames):
+        k = (i * step) % (2 * room)
+        x = k if k <= room else 2 * room - k
+        writer.write(np.ascontiguousarray(picture[top : top + height, x : x + width]))
+    writer.release()
+    return path, "panning photo clip"
+
+
+def decode(path: Path, limit: int | None = None) -> list[np.ndarray]:
+    """Every frame of a clip, decoded once."""
+    video = cv2.VideoCapture(str(path))
+    frames = []
+    while (limit is None or len(frames) < limit) and (got := video.read())[0]:
+        frames.append(got[1])
+    video.release()
+    return frames
+
+
+# ----------------------------------------------------------------------------- the live loop, timed
+class _Keep(Output):
+    """Headless output that keeps the frames sent while ``keeping`` is on."""
+
+    def __init__(self) -> None:
+        super().__init__("benchmark")
+        self.keeping = False
+        self.frames: list[np.ndarray] = []
+        self.size: tuple[int, int] | None = None
+        self.last_size = ""  # of the last frame sent: what the loop really shows
+
+    def open(self, width: int, height: int, fps: float) -> None:
+        self.size = (width, height)
+
+    def send(self, frame: np.ndarray) -> None:
+        self.sent += 1
+        self.last_size = f"{frame.shape[1]}x{frame.shape[0]}"
+        if self.keeping:
+            self.frames.append(frame)
+
+    def close(self) -> None:
+        pass
+
+
 @dataclass
 class LoopFigures:
     source: str
-    size: str
+    size: str  # the dream size
     steps: int
     fps: float
     latency_ms: float
     outside_dream: float  # share of frame time not in the dream step
     breakdown: str
+    output: str = ""  # the output size
+    strength: float | None = None  # objective(shown) / objective(camera), when measured
+    flicker: float | None = None  # mean |frame-to-frame change| of the shown frames, grey levels
+    camera_flicker: float | None = None  # the same of the camera frames (motion, for reference)
+    values: dict[str, Any] = field(default_factory=dict)  # the registry values the loop ran with
+    cpu_fps: float | None = None  # frames per second of this process's CPU time (steadier on a busy machine)
 
 
-def run_loop(model: Model, backend: Backend, source: PullSource, width: int, height: int, steps: int,
-             frames: int, layer: str, outputs: Fanout | None = None) -> LoopFigures:
-    """The real LiveLoop, headless (or into ``outputs``), for ``frames`` frames after a warm-up of 3."""
-    registry = Registry()
-    registry.update({"width": width, "height": height, "steps": steps, "objective": layer, "fps_cap": 240,
-                     "octaves": 1})
-    outputs = outputs or Fanout([NullOutput()])
-    outputs.open(width, height, 240)
-    loop = LiveLoop(source, model, backend, registry, outputs, seed=0, status_every=3600)  # type: ignore[arg-type]
-    loop.run(max_frames=3)  # warm-up: cuDNN autotuning, CUDA graph capture, allocator
-    report = loop.run(max_frames=frames)
-    return LoopFigures(source.describe(), f"{width}x{height}", steps, report.fps, report.latency_ms,
-                       1.0 - report.dream_share, report.breakdown)
+class ProjectRun:
+    """The real LiveLoop, headless, warmed up and then advanced in chunks (:meth:`advance`), so
+    several runs can take turns on a machine whose load drifts. See :func:`run_loop`."""
+
+    def __init__(self, model: Model, backend: Backend, source: PullSource, width: int, height: int,
+                 steps: int | None, layer: str, *, warmup: int = 3, look: Mapping[str, Any] | None = None,
+                 output_size: tuple[int, int] | None = None, meter: StrengthMeter | None = None,
+                 seed: int = 0, outputs: Sequence[Output] = ()) -> None:
+        self.registry = Registry()
+        values: dict[str, Any] = {"octaves": 1} if look is None else dict(look)
+        values.update({"width": width, "height": height, "objective": layer, "fps_cap": 240})
+        if steps is not None:
+            values["steps"] = steps
+        self.registry.update(values)
+        self.keep = _Keep()
+        fanout = Fanout([self.keep, *outputs])  # ``outputs``: more to feed, e.g. a recorder (make gpu-check)
+        fanout.open(*(output_size or (width, height)), 240)
+        self.source, self.meter, self.dream = source, meter, f"{round32(width)}x{round32(height)}"
+        self.loop = LiveLoop(source, model, backend, self.registry, fanout, seed=seed,  # type: ignore[arg-type]
+                             status_every=3600, output_size=output_size)
+        self.loop.run(max_frames=warmup)  # feedback settles; cuDNN autotuning, CUDA graph capture, allocator
+        self.frames, self.seconds, self.latency, self.cpu_seconds = 0, 0.0, 0.0, 0.0
+        self.stages: dict[str, float] = {}
+        self.cameras: list[np.ndarray] = []
+
+    def advance(self, n: int) -> None:
+        """Run ``n`` more timed frames."""
+        if self.meter is not None:
+            self.keep.keeping, self.source.record = True, self.cameras
+        c0 = time.process_time()
+        report = self.loop.run(max_frames=n)
+        self.cpu_seconds += time.process_time() - c0
+        self.source.record, self.keep.keeping = None, False
+        self.frames += report.frames
+        self.seconds += report.seconds
+        self.latency += report.latency_ms * report.frames
+        for stage, t in self.loop.clock.totals.items():
+            self.stages[stage] = self.stages.get(stage, 0.0) + t
+
+    def figures(self) -> LoopFigures:
+        n = max(self.frames, 1)
+        fps = self.frames / max(self.seconds, 1e-9)
+        total = sum(self.stages.values())
+        breakdown = " ".join(f"{s} {1e3 * t / n:.1f}" for s, t in self.stages.items()) + " ms/frame"
+        snap = self.registry.snapshot()
+        f = LoopFigures(self.source.describe(), self.dream, snap.steps, fps, self.latency / n,
+                        1.0 - (self.stages.get("dream", 0.0) / total if total else 0.0), breakdown,
+                        self.keep.last_size,
+                        values={k: snap[k] for k in ("steps", "feedback", "step_size", "octaves", "jitter")},
+                        cpu_fps=self.frames / max(self.cpu_seconds, 1e-9))
+        shown = self.keep.frames[: len(self.cameras)]
+        if self.meter is not None and shown:
+            f.strength = self.meter.strength(shown, self.cameras)
+            f.flicker = flicker(shown)
+            f.camera_flicker = flicker(self.cameras)
+        return f
+
+
+def run_loop(model: Model, backend: Backend, source: PullSource, width: int, height: int, steps: int | None,
+             frames: int, layer: str, *, warmup: int = 3, look: Mapping[str, Any] | None = None,
+             output_size: tuple[int, int] | None = None, meter: StrengthMeter | None = None,
+             seed: int = 0, outputs: Sequence[Output] = ()) -> LoopFigures:
+    """The real LiveLoop, headless, for ``frames`` frames after a warm-up of ``warmup``.
+
+    ``look``: registry values to run with (default: one octave, everything else the registry's
+    defaults); ``steps`` overrides the look's steps unless None. ``output_size``: what frames go
+    out at (default: the source's own). With a ``meter``, dream strength and flicker are measured
+    over the timed frames. ``outputs``: opened here and fed every shown frame too (closing them is
+    the caller's).
+    """
+    run = ProjectRun(model, backend, source, width, height, steps, layer, warmup=warmup, look=look,
+                     output_size=output_size, meter=meter, seed=seed, outputs=outputs)
+    run.advance(frames)
+    return run.figures()
+
+
+class OrdinaryRun:
+    """An ordinary live loop, as a competent user writes it: each camera frame resized to the dream
+    size, dreamed ``n_steps`` from scratch, converted back and shown (at the dream size).
+    Advanced in chunks like :class:`ProjectRun`."""
+
+    def __init__(self, steps_fn: StepsFn, source: PullSource, space: InputSpace, dream_size: tuple[int, int],
+                 n_steps: int, *, warmup: int = 1, meter: StrengthMeter | None = None) -> None:
+        self.steps_fn, self.source, self.space, self.dream_size, self.n_steps = steps_fn, source, space, dream_size, n_steps
+        self.meter = meter
+        self.shown: list[np.ndarray] = []
+        self.cameras: list[np.ndarray] = []
+        self.frames, self.seconds, self.cpu_seconds = 0, 0.0, 0.0
+        for _ in range(warmup):
+            self._one()
+
+    def _one(self) -> tuple[np.ndarray, np.ndarray] | None:
+        frame = self.source.latest()
+        if frame is None:
+            return None
+        small = cv2.resize(frame.image, self.dream_size, interpolation=cv2.INTER_AREA)
+        rgb01 = torch.from_numpy(small).permute(2, 0, 1).flip(0)[None].float().div_(255.0)
+        x = self.steps_fn(self.space.to_model(rgb01).clamp(-1.0, 1.0), self.n_steps)
+        pic = self.space.to_picture(x)[0].clamp(0, 1).mul(255).add(0.5).to(torch.uint8)
+        return pic.flip(0).permute(1, 2, 0).contiguous().cpu().numpy(), frame.image
+
+    def advance(self, n: int) -> None:
+        for _ in range(n):
+            started, c0 = time.perf_counter(), time.process_time()
+            got = self._one()
+            self.seconds += time.perf_counter() - started
+            self.cpu_seconds += time.process_time() - c0
+            if got is None:
+                return
+            self.frames += 1
+            if self.meter is not None:
+                self.shown.append(got[0])
+                self.cameras.append(got[1])
+
+    def figures(self) -> LoopFigures:
+        fps = self.frames / max(self.seconds, 1e-9)
+        size = "x".join(map(str, self.dream_size))
+        f = LoopFigures(self.source.describe(), size, self.n_steps, fps, 1e3 / max(fps, 1e-9), 0.0, "", size,
+                        cpu_fps=self.frames / max(self.cpu_seconds, 1e-9))
+        if self.meter is not None and self.shown:
+            f.strength = self.meter.strength(self.shown, self.cameras)
+            f.flicker = flicker(self.shown)
+            f.camera_flicker = flicker(self.cameras)
+        return f
+
+
+def ordinary_live_loop(steps_fn: StepsFn, source: PullSource, space: InputSpace, dream_size: tuple[int, int],
+                       n_steps: int, frames: int, *, warmup: int = 1,
+                       meter: StrengthMeter | None = None) -> LoopFigures:
+    """:class:`OrdinaryRun` for ``frames`` frames after ``warmup``."""
+    run = OrdinaryRun(steps_fn, source, space, dream_size, n_steps, warmup=warmup, meter=meter)
+    run.advance(frames)
+    return run.figures()
+
+
+def take_turns(runs: Mapping[str, ProjectRun | OrdinaryRun], frames: Mapping[str, int], chunks: int = 10) -> None:
+    """Advance every run to its number of frames in ``chunks`` turns, the order rotating, so a
+    load that drifts during the benchmark falls on all of them alike."""
+    names = list(runs)
+    for c in range(chunks):
+        for name in names[c % len(names):] + names[: c % len(names)]:
+            want = frames[name] * (c + 1) // chunks - frames[name] * c // chunks
+            if want:
+                runs[name].advance(want)
 
 
 def median_seconds(call: Callable[[], object], repeats: int, device: torch.device) -> float:
@@ -139,11 +562,57 @@ def median_seconds(call: Callable[[], object], repeats: int, device: torch.devic
     return statistics.median(times)
 
 
+def interleaved_times(calls: Mapping[str, Callable[[], object]], repeats: int,
+                      device: torch.device) -> tuple[dict[str, float], dict[str, float]]:
+    """Median wall seconds and median process CPU seconds of each call, timed in turns (one of
+    each, order rotating) after one warm-up each, so a machine whose load drifts during the run
+    biases none of them.
+
+    CPU time counts the work this process did (idle OpenMP threads sleep, so waiting is not in
+    it): on a machine other programs keep busy, wall time measures the neighbours as much as the
+    loop, and the CPU-time ratio is the steadier figure. On a quiet machine the two agree.
+    """
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    names = list(calls)
+    for name in names:
+        calls[name]()
+    sync()
+    wall: dict[str, list[float]] = {name: [] for name in names}
+    cpu: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(repeats):
+        for name in names[r % len(names):] + names[: r % len(names)]:
+            t0, c0 = time.perf_counter(), time.process_time()
+            calls[name]()
+            sync()
+            wall[name].append(time.perf_counter() - t0)
+            cpu[name].append(time.process_time() - c0)
+    return ({name: statistics.median(t) for name, t in wall.items()},
+            {name: statistics.median(t) for name, t in cpu.items()})
+
+
+def interleaved_medians(calls: Mapping[str, Callable[[], object]], repeats: int,
+                        device: torch.device) -> dict[str, float]:
+    """Median wall seconds of each call, timed in turns (see :func:`interleaved_times`)."""
+    return interleaved_times(calls, repeats, device)[0]
+
+
 def plain_fps(layer: str, device: torch.device, width: int, height: int, steps: int, frames: int) -> float:
-    """Frames per second of the plain loop dreaming ``steps`` steps per frame at this size."""
+    """Frames per second of the naive loop dreaming ``steps`` steps per frame at this size."""
     plain = plain_loop(layer, device)
     x = torch.rand(1, 3, height, width, device=device) * 2 - 1
     return 1.0 / median_seconds(lambda: plain(x, steps), frames, device)
+
+
+# ----------------------------------------------------------------------------- the bench command
+def bench_model(weights: str = "random") -> tuple[Model, TorchvisionGoogLeNet]:
+    """The project's model and the unfolded network the ordinary loops use: the same weights."""
+    reference, info = load_reference(weights, progress=False)
+    return Model("torchvision", fold_batchnorm(reference), TORCHVISION_SPACE, info), reference
+
+
+def _step_in_model_units(model: Model, grey_levels: float) -> float:
+    # torchvision's space has the same scale on every channel
+    return float(model.space.per_grey_level(torch.zeros(1, 3, 1, 1)).flatten()[0]) * grey_levels
 
 
 def loop_benchmark(
@@ -154,30 +623,182 @@ def loop_benchmark(
     weights: str = "random",
     backend_name: str = "auto",
     device: str = "auto",
+    warmup: int = WARMUP_FRAMES,
     precision: str | None = None,
 ) -> list[dict]:
-    """The whole live loop (test scene and a clip) against the plain loop, per size; prints a table."""
-    model = load_model(weights, progress=False)
+    """Per shown frame: the live loop (default look) against the ordinary loops dreaming 4 steps
+    per frame, with dream strength; then the cost of output size apart from dream size. Prints
+    tables ready for the README; returns the rows."""
+    model, reference = bench_model(weights)
     backend = open_backend(backend_name, model, device, precision=precision)
     cuda = backend.device.type == "cuda"
-    sizes = sizes or ([(1280, 720), (1920, 1080)] if cuda else [(320, 180)])
-    steps = steps or (4 if cuda else 2)
-    rows = []
-    print(f"live loop, {backend.describe()}, {steps} steps/frame at {layer}, one octave, {frames} frames")
-    print(f"{'size':>10} {'source':>12} {'fps':>7} {'plain fps':>10} {'x plain':>8} {'latency':>13} {'outside dream':>14}")
+    sizes = sizes or ([(960, 540)] if cuda else [(640, 360)])  # camera sizes; the dream is rounded to 32
+    look = {name: p.default for name, p in Registry().params.items() if name in ("steps", "feedback", "step_size",
+                                                                                 "octaves", "jitter")}
+    if steps is not None:
+        look["steps"] = steps
+    step = _step_in_model_units(model, look["step_size"])
+    rows: list[dict] = []
+    threads = f"{torch.get_num_threads()} threads" if not cuda else torch.cuda.get_device_name()
+    print(f"Per shown frame: {backend.describe()}, {threads}, {layer}, weights {model.weights.describe()}; "
+          f"warm-up {warmup} frames, {frames} timed, the loops taking turns")
+    print(f"project: default look {_look(look)}; ordinary loops: {ORDINARY_STEPS} steps/frame from the camera "
+          f"frame, same step size and jitter")
+    print()
+    print("| dream | source | project fps | strength | best ordinary fps | strength | x best ordinary | "
+          "x best ordinary, CPU time | frozen fps | x frozen | naive fps | x naive |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:
         for w, h in sizes:
             dw, dh = round32(w), round32(h)
-            base = plain_fps(layer, backend.device, dw, dh, steps, max(3, frames // 4))
-            clip = write_clip(Path(tmp) / f"clip-{w}x{h}.mp4", w, h)
-            for source in (scene_source(w, h), clip_source(clip)):
-                f = run_loop(model, backend, source, w, h, steps, frames, layer)
-                latency_frames = f.latency_ms / (1e3 / f.fps)
-                print(f"{dw:>5}x{dh:<4} {f.source[:12]:>12} {f.fps:>7.2f} {base:>10.2f} {f.fps / base:>7.2f}x "
-                      f"{f.latency_ms:>6.0f} ms {latency_frames:>3.1f}f {100 * f.outside_dream:>13.1f}%")
-                print(f"{'':>10} {f.breakdown}")
-                rows.append({**f.__dict__, "plain_fps": base, "vs_plain": f.fps / base, "latency_frames": latency_frames,
+            cam_w, cam_h = w, h
+            clip, clip_name = write_panning_clip(Path(tmp) / f"pan-{cam_w}x{cam_h}.mp4", cam_w, cam_h,
+                                                 frames=warmup + frames)
+            scenes = {clip_name: decode(clip),
+                      "test scene": [cv2.cvtColor(test_scene(cam_w, cam_h, i / 30), cv2.COLOR_RGB2BGR)
+                                     for i in range(warmup + frames)]}
+            meter = StrengthMeter(model, layer, (dw, dh))
+            for name, pictures in scenes.items():
+                runs: dict[str, ProjectRun | OrdinaryRun] = {
+                    "project": ProjectRun(model, backend, frames_source(pictures, name), dw, dh, None, layer,
+                                          warmup=warmup, look=look, meter=meter)}
+                for kind, make in BASELINES.items():
+                    fn = make(layer, backend.device, reference=reference, step=step, jitter=look["jitter"])
+                    src = frames_source(pictures, name)
+                    for _ in range(warmup - 1):
+                        src.latest()  # the same camera frames the project is measured on (one more: warm-up)
+                    runs[kind] = OrdinaryRun(fn, src, model.space, (dw, dh), ORDINARY_STEPS,
+                                             meter=meter if kind == "best ordinary" else None)
+                # the two compared for strength see every timed frame; the slow extra columns fewer
+                counts = {k: frames if k in ("project", "best ordinary") else max(4, frames // 4) for k in runs}
+                take_turns(runs, counts)
+                ours = runs["project"].figures()
+                base = {kind: runs[kind].figures() for kind in BASELINES}
+                b, f, n = base["best ordinary"], base["frozen"], base["naive"]
+                print(f"| {dw}x{dh} | {name} | {ours.fps:.2f} | {ours.strength:.2f} | {b.fps:.2f} | "
+                      f"{b.strength:.2f} | **{ours.fps / b.fps:.2f}x** | {ours.cpu_fps / b.cpu_fps:.2f}x | "
+                      f"{f.fps:.2f} | {ours.fps / f.fps:.2f}x | {n.fps:.2f} | {ours.fps / n.fps:.2f}x |", flush=True)
+                rows.append({"table": "per shown frame", "dream": f"{dw}x{dh}", "source": name,
+                             "output": ours.output, "project_fps": ours.fps, "project_strength": ours.strength,
+                             "project_flicker": ours.flicker, "look": ours.values,
+                             "best_ordinary_fps": b.fps, "best_ordinary_strength": b.strength,
+                             "best_ordinary_flicker": b.flicker, "frozen_fps": f.fps, "naive_fps": n.fps,
+                             "vs_best_ordinary": ours.fps / b.fps, "vs_frozen": ours.fps / f.fps,
+                             "vs_naive": ours.fps / n.fps, "breakdown": ours.breakdown,
+                             "vs_best_ordinary_cpu_time": ours.cpu_fps / b.cpu_fps,
                              "backend": backend.describe()})
+        rows += output_size_benchmark(model, backend, sizes[0], look, frames, layer, warmup=min(warmup, 10))
     if cuda:
         print("(on CUDA the dream runs asynchronously: its GPU time shows under 'download')")
     return rows
+
+
+def output_size_benchmark(model: Model, backend: Backend, dream: tuple[int, int], look: Mapping[str, Any],
+                          frames: int, layer: str, *, warmup: int = 10,
+                          outputs: Sequence[tuple[int, int]] | None = None) -> list[dict]:
+    """The cost of outputs larger than the dream: the same camera (the test scene at each output
+    size, in memory) shown at the dream size (``--output-size`` = dream size) and at its own size."""
+    dw, dh = round32(dream[0]), round32(dream[1])
+    cuda = backend.device.type == "cuda"
+    outputs = outputs or ([(1920, 1080)] if cuda else [(1280, 720), (1920, 1080)])
+    print()
+    print(f"Output size apart from dream size: dream {dw}x{dh}, default look, test scene as the camera, "
+          f"{frames} frames after {warmup}")
+    print()
+    print("| camera | output | fps | vs output at dream size | same, CPU time | compose ms/frame | "
+          "breakdown (ms/frame) |")
+    print("|---|---|---|---|---|---|---|")
+    rows = []
+    for ow, oh in outputs:
+        pictures = [cv2.cvtColor(test_scene(ow, oh, i / 30), cv2.COLOR_RGB2BGR) for i in range(24)]
+        runs = {label: ProjectRun(model, backend, frames_source(pictures, "test scene"), dw, dh, None, layer,
+                                  warmup=warmup, look=look, output_size=size)
+                for label, size in (("dream size", (dw, dh)), ("camera's own", None))}
+        take_turns(runs, dict.fromkeys(runs, frames))
+        figures = {label: run.figures() for label, run in runs.items()}
+        small, big = figures["dream size"], figures["camera's own"]
+        for label, f in figures.items():
+            ratio = f.fps / small.fps
+            compose = _stage_ms(f.breakdown, "compose")
+            print(f"| {ow}x{oh} | {f.output} ({label}) | {f.fps:.2f} | {100 * ratio:.0f}% | "
+                  f"{100 * f.cpu_fps / small.cpu_fps:.0f}% | {compose:.1f} | {f.breakdown.removesuffix(' ms/frame')} |",
+                  flush=True)
+        rows.append({"table": "output size", "dream": f"{dw}x{dh}", "camera": f"{ow}x{oh}",
+                     "fps_output_at_dream_size": small.fps, "fps_output_at_camera_size": big.fps,
+                     "ratio": big.fps / small.fps, "ratio_cpu_time": big.cpu_fps / small.cpu_fps,
+                     "breakdown_small": small.breakdown,
+                     "breakdown_big": big.breakdown, "backend": backend.describe()})
+    return rows
+
+
+def _stage_ms(breakdown: str, stage: str) -> float:
+    words = breakdown.split()
+    try:
+        return float(words[words.index(stage) + 1])
+    except (ValueError, IndexError):
+        return float("nan")
+
+
+def _look(look: Mapping[str, Any]) -> str:
+    return ", ".join(f"{k} {v}" for k, v in look.items())
+
+
+# ----------------------------------------------------------------------------- steps across frames
+STEPS_GRID = (1, 2, 4)
+FEEDBACK_GRID = (0.0, 0.6, 0.8, 0.9)
+
+
+def steps_across_frames(frames: int = 30, warmup: int = WARMUP_FRAMES, dream: tuple[int, int] = (640, 352),
+                        camera: tuple[int, int] = (640, 360), layer: str = "inception4c", weights: str = "random",
+                        steps_grid: Sequence[int] = STEPS_GRID, feedback_grid: Sequence[float] = FEEDBACK_GRID,
+                        backend_name: str = "auto", device: str = "auto") -> list[dict]:
+    """Dream strength, flicker and fps for every (steps, feedback) on a panning clip and a still
+    scene; prints one table per scene, ready for the README, and a suggested default."""
+    model, _ = bench_model(weights)
+    backend = open_backend(backend_name, model, device)
+    defaults = {name: p.default for name, p in Registry().params.items()}
+    look = {k: defaults[k] for k in ("step_size", "octaves", "jitter")}
+    meter = StrengthMeter(model, layer, dream)
+    rows: list[dict] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        clip, clip_name = write_panning_clip(Path(tmp) / "pan.mp4", *camera, frames=warmup + frames)
+        panning = decode(clip)
+        scenes = {clip_name: panning, "still photo": [panning[0]]}
+        for name, pictures in scenes.items():
+            print(f"\n{name}: {backend.describe()}, {torch.get_num_threads()} threads, dream {dream[0]}x{dream[1]}, "
+                  f"{layer}, {_look(look)}; warm-up {warmup} frames, {frames} measured; weights "
+                  f"{model.weights.describe()}\n")
+            print("| steps | feedback | strength | flicker | fps | steps x fps |")
+            print("|---|---|---|---|---|---|")
+            for s in steps_grid:
+                for f in feedback_grid:
+                    figures = run_loop(model, backend, frames_source(pictures, name), *dream, s, frames, layer,
+                                       warmup=warmup, look={**look, "feedback": f}, meter=meter)
+                    rows.append({"scene": name, "steps": s, "feedback": f, "strength": figures.strength,
+                                 "flicker": figures.flicker, "camera_flicker": figures.camera_flicker,
+                                 "fps": figures.fps, "breakdown": figures.breakdown})
+                    print(f"| {s} | {f:g} | {figures.strength:.2f} | {figures.flicker:.2f} | {figures.fps:.2f} | "
+                          f"{s * figures.fps:.2f} |", flush=True)
+            camera_flicker = rows[-1]["camera_flicker"]
+            print(f"(the camera's own frame-to-frame change: {camera_flicker:.2f} grey levels)")
+    choice = choose_default(rows)
+    if choice is not None:
+        print(f"\ncheapest setting reaching the strength of {max(steps_grid)} independent steps per frame on every "
+              f"scene: steps {choice[0]}, feedback {choice[1]:g}")
+    return rows
+
+
+def choose_default(rows: Sequence[Mapping[str, Any]], reference_steps: int = ORDINARY_STEPS) -> tuple[int, float] | None:
+    """The (steps, feedback) with the fewest steps per frame (then the least feedback) whose
+    strength is at least that of ``reference_steps`` independent steps (feedback 0) on every scene."""
+    scenes = {r["scene"] for r in rows}
+    need = {sc: next((r["strength"] for r in rows if r["scene"] == sc and r["steps"] == reference_steps
+                      and r["feedback"] == 0.0), None) for sc in scenes}
+    if any(v is None for v in need.values()):
+        return None
+    candidates = sorted({(r["steps"], r["feedback"]) for r in rows})
+    for s, f in candidates:
+        if all(r["strength"] >= need[r["scene"]] for r in rows if (r["steps"], r["feedback"]) == (s, f)):
+            return s, f
+    return None
+

@@ -68,6 +68,9 @@ FULL_CPU_SIZES = ((640, 352), (480, 288), (320, 192), (256, 160))
 FULL_CUDA_SIZES = ((1920, 1088), (1600, 896), (1280, 736), (1024, 576), (960, 544), (640, 352))
 FULL_STEPS = (1, 2, 3, 4, 6, 8)
 FULL_LAYERS = ("inception3b", "inception4c", "inception5b")
+# What outputs are measured at unless told: the size `run` asks a camera for. calibrate trims the
+# dream size only; the output stays what the show sends (docs/architecture.md, "Frame budget").
+DEFAULT_OUTPUT_SIZE = (1280, 720)
 _SITE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
@@ -134,6 +137,7 @@ class Profile:
     camera: CameraMeasurement | None = None
     path: Path | None = None
     mismatch: tuple[str, ...] = field(default=())  # how this machine differs from the measured one
+    output_size: str = ""  # "WxH" the outputs were measured at (the dream sizes are in the table)
     max_pixels: int | None = None  # the largest dream size measured here (None: not measured)
     limit_note: str = ""  # how it was measured
 
@@ -291,19 +295,26 @@ def calibrate(
     device: str = "auto",
     precision: str | None = None,
     measure_limit: bool = True,
+    output_size: tuple[int, int] = DEFAULT_OUTPUT_SIZE,
 ) -> Profile:
     """Measure, choose and write a profile; returns it (with ``path`` set).
 
     Per size, step counts are timed in increasing order and the rest are skipped once one runs
-    at under half the target (more steps can only be slower), which keeps a sweep short.
+    at under half the target (more steps can only be slower), which keeps a sweep short. Every
+    setting shows its frames at ``output_size`` (the camera's full-size picture plus the dream):
+    only the dream size is chosen, never the output's.
     ``measure_limit``: also measure the largest dream size (a few seconds; see :mod:`live.limits`).
     """
+    import cv2
+
     from live.app import round32
     from live.backends import BACKENDS, open_backend
-    from live.benchmark import run_loop, scene_source
+    from live.benchmark import frames_source, run_loop
+    from live.compose import check_output_size
     from live.errors import LiveError
     from live.model import load_model
     from live.objectives import Objective
+    from live.sources.testscene import test_scene
 
     if not (math.isfinite(target_fps) and 0 < target_fps <= 240) or not (math.isfinite(headroom) and 0 < headroom <= 1):
         raise UsageError(f"target fps must be above 0 and at most 240, headroom in (0, 1]; got {target_fps:g} and "
@@ -319,6 +330,7 @@ def calibrate(
     for layer in layers:
         Objective.parse(layer)  # an unknown layer fails now, with the catalog, not after minutes of timing
     _check_writable(path)
+    output_size = check_output_size(output_size)
 
     model = load_model(weights, progress=False)
     names = list(BACKENDS) if list(backends) == ["all"] else list(backends)
@@ -339,6 +351,8 @@ def calibrate(
     layers = list(FULL_LAYERS if full and tuple(layers) == ("inception4c",) else layers)
     frames = frames or (30 if cuda else 8)
 
+    # the test scene as the camera, drawn once at the output size (a real camera draws on its own thread)
+    scene = [cv2.cvtColor(test_scene(*output_size, i / 30), cv2.COLOR_RGB2BGR) for i in range(12)]
     table: list[Measurement] = []
     started = time.monotonic()
     for backend in opened:
@@ -346,7 +360,8 @@ def calibrate(
             dw, dh = round32(w), round32(h)
             for layer in layers:
                 for n in steps:
-                    f = run_loop(model, backend, scene_source(dw, dh), dw, dh, n, frames, layer)
+                    f = run_loop(model, backend, frames_source(scene, "test scene"), dw, dh, n, frames, layer,
+                                 output_size=output_size)
                     m = Measurement(backend.name, layer, dw, dh, n, f.fps, 1e3 / max(f.fps, 1e-9), f.latency_ms)
                     table.append(m)
                     log.info("%s %s %dx%d x%d: %.2f fps", backend.describe(), layer, dw, dh, n, f.fps)
@@ -378,6 +393,7 @@ def calibrate(
     device_of_choice = chosen_backend.device
     machine = machine_description(device_of_choice)
     machine["backend"] = next(b.describe() for b in opened if b.name == chosen.backend)
+    machine["threads"] = _threads()
     profile = Profile(
         site=site,
         created=dt.datetime.now(dt.timezone.utc).astimezone().isoformat(timespec="seconds"),
@@ -390,9 +406,16 @@ def calibrate(
         path=path,
         max_pixels=max_pixels,
         limit_note=limit_note,
+        output_size="{}x{}".format(*output_size),
     )
     write_profile(profile, path)
     return profile
+
+
+def _threads() -> str:
+    from live import threads
+
+    return threads.current().describe()
 
 
 def _check_writable(path: Path) -> None:
@@ -419,6 +442,7 @@ def write_profile(profile: Profile, path: Path) -> Path:
             "created": profile.created,
             "target_fps": profile.target_fps,
             "headroom": profile.headroom,
+            **({"output_size": profile.output_size} if profile.output_size else {}),
         },
         "chosen": asdict(profile.chosen),
         "machine": dict(profile.machine),
@@ -522,6 +546,7 @@ def load_profile(path: Path | str, here: Mapping[str, str] | None = None) -> Pro
             path=path,
             max_pixels=max_pixels,
             limit_note=str(limit.get("measured", "")),
+            output_size=str(head.get("output_size", "")),
         )
     except (TypeError, KeyError, ValueError) as e:
         raise DataError(f"calibration profile {path} is not a usable profile: {e}; {hint} again") from e
@@ -547,6 +572,9 @@ def format_report(profile: Profile) -> str:
         f"GPU {profile.machine.get('gpu')}, CPU {profile.machine.get('cpu')}",
         f"{'backend':>8} {'layer':>12} {'size':>10} {'steps':>5} {'fps':>7} {'ms':>7}  fits",
     ]
+    if profile.output_size or profile.machine.get("threads"):
+        lines.insert(1, f"outputs at {profile.output_size or '?'} (the dream sizes below are what is chosen); "
+                        f"threads: {profile.machine.get('threads', '?')}")
     for m in profile.table:
         c = profile.chosen
         mark = "*" if (m.backend, m.width, m.height, m.steps) == (c.backend, c.width, c.height, c.steps) else " "
@@ -596,6 +624,9 @@ def add_arguments(parser: Any) -> None:
     parser.add_argument("--frames", type=int, default=None,
                         help="frames timed per setting (default: 8 on CPU, 30 on CUDA)")
     parser.add_argument("--full", action="store_true", help="the wide sweep: more sizes, steps 1..8, three layers")
+    parser.add_argument("--output-size", default=None, metavar="WxH",
+                        help="the size the show's outputs run at, e.g. the camera's (default: 1280x720); only the "
+                        "dream size is chosen")
     parser.add_argument("--camera", default=None, metavar="SPEC", help="also measure this camera (fps, jitter), e.g. 0")
     parser.add_argument("--camera-seconds", type=float, default=3.0,
                         help="how long to read the camera (default: %(default)s)")
@@ -638,4 +669,5 @@ def calibrate_from_args(args: Any) -> Profile:
         weights=getattr(args, "weights", None) or "random", device=getattr(args, "device", "auto"),
         precision=getattr(args, "precision", None),
         measure_limit=not getattr(args, "no_limit", False),
+        output_size=sizes(args.output_size)[0] if getattr(args, "output_size", None) else DEFAULT_OUTPUT_SIZE,
     )  # fmt: skip

@@ -98,6 +98,7 @@ def run_checks(options: CheckOptions | None = None) -> list[CheckResult]:
         ("virtual camera", lambda: [check_virtual_camera(opts)]),
         ("display", lambda: [check_display(opts)]),
         ("gpu", lambda: [check_gpu(opts)]),
+        ("threads", lambda: [check_threads(opts)]),
         ("backends", lambda: check_backends(opts)),
         ("weights", lambda: [check_weights(opts)]),
         ("engines", lambda: [check_engines(opts)]),
@@ -379,6 +380,22 @@ _BACKEND_NEEDS = {
     "onnx": ("onnxruntime", "pip install onnxruntime (or onnxruntime-gpu)"),
     "tensorrt": ("tensorrt", "pip install 'deepdream-live[tensorrt]', on a machine with an NVIDIA GPU"),
 }
+
+
+def check_threads(opts: CheckOptions) -> CheckResult:
+    """The dream's CPU threads and how idle ones wait: spinning threads collapse on shared cores."""
+    from live import threads
+
+    settings = threads.current()
+    if settings.spinning:
+        fix = ("start deepdream-live directly (it sets OMP_WAIT_POLICY=PASSIVE before PyTorch loads), or "
+               "unset OMP_WAIT_POLICY / set it to PASSIVE")
+        return CheckResult("threads", False, settings.describe() + " - the loop can slow down many times over "
+                           "when other work shares the cores", fix)
+    if settings.threads > settings.cores:
+        return CheckResult("threads", False, settings.describe(),
+                           f"use at most {settings.cores} (--threads or {threads.ENV_THREADS})")
+    return CheckResult("threads", True, settings.describe())
 
 
 def _backend_without_probe(name: str, device: str) -> str:

@@ -9,9 +9,15 @@ import sys
 import typing
 from pathlib import Path
 
-from live import __version__, logs
-from live.control.cli_flags import add_param_flags, apply_flags
-from live.errors import LiveError
+from live import threads
+
+# First: libgomp reads OMP_WAIT_POLICY once, when PyTorch loads it, and the imports below load
+# PyTorch (docs/architecture.md, "Frame budget").
+threads.prepare_environment()
+
+from live import __version__, logs  # noqa: E402
+from live.control.cli_flags import add_param_flags, apply_flags  # noqa: E402
+from live.errors import LiveError  # noqa: E402
 
 log = logging.getLogger("live")
 
@@ -118,6 +124,12 @@ def _add_midi_api(p: argparse._ActionsContainer) -> None:
                    "default: $MIDO_BACKEND, else alsa)")
 
 
+def _add_threads_option(p: argparse.ArgumentParser) -> None:
+    """--threads after the command too (``run --threads 1``); the main parser's value is the default."""
+    p.add_argument("--threads", type=int, default=argparse.SUPPRESS, metavar="N",
+                   help=f"CPU threads for the dream (default: ${threads.ENV_THREADS}, else every core)")
+
+
 def _build_parser() -> argparse.ArgumentParser:
     from live.dreamer import DreamSettings
 
@@ -125,6 +137,9 @@ def _build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="deepdream-live", description="Real-time DeepDream for cameras and streams.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("--log-level", default=None, choices=logs.LEVELS, help="(default: info, or the config's)")
+    parser.add_argument("--threads", type=int, default=None, metavar="N",
+                        help=f"CPU threads for the dream (default: ${threads.ENV_THREADS}, else every core); idle "
+                        "threads sleep (OMP_WAIT_POLICY=PASSIVE unless set)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     image = sub.add_parser("image", help="dream on a still image (PNG or JPEG)", description="The classic still-image DeepDream.")
@@ -149,6 +164,7 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     image.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_model_options(image)
+    _add_threads_option(image)
     image.set_defaults(handler=_cmd_image)
 
     run = sub.add_parser(
@@ -180,6 +196,9 @@ def _build_parser() -> argparse.ArgumentParser:
     out.add_argument("--record", type=Path, default=None, metavar="FILE",
                      help="record H.264 to FILE: .mp4 or .mov (fragmented MP4) or .mkv (Matroska); crash-safe")
     _add_encoder_options(out)
+    out.add_argument("--output-size", default=None, metavar="WxH",
+                     help="size of every output, any size, e.g. 1920x1080 (default: the source's own; the dream "
+                     "runs at --size and its detail is laid over the full-size camera)")
     out.add_argument("--overlay", action=argparse.BooleanOptionalAction, default=None,
                      help="draw fps, layer, steps and backend on the output")
     out.add_argument("--screenshot-dir", type=Path, default=None, help="where the 's' key saves PNGs (default: .)")
@@ -231,6 +250,7 @@ def _build_parser() -> argparse.ArgumentParser:
                       "(for shows that must not build during opening hours; site config: network.no_build)")
     _add_model_options(run, default_weights=None, defaults=False)
     add_param_flags(run)
+    _add_threads_option(run)
     run.set_defaults(handler=_cmd_run)
 
     ren = sub.add_parser("render", help="dream a video file frame by frame (every frame, sound kept)",
@@ -254,16 +274,22 @@ def _build_parser() -> argparse.ArgumentParser:
     add_param_flags(ren)
     ren.set_defaults(handler=_cmd_render)
 
-    bench = sub.add_parser("bench", help="frames per second of the live loop here, against a plain PyTorch loop",
-                           description="The whole live loop (test scene and a clip, headless) against the plain "
-                           "PyTorch DeepDream loop, measured in the same run.")
+    bench = sub.add_parser("bench", help="frames per second of the live loop here, against ordinary PyTorch loops",
+                           description="The whole live loop (default look, headless, a panning clip and the test "
+                           "scene) against ordinary live loops dreaming 4 steps a frame (naive, frozen, best "
+                           "ordinary), with the dream strength each reaches, then the cost of outputs at the "
+                           "camera's size; all measured in the same run.")
     bench.add_argument("--sizes", default=None, metavar="WxH[,WxH…]",
-                       help="dream sizes (default: 320x180 on CPU, 1280x720,1920x1080 on CUDA)")
+                       help="camera sizes; the dream runs at each rounded to 32 (default: 640x360 on CPU, "
+                       "960x540 on CUDA)")
     bench.add_argument("--steps", type=_number(int, 0, 50), default=None,
-                       help="steps per frame (default: 2 on CPU, 4 on CUDA)")
+                       help="steps per frame (default: the default look's)")
     bench.add_argument("--frames", type=_number(int, 1), default=20, help="frames timed per run (default: %(default)s)")
+    bench.add_argument("--warmup", type=_number(int, 0), default=60,
+                       help="frames before timing, so the carried dream settles (default: %(default)s)")
     bench.add_argument("--layer", default="inception4c")
     _add_model_options(bench)
+    _add_threads_option(bench)
     bench.set_defaults(handler=_cmd_bench, weights="random")
 
     check = sub.add_parser("check", help="is this machine ready for the show? one line per check, with the fix",
@@ -283,6 +309,7 @@ def _build_parser() -> argparse.ArgumentParser:
                          "settings that hold the target frame rate with headroom.")
     calibrate.add_arguments(cal)
     _add_model_options(cal)
+    _add_threads_option(cal)
     cal.set_defaults(handler=_cmd_calibrate, weights="random")
 
     eng = sub.add_parser("build-engines", help="build TensorRT engines ahead of opening hours",
@@ -500,6 +527,10 @@ def _show_setup(args: argparse.Namespace):
     }
     if args.capture_size:
         cli["capture_width"], cli["capture_height"] = _parse_size(args.capture_size, "--capture-size")
+    if args.output_size:
+        from live.compose import check_output_size
+
+        cli["output_size"] = check_output_size(_parse_size(args.output_size, "--output-size"))
     fields.update({k: v for k, v in cli.items() if v is not None})
     if args.governor is False:
         fields["target_fps"] = None
@@ -631,7 +662,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     sizes = _dream_sizes(args.sizes, "--sizes") if args.sizes else None
     (layer,) = _layer_names([args.layer], "--layer", args.model or "torchvision")
     loop_benchmark(sizes, args.steps, args.frames, layer, args.weights, args.backend, args.device,
-                   precision=args.precision)
+                   warmup=args.warmup, precision=args.precision)
     return 0
 
 
@@ -811,6 +842,9 @@ def main(argv: list[str] | None = None) -> int:
         return e.code if isinstance(e.code, int) else 0
     logs.configure(args.log_level or "info")
     try:
+        settings = threads.apply(args.threads)
+        log.log(logging.INFO if args.command in ("run", "bench", "calibrate") else logging.DEBUG, "threads: %s",
+                settings.describe())
         return args.handler(args)
     except LiveError as e:
         print(f"deepdream-live: error: {one_line(str(e))}", file=sys.stderr)

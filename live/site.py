@@ -7,7 +7,8 @@ A gallery machine runs for weeks from one file (``site.toml``, see ``live/site-e
     [network]     weights, backend, device, flow_preset, model, precision, no_build
     [outputs]     window, fullscreen, monitor, vcam, vcam_device, vcam_backend, record, overlay, screenshot_dir,
                   record_dir, record_codec, record_bitrate, stream = [URLs], stream_bitrate,
-                  keyframe_interval, encoder_preset, ndi
+                  keyframe_interval, encoder_preset, ndi,
+                  size (of every output; left out: the source's own)
     [osc]         enabled, host, port, allow = [CIDRs], feedback = ["host:port", …]
     [web]         enabled, host, port, mdns, token_file (the page, preview and OSCQuery)
     [midi]        enabled, mapping, api = alsa|jack
@@ -117,6 +118,7 @@ class OutputsSection:
     keyframe_interval: float | None = None
     encoder_preset: str | None = None
     ndi: str | None = None
+    size: tuple[int, int] | None = None  # every output's size; None: the source's own
 
 
 @dataclass(frozen=True)
@@ -264,6 +266,7 @@ class Site:
             "keyframe_seconds": o.keyframe_interval,
             "encoder_preset": o.encoder_preset,
             "ndi": o.ndi,
+            "output_size": o.size,
         }
         return {k: v for k, v in values.items() if v is not None}
 
@@ -343,6 +346,15 @@ def _size(value: Any) -> tuple[int, int]:
         if sep and w.isdigit() and h.isdigit() and int(w) > 0 and int(h) > 0:
             return int(w), int(h)
     raise _Bad('a size "WIDTHxHEIGHT", e.g. "1280x720"')
+
+
+def _output_size(value: Any) -> tuple[int, int]:
+    from live.compose import MAX_OUTPUT_SIDE, MIN_OUTPUT_SIDE
+
+    w, h = _size(value)
+    if not (MIN_OUTPUT_SIDE <= w <= MAX_OUTPUT_SIDE and MIN_OUTPUT_SIDE <= h <= MAX_OUTPUT_SIDE):
+        raise _Bad(f'a size "WIDTHxHEIGHT" with sides {MIN_OUTPUT_SIDE}..{MAX_OUTPUT_SIDE}, e.g. "1920x1080"')
+    return w, h
 
 
 def _time(value: Any) -> dt.time:
@@ -456,7 +468,7 @@ SCHEMA: dict[str, dict[str, Check | str]] = {
         "vcam_backend": _text, "record": PATH, "overlay": _bool, "screenshot_dir": PATH,
         "record_dir": PATH, "record_codec": _text, "record_bitrate": _bitrate, "stream": _streams,
         "stream_bitrate": _bitrate, "keyframe_interval": _float(0.1, 60), "ndi": _text,
-        "encoder_preset": _choice("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow"),
+        "encoder_preset": _choice("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow"), "size": _output_size,
     },
     "osc": {"enabled": _bool, "host": _host, "port": _int(1, 65535), "allow": _cidrs, "feedback": _hostports},
     "web": {"enabled": _bool, "host": _host, "port": _int(1, 65535), "mdns": _bool, "token_file": PATH},

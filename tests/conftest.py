@@ -9,10 +9,15 @@ import zlib
 from importlib.resources import files
 from pathlib import Path
 
-import numpy as np
-import pytest
-import torch
-from PIL import Image
+from live import threads
+
+# Before PyTorch loads, as the command line does: the tests share busy cores too (live/threads.py).
+threads.prepare_environment()
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from PIL import Image  # noqa: E402
 
 from live.model import Model, load_model
 from live.model.weights import random_reference

@@ -94,7 +94,8 @@ def test_a_real_clip_through_the_whole_loop_to_the_recorder(checkpoint: Path, tm
 
     video = cv2.VideoCapture(str(out))
     assert video.isOpened()
-    assert (int(video.get(cv2.CAP_PROP_FRAME_WIDTH)), int(video.get(cv2.CAP_PROP_FRAME_HEIGHT))) == (W, H)
+    # recorded at the clip's own size, not the 128x96 the dream ran at
+    assert (int(video.get(cv2.CAP_PROP_FRAME_WIDTH)), int(video.get(cv2.CAP_PROP_FRAME_HEIGHT))) == (192, 144)
     decoded = []
     while True:
         ok, frame = video.read()
@@ -102,7 +103,7 @@ def test_a_real_clip_through_the_whole_loop_to_the_recorder(checkpoint: Path, tm
             break
         decoded.append(frame)
     assert len(decoded) == report.frames
-    camera = cv2.resize(cv2.VideoCapture(str(clip)).read()[1], (W, H), interpolation=cv2.INTER_AREA)
+    camera = cv2.VideoCapture(str(clip)).read()[1]
     assert np.abs(decoded[0].astype(int) - camera).mean() > 2  # dreamed, not passed through
 
 
@@ -111,7 +112,7 @@ def test_parameter_change_takes_effect_on_the_next_frame(model) -> None:
     out = Collect()
     photo = ImageSource(photo_path("coffee.png"), fps=240).start()
     loop = loop_for(model, photo, registry, out)
-    camera = cv2.resize(cv2.imread(str(photo_path("coffee.png"))), (W, H), interpolation=cv2.INTER_AREA)
+    camera = cv2.imread(str(photo_path("coffee.png")))  # outputs run at the photo's own 600x400
 
     def change(n: int) -> None:
         if n == 3:
@@ -218,7 +219,7 @@ def test_static_scene_stays_bounded_over_300_frames(model) -> None:
     registry = small_registry(width=64, height=64, feedback=1.0, steps=2, step_size=4.0)
     out = Collect()
     with ImageSource(photo_path("coffee.png"), fps=1000) as photo:
-        loop = loop_for(model, photo, registry, out)
+        loop = loop_for(model, photo, registry, out, output_size=(64, 64))  # the dream itself, unscaled
         loop.run(max_frames=300)
     camera = cv2.resize(cv2.imread(str(photo_path("coffee.png"))), (64, 64), interpolation=cv2.INTER_AREA)
     brightness = [f.mean() for f in out.frames]
@@ -303,7 +304,8 @@ def test_sigterm_finalises_the_recording(tmp_path: Path) -> None:
     exe = Path(sys.executable).with_name("deepdream-live")
     proc = subprocess.Popen(
         [str(exe), "run", "--source", "test-scene", "--no-window", "--record", str(out), "--weights", "random",
-         "--size", "96x64", "--steps", "1", "--status-every", "1", "--osc-port", "0", "--no-midi"],
+         "--size", "96x64", "--capture-size", "96x64", "--steps", "1", "--status-every", "1", "--osc-port", "0",
+         "--no-midi"],
         stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     try:
@@ -334,12 +336,15 @@ def test_virtual_camera_gets_placeholders_while_loading_then_the_dream(checkpoin
         return real_load(*args, **kwargs)
 
     monkeypatch.setattr(live.model, "load_model", slow_load)
+    # the output size named: placeholders and dreamed frames alike, whatever the dream size (W x H)
+    ow, oh = 160, 120
     opts = ShowOptions(source="test-scene", window=False, vcam=True, vcam_backend="live-test",
-                       weights=str(checkpoint), max_frames=4, status_every=3600, osc_port=0, midi=False)
+                       weights=str(checkpoint), max_frames=4, status_every=3600, osc_port=0, midi=False,
+                       output_size=(ow, oh))
     report = run_show(opts, small_registry())
     cam = fake_vcam.instances[-1]
-    assert (cam.width, cam.height) == (W, H) and all(f.size == H * W * 3 for _, f in cam.received)
-    frames = [f.reshape(H, W, 3) for _, f in cam.received]  # pyvirtualcam hands backends flat BGR bytes
+    assert (cam.width, cam.height) == (ow, oh) and all(f.size == oh * ow * 3 for _, f in cam.received)
+    frames = [f.reshape(oh, ow, 3) for _, f in cam.received]  # pyvirtualcam hands backends flat BGR bytes
     placeholders = [f.mean() < 40 for f in frames]
     assert placeholders[0] and sum(placeholders) >= 1 and not any(placeholders[-report.frames:])
     assert len(frames) - sum(placeholders) == report.frames == 4
@@ -383,8 +388,8 @@ def test_a_failing_backend_passes_the_camera_through_then_recovers(model, caplog
     registry = small_registry()
     out = Collect()
     backend = Flaky(model, fail_until=math.inf)  # down until the test has seen the camera shown
-    camera = cv2.resize(cv2.imread(str(photo_path("coffee.png"))), (W, H), interpolation=cv2.INTER_AREA)
-    top = slice(0, H * 2 // 3)  # above the one-line notice at the bottom
+    camera = cv2.imread(str(photo_path("coffee.png")))  # outputs at the photo's own size
+    top = slice(0, camera.shape[0] * 2 // 3)  # above the one-line notice at the bottom
 
     def passthrough(frame: np.ndarray) -> bool:
         return np.abs(frame[top].astype(int) - camera[top]).mean() < 1
@@ -405,6 +410,6 @@ def test_a_failing_backend_passes_the_camera_through_then_recovers(model, caplog
     assert report.stopped_because == "stopped", "the dream never came back within 300 s"
     shown = [passthrough(f) for f in out.frames]
     assert shown[0] and sum(shown) >= 3 and not shown[-1]  # down at first, frames kept flowing, dreaming at the end
-    bottom = slice(H * 2 // 3, H)
+    bottom = slice(camera.shape[0] * 2 // 3, None)
     assert np.abs(out.frames[0][bottom].astype(int) - camera[bottom]).mean() > 1  # the camera came with a notice
     assert "the dream failed (RuntimeError: CUDA error" in caplog.text

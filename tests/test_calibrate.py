@@ -161,3 +161,11 @@ def test_command_line_options_are_checked_before_timing(tmp_path: Path) -> None:
         calibrate_from_args(parser.parse_args(["--output", str(tmp_path / "x.toml"), "--sizes", "640*352"]))
     with pytest.raises(UsageError, match="--steps"):
         calibrate_from_args(parser.parse_args(["--output", str(tmp_path / "x.toml"), "--steps", "1,two"]))
+
+
+def test_outputs_are_measured_at_the_show_size_and_threads_are_recorded(measured: Profile) -> None:
+    """calibrate chooses the dream size only; its frames go out at the size the show sends."""
+    assert measured.output_size == "1280x720"
+    again = load_profile(measured.path)
+    assert again.output_size == "1280x720" and "dream thread" in again.machine["threads"]
+    assert "outputs at 1280x720" in format_report(again)

@@ -92,6 +92,13 @@ class FakeMidi:
         return self.ports[name]
 
 
+def _registry() -> Registry:
+    """The knob arithmetic below counts from steps 4 and feedback 0.8, whatever the defaults."""
+    registry = Registry()
+    registry.update({"steps": 4, "feedback": 0.8})
+    return registry
+
+
 @pytest.fixture
 def make(tmp_path: Path) -> Iterator[Callable[..., MidiControl]]:
     """Build a MidiControl from mapping text (no ports unless given); closed after the test."""
@@ -102,7 +109,7 @@ def make(tmp_path: Path) -> Iterator[Callable[..., MidiControl]]:
         if text is not None:
             path.write_text(text, encoding="utf-8")
         kw.setdefault("list_ports", list)
-        ctl = MidiControl(registry or Registry(), path, **kw)
+        ctl = MidiControl(registry or _registry(), path, **kw)
         made.append(ctl)
         return ctl
 

@@ -14,7 +14,7 @@ from live.objectives import Objective
 def test_defaults_are_in_the_first_snapshot() -> None:
     snap = Registry().snapshot()
     assert set(snap) == {p.name for p in LIVE_PARAMS}
-    assert snap.steps == 4 and snap.objective == Objective.parse("inception4c") and snap.reset == 0
+    assert snap.steps == 1 and snap.objective == Objective.parse("inception4c") and snap.reset == 0
 
 
 @pytest.mark.parametrize(
@@ -115,7 +115,7 @@ def test_a_snapshot_never_changes_after_it_is_taken() -> None:
     reg = Registry()
     snap = reg.snapshot()
     reg.set("steps", 9)
-    assert snap.steps == 4 and reg.snapshot().steps == 9
+    assert snap.steps == 1 and reg.snapshot().steps == 9
     with pytest.raises(TypeError):
         snap._values["steps"] = 1  # type: ignore[index]
 

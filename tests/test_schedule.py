@@ -90,7 +90,8 @@ def test_closed_hours_send_black_frames_and_do_not_dream(model) -> None:
     out.send = lambda f: frames.append(f.copy())  # type: ignore[method-assign]
     with source:
         report = loop.run(max_frames=3)
-    assert report.frames == 3 and all(f.max() == 0 and f.shape == (96, 128, 3) for f in frames)
+    # black at the source's own size (the photo's 600x400), not the dream's 128x96
+    assert report.frames == 3 and all(f.max() == 0 and f.shape == (400, 600, 3) for f in frames)
 
 
 def test_idle_overrides_reach_the_dream_in_the_loop(model) -> None:

@@ -212,7 +212,7 @@ def test_diff_and_what_can_change_live(tmp_path: Path, caplog: pytest.LogCapture
 
     plan = reload_plan(old, new)
     assert any(x.startswith("source.spec") for x in plan.restart)
-    assert dict(plan.dream) == {"steps": 2, "feedback": 0.8}, "a key taken out goes back to its default"
+    assert dict(plan.dream) == {"steps": 2, "feedback": 0.9}, "a key taken out goes back to its default"
 
     registry = Registry()
     old.apply(registry)
@@ -220,7 +220,7 @@ def test_diff_and_what_can_change_live(tmp_path: Path, caplog: pytest.LogCapture
     with caplog.at_level(logging.INFO, logger="live.site"):
         apply_reload(old, new, registry)
     snap = registry.snapshot()
-    assert (snap.steps, snap.feedback, snap.mix, snap.width) == (2, 0.8, 0.5, 960), "only what the file changed"
+    assert (snap.steps, snap.feedback, snap.mix, snap.width) == (2, 0.9, 0.5, 960), "only what the file changed"
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert any("source.spec" in w and "restart" in w for w in warnings)
 

@@ -161,12 +161,14 @@ class Param:
 # The live loop's parameters. Order is the order a UI or a dump lists them.
 LIVE_PARAMS: tuple[Param, ...] = (
     Param("objective", "objective", "inception4c", "layer or objective to dream on"),
-    Param("steps", "int", 4, "gradient steps per frame", 0, 50, "steps"),
+    # steps 1, feedback 0.9: the cheapest setting as strong as 4 independent steps per frame, on a
+    # panning clip and a still scene (bench/steps_across_frames.py; docs/architecture.md, "Frame budget")
+    Param("steps", "int", 1, "gradient steps per frame", 0, 50, "steps"),
     Param("step_size", "float", 2.0, "size of each step", 0.1, 32.0, "grey levels", "log"),
     Param("octaves", "int", 1, "octaves per frame (more: larger structures, slower)", 1, 6),
     Param("octave_scale", "float", 1.4, "size ratio between octaves", 1.1, 2.0),
     Param("jitter", "int", 16, "random roll per step, hides the network's grid", 0, 64, "px"),
-    Param("feedback", "float", 0.8, "how much of the previous frame's dream carries over", 0.0, 1.0),
+    Param("feedback", "float", 0.9, "how much of the previous frame's dream carries over", 0.0, 1.0),
     Param("flow", "bool", True, "warp the carried dream along the optical flow"),
     Param("mix", "float", 1.0, "output blend: 0 camera only, 1 dream only", 0.0, 1.0),
     Param("zoom", "float", 0.0, "zoom per frame for the endless-zoom look", -0.05, 0.05, "ratio"),
