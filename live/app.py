@@ -942,7 +942,7 @@ def _start_web(stack: contextlib.ExitStack, opts: ShowOptions, registry: Registr
                          streams=len(opts.streams))
 
     try:
-        web = stack.enter_context(server(opts.web_port or DEFAULT_WEB_PORT))
+        web = stack.enter_context(server(DEFAULT_WEB_PORT if opts.web_port is None else opts.web_port))
     except UsageError as e:
         if opts.web_port is not None:
             raise  # a port asked for by name: its owner wants to know

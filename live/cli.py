@@ -62,7 +62,8 @@ def _number(kind: type, lo: float | None = None, hi: float | None = None, *, abo
     return parse
 
 
-PORT = _number(int, 1, 65535, what="(a UDP port)")
+# 0: a free port the system picks, named in the log (several shows, or tests, on one machine)
+ANY_PORT = _number(int, 0, 65535, what="(a port; 0 = any free one, named in the log)")
 
 
 def _max_side(text: str) -> int:
@@ -206,7 +207,8 @@ def _build_parser() -> argparse.ArgumentParser:
     ctl.add_argument("--osc", action=argparse.BooleanOptionalAction, default=None,
                      help="OSC control (default: on, 127.0.0.1:9000)")
     ctl.add_argument("--osc-host", default=None, help="address to listen on (default: 127.0.0.1)")
-    ctl.add_argument("--osc-port", type=PORT, default=None, help="UDP port 1..65535 (default: 9000)")
+    ctl.add_argument("--osc-port", type=ANY_PORT, default=None,
+                     help="UDP port 1..65535, or 0 for any free one, named in the log (default: 9000)")
     ctl.add_argument("--osc-allow", action="append", default=None, metavar="CIDR",
                      help="sender network allowed besides loopback, e.g. 192.168.1.0/24 (repeatable)")
     ctl.add_argument("--osc-feedback", action="append", default=None, metavar="HOST:PORT",
@@ -217,7 +219,9 @@ def _build_parser() -> argparse.ArgumentParser:
     web.add_argument("--web-host", default=None,
                      help="address to listen on (default: 127.0.0.1; 0.0.0.0 for phones on the network: "
                      "then every device needs the token)")
-    web.add_argument("--web-port", type=int, default=None, help="TCP port (default: 8080)")
+    web.add_argument("--web-port", type=ANY_PORT, default=None,
+                     help="TCP port 1..65535, or 0 for any free one, named in the log (default: 8080, or a free "
+                     "one when 8080 is taken)")
     web.add_argument("--web-token", default=None, metavar="TOKEN",
                      help="the token devices on the network must give (default: $DEEPDREAM_LIVE_WEB_TOKEN, else "
                      "made once, printed once and kept in web-token beside the site config)")

@@ -65,7 +65,7 @@ CASES: list[tuple[str, list[str], int, str]] = [
     ("size above this machine's", ["run", "--size", "3840x2160", "--device", "cpu"], USAGE,
      "is above the largest this machine dreams"),
     ("size not a size", ["run", "--size", "12x"], USAGE, "expected WIDTHxHEIGHT"),
-    ("port out of range", ["run", "--osc-port", "70000"], USAGE, "70000 is out of range; allowed: an integer 1..65535"),
+    ("port out of range", ["run", "--osc-port", "70000"], USAGE, "70000 is out of range; allowed: an integer 0..65535"),
     ("port not a number", ["run", "--osc-port", "ninety"], USAGE, "'ninety' is not an integer"),
     ("backwards channel range (run)", ["run", "--layer", "inception4c:9..1"], USAGE, "runs backwards"),
     ("infinite weight (run)", ["run", "--layer", "1e999*inception4c"], USAGE, "not a finite number"),

@@ -232,7 +232,8 @@ def test_sigterm_mid_show_leaves_a_finished_playable_recording(tmp_path: Path) -
     exe = Path(sys.executable).with_name("deepdream-live")
     proc = subprocess.Popen(
         [str(exe), "run", "--source", "test-scene", "--no-window", "--record", str(out), "--weights", "random",
-         "--size", "96x64", "--steps", "1", "--status-every", "1", "--no-osc", "--no-midi"],
+         "--size", "96x64", "--capture-size", "96x64", "--steps", "1", "--status-every", "1", "--no-osc",
+         "--no-midi", "--no-web"],  # the test scene is drawn at the capture size: the outputs' size
         stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     try:
