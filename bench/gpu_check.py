@@ -61,7 +61,7 @@ if Version(torch.__version__.split("+")[0]) < Version("2.4"):
 
 import numpy as np  # noqa: E402
 
-from live.app import round32  # noqa: E402
+from live.app import STAGES, round32  # noqa: E402
 from live.benchmark import PullSource, plain_loop, run_loop, scene_source  # noqa: E402
 from live.dreamsize import dream_shape  # noqa: E402
 from live.errors import LiveError  # noqa: E402
@@ -357,7 +357,7 @@ def table(result: dict) -> str:
         lines.append(f"`image` on {result['device']}: exit {im.get('exit_code', '—')}, {_fmt(im.get('seconds'))} s, "
                      f"{im.get('backend', im.get('error', '—'))}")
     lines += ["", ("| backend | size | steps | outputs | fps | latency ms (frames) | capture/flow/upload/dream/"
-                   "download/output ms | GPU MiB | × plain fp32 | × best ordinary |"),
+                   "compose/download/output ms | GPU MiB | × plain fp32 | × best ordinary |"),
               "|---|---|---|---|---|---|---|---|---|---|"]
     for r in result.get("loop", []):
         if "skipped" in r or "error" in r:
@@ -365,7 +365,7 @@ def table(result: dict) -> str:
                          f"{r.get('skipped') or r.get('error')} | | | | | |")
             continue
         st = r["stages_ms"]
-        stages = "/".join(_fmt(st.get(k)) for k in ("capture", "flow", "upload", "dream", "download", "output"))
+        stages = "/".join(_fmt(st.get(k)) for k in STAGES)
         lines.append(f"| {r['backend']} | {r['size']} | {r['steps']} | {r['outputs']} | {r['fps']:.1f} | "
                      f"{r['latency_ms']:.0f} ({r['latency_frames']:.1f}) | {stages} | "
                      f"{_fmt(r['gpu_memory_mib'], '.0f')} | {_fmt(r.get('vs_plain'), '.2f')} | "

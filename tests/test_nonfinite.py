@@ -76,7 +76,7 @@ def test_a_non_finite_dream_shows_the_camera_for_that_frame_and_the_next_frame_d
             cleared.append(loop.feedback)
 
     with ImageSource(photo_path("coffee.png"), fps=240) as photo:
-        loop = LiveLoop(photo, model, backend, registry, fan, seed=0, status_every=3600)
+        loop = LiveLoop(photo, model, backend, registry, fan, seed=0, status_every=3600, output_size=(W, H))
         report = loop.run(max_frames=9, on_frame=script)
     assert report.frames == 9
     camera = _camera()
@@ -99,7 +99,7 @@ def test_a_stretch_of_non_finite_dreams_is_logged_once_and_counted(model, caplog
     fan = Fanout([out])
     fan.open(W, H, 30)
     with ImageSource(photo_path("coffee.png"), fps=240) as photo:
-        loop = LiveLoop(photo, model, backend, registry, fan, seed=0, status_every=3600)
+        loop = LiveLoop(photo, model, backend, registry, fan, seed=0, status_every=3600, output_size=(W, H))
         loop.run(max_frames=8)
     assert loop.nonfinite == 6
     assert all(f.mean() > 40 for f in out.frames)

@@ -57,7 +57,8 @@ def show(checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     registry.update({"width": 96, "height": 64, "steps": 1, "fps_cap": 12}, "test")
     web_port, osc_port = _free_port(socket.SOCK_STREAM), _free_port(socket.SOCK_DGRAM)
     opts = ShowOptions(source="test-scene", window=False, weights=str(checkpoint), web_port=web_port,
-                       osc_port=osc_port, midi=False, mdns=False, presets_dir=presets, status_every=3600)
+                       osc_port=osc_port, midi=False, mdns=False, presets_dir=presets, status_every=3600,
+                       output_size=(800, 400))  # wider than the preview's 640 px; the dream is 96x64
     stop = threading.Event()
     report: list = []
     thread = threading.Thread(target=lambda: report.append(run_show(opts, registry, stop)), daemon=True)
@@ -163,7 +164,7 @@ def test_the_preview_changes_from_frame_to_frame(browser, show: Show) -> None:
     _, second = page.evaluate(fingerprint)
     assert len(first) == len(second) and first != second  # the test scene moves: so does the preview
     size = page.evaluate("[document.getElementById('preview').naturalWidth, document.getElementById('preview').naturalHeight]")
-    assert size == [96, 64]  # at most 640 px wide: this show's frames are smaller already
+    assert size == [640, 320]  # the 800x400 output, shrunk to the preview's 640 px
     page.close()
 
 
@@ -246,5 +247,5 @@ def test_screenshot_download(browser, show: Show, tmp_path: Path) -> None:
     download.value.save_as(str(target))
     assert target.name.startswith("deepdream-") and target.suffix == ".png"
     picture = cv2.imread(str(target))
-    assert picture is not None and picture.shape == (64, 96, 3) and np.ptp(picture) > 0
+    assert picture is not None and picture.shape == (400, 800, 3) and np.ptp(picture) > 0  # the output, full size
     page.close()
