@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import logging
+import time
 from typing import NamedTuple
 
 log = logging.getLogger(__name__)
@@ -42,6 +44,7 @@ class _MonitorInfo(ctypes.Structure):
     ]
 
 
+@functools.cache  # find_library runs ldconfig: once per process, not per question
 def _load(name: str) -> ctypes.CDLL | None:
     path = ctypes.util.find_library(name)
     if path is None:
@@ -52,6 +55,7 @@ def _load(name: str) -> ctypes.CDLL | None:
         return None
 
 
+@functools.cache
 def _xlib() -> ctypes.CDLL | None:
     x11 = _load("X11")
     if x11 is None:
@@ -67,13 +71,28 @@ def _xlib() -> ctypes.CDLL | None:
     return x11
 
 
+# An X server whose last client has just left resets itself (Xorg and Xvfb without -noreset) and
+# refuses connections meanwhile: on a bare kiosk server the show's own probe is that last client.
+_OPEN_TRIES = (0.0, 0.05, 0.2, 0.5, 1.0)
+
+
+def _open(x11: ctypes.CDLL, display: str | None) -> int | None:
+    """A connection to ``display``, tried again through a server reset; None if it never opens."""
+    for pause in _OPEN_TRIES:
+        time.sleep(pause)
+        dpy = x11.XOpenDisplay(display.encode() if display else None)
+        if dpy:
+            return dpy
+    return None
+
+
 def can_connect(display: str | None = None) -> bool | None:
     """True if the X server ``display`` (default ``$DISPLAY``) accepts a connection, False if
     not, None if libX11 is not installed and the question cannot be asked."""
     x11 = _xlib()
     if x11 is None:
         return None
-    dpy = x11.XOpenDisplay(display.encode() if display else None)
+    dpy = _open(x11, display)
     if not dpy:
         return False
     x11.XCloseDisplay(dpy)
@@ -86,7 +105,7 @@ def monitors(display: str | None = None) -> list[Rect] | None:
     x11 = _xlib()
     if x11 is None:
         return None
-    dpy = x11.XOpenDisplay(display.encode() if display else None)
+    dpy = _open(x11, display)
     if not dpy:
         return None
     try:
