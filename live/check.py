@@ -81,7 +81,6 @@ class CheckOptions:
     record_codec: str | None = None
     min_free_gb: float = 2.0  # disk space below this fails the recording check
     unit: str = UNIT
-    calibration: Path | None = None  # the calibration profile the show loads, if any
     dream_size: tuple[int, int] | None = None  # the configured dream size (None: the default 640x360)
     extra: dict[str, object] = field(default_factory=dict)  # room for checks added later
 
@@ -916,12 +915,17 @@ def _ask_show_outputs(opts: CheckOptions, timeout: float = 1.0) -> str | None:
     from pythonosc.osc_message import OscMessage
     from pythonosc.osc_message_builder import build_msg
 
+    from live.control.osc import DEFAULT_PORT
+
+    port = DEFAULT_PORT if opts.osc_port is None else opts.osc_port
+    if port == 0:
+        return None  # a show on any free port cannot be found by its number
     host = "127.0.0.1" if opts.osc_host in ("0.0.0.0", "::", "") else opts.osc_host
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     try:
         with socket.socket(family, socket.SOCK_DGRAM) as sock:
             sock.settimeout(timeout)
-            sock.sendto(build_msg("/dream/status", []).dgram, (host, opts.osc_port or 9000))
+            sock.sendto(build_msg("/dream/status", []).dgram, (host, port))
             deadline = time.monotonic() + timeout
             while time.monotonic() < deadline:
                 data, _ = sock.recvfrom(65536)

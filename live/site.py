@@ -470,8 +470,9 @@ SCHEMA: dict[str, dict[str, Check | str]] = {
         "stream_bitrate": _bitrate, "keyframe_interval": _float(0.1, 60), "ndi": _text,
         "encoder_preset": _choice("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow"), "size": _output_size,
     },
-    "osc": {"enabled": _bool, "host": _host, "port": _int(1, 65535), "allow": _cidrs, "feedback": _hostports},
-    "web": {"enabled": _bool, "host": _host, "port": _int(1, 65535), "mdns": _bool, "token_file": PATH},
+    # port 0: any free one, named in the log (as --osc-port 0 / --web-port 0)
+    "osc": {"enabled": _bool, "host": _host, "port": _int(0, 65535), "allow": _cidrs, "feedback": _hostports},
+    "web": {"enabled": _bool, "host": _host, "port": _int(0, 65535), "mdns": _bool, "token_file": PATH},
     "midi": {"enabled": _bool, "mapping": PATH, "api": _choice(*MIDI_APIS)},
     "presets": {
         "directory": PATH, "start": _preset_name, "cycle": _preset_names,

@@ -46,7 +46,7 @@ record = "recordings/show.mp4"
 [osc]
 enabled = true
 host = "0.0.0.0"
-port = 9000
+port = 0
 allow = ["192.168.1.0/24", "10.0.0.7/32"]
 feedback = ["192.168.1.20:9001", "[::1]:9002"]
 
@@ -111,6 +111,7 @@ def test_a_good_config_reaches_the_registry_and_the_show_options(tmp_path: Path)
     # CLI flags override: the caller merges explicit flags last
     assert ShowOptions(**{**values, "source": "test-scene"}).source == "test-scene"
 
+    assert site.osc.port == 0, "port 0: any free one, as --osc-port 0"
     assert [str(n) for n in site.osc.allow] == ["192.168.1.0/24", "10.0.0.7/32"]
     assert site.osc.feedback == (("192.168.1.20", 9001), ("::1", 9002))
     assert site.midi.mapping == tmp_path / "midi.toml"
@@ -162,7 +163,7 @@ BAD = [
     ("[osc]\nallow = \"192.168.1.0/24\"\n", "osc.allow = '192.168.1.0/24': expected a list of networks"),
     ("[osc]\nfeedback = [\"192.168.1.20\"]\n", "expected \"host:port\" with a port 1..65535"),
     ("[osc]\nfeedback = [\"192.168.1.20:70000\"]\n", "got port 70000"),
-    ("[osc]\nport = 0\n", "osc.port = 0: expected an integer 1..65535"),
+    ("[osc]\nport = 70000\n", "osc.port = 70000: expected an integer 0..65535"),
     ("[presets]\ncycle = [\"../../etc/passwd\"]\n", "expected a preset name"),
     ("[log]\nlevel = \"loud\"\n", "log.level = 'loud': expected one of 'debug', 'info', 'warning', 'error'"),
     ("[calibration]\nfile = \"a.toml\"\nsite = \"b\"\n", "[calibration] takes file or site, not both"),

@@ -20,6 +20,7 @@ from importlib.resources import files
 from pathlib import Path
 
 import pytest
+import tomlkit
 import torch
 
 from live.cli import main
@@ -53,13 +54,6 @@ level = "info"
 def free_udp_port() -> int:
     """A port nobody holds now (bound to 0, then let go): never a fixed number."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def free_tcp_port() -> int:
-    """A TCP port nobody holds now, for the example's web page (never 8080: another show may hold it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
 
@@ -110,12 +104,11 @@ def _write(path: Path, text: str) -> Path:
 
 def _example(text: str, site: Path) -> str:
     """live/site-example.toml copied as systemd/README.md says, weights set to random (offline
-    here), a free OSC port and a free web port (never 9000 or 8080: another show may hold them)."""
-    example = Path(str(files("live") / "site-example.toml")).read_text()
-    example = example.replace('weights = "imagenet"', 'weights = "random"')
-    port = re.search(r"port = (\d+)", text).group(1)
-    example = re.sub(r"(?m)^port = 8080(\s)", rf"port = {free_tcp_port()}\1", example)
-    return re.sub(r"(?m)^port = 9000$", f"port = {port}", example)
+    here), OSC and the web page on any free port (port 0: another show may hold the example's)."""
+    example = tomlkit.parse(Path(str(files("live") / "site-example.toml")).read_text())
+    example["network"]["weights"] = "random"
+    example["osc"]["port"] = example["web"]["port"] = 0
+    return tomlkit.dumps(example)
 
 
 def _truncated_weights(text: str, site: Path) -> str:
