@@ -52,7 +52,7 @@ def record(path: Path, times: list[float], size: tuple[int, int] = (W, H), fps: 
     out.open(size[0], size[1], fps)
     for i, t in enumerate(times):
         out.send(pattern(i, *size), t)
-        wait_for(lambda: out._queue.qsize() == 0, 10)  # a test wants every frame; the show would drop
+        wait_for(lambda: out._handoff.queue.qsize() == 0, 10)  # a test wants every frame; the show would drop
     out.close()
     return out
 
@@ -163,7 +163,7 @@ def test_the_fanout_hands_capture_times_to_outputs_that_take_them(tmp_path: Path
         fan.open(W, H, 30)
         for i in range(10):
             fan.send(pattern(i), 10.0 + i * 0.5)
-            wait_for(lambda: rec._queue.qsize() == 0, 10)
+            wait_for(lambda: rec._handoff.queue.qsize() == 0, 10)
     assert old.sent == 10 and old.healthy
     frames, _ = decode(path)
     assert float(frames[-1].time - frames[0].time) == pytest.approx(4.5, abs=0.04)
@@ -197,7 +197,7 @@ CHILD = textwrap.dedent("""
     i = 0
     while True:
         out.send(pattern(i), t0 + i / 30)
-        while out._queue.qsize():
+        while out._handoff.queue.qsize():
             time.sleep(0.002)
         print(i, out.written, flush=True)
         i += 1

@@ -9,14 +9,20 @@ the loop still runs (headless) and the counters still report.
 from __future__ import annotations
 
 import logging
+import queue
+import threading
+import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from types import TracebackType
+from typing import Any
 
 import cv2
 import numpy as np
 
 log = logging.getLogger(__name__)
+
+DROP_WARNING_EVERY_S = 5.0  # an output that falls behind keeps falling behind: say so, not every frame
 
 
 def check_frame(frame: np.ndarray) -> None:
@@ -37,6 +43,74 @@ def fit(frame: np.ndarray, width: int, height: int, out: np.ndarray | None = Non
     return cv2.resize(frame, (width, height), dst=out, interpolation=cv2.INTER_AREA)
 
 
+class FrameHandoff:
+    """Frames from the loop's thread to an output's worker thread, the loop never waiting.
+
+    A fixed set of buffers, allocated once at open: one per queue slot plus the one the worker
+    holds. :meth:`offer` fills a free buffer and queues it with its extras; when every buffer is
+    in flight it returns False and the frame is dropped (latency beats completeness). The worker
+    takes items with :meth:`get`, ``(buffer, *extras)`` or None (the end), and gives each buffer
+    back with :meth:`release` when done with it.
+    """
+
+    def __init__(self, slots: int) -> None:
+        if slots < 1:
+            raise ValueError(f"queue_size must be at least 1, got {slots}")
+        self.slots = slots
+        self.queue: queue.Queue[tuple[Any, ...] | None] = queue.Queue(maxsize=slots)
+        self._free: queue.SimpleQueue[np.ndarray] = queue.SimpleQueue()
+
+    def allocate(self, shape: tuple[int, ...]) -> None:
+        """The buffers, each ``shape`` uint8: all the frame memory this output will use."""
+        for _ in range(self.slots + 1):
+            self._free.put(np.empty(shape, np.uint8))
+
+    def offer(self, fill: Callable[[np.ndarray], object], *extras: Any) -> bool:
+        """``fill`` a free buffer and queue it with ``extras``; False (nothing queued) when none is free."""
+        try:
+            buf = self._free.get_nowait()
+        except queue.Empty:
+            return False
+        fill(buf)
+        try:
+            self.queue.put_nowait((buf, *extras))
+        except queue.Full:  # only if buffers and slots disagree; drop rather than wait
+            self._free.put(buf)
+            return False
+        return True
+
+    def get(self) -> tuple[Any, ...] | None:
+        """The next item for the worker (blocks); None once the output is closing."""
+        return self.queue.get()
+
+    def release(self, buf: np.ndarray) -> None:
+        """Give ``buf`` back for the next frame."""
+        self._free.put(buf)
+
+    def finish(self, thread: threading.Thread, timeout: float, abandon: threading.Event,
+               queued: Callable[[], object] = lambda: None) -> str:
+        """Queue the end and wait up to ``timeout`` s for ``thread`` to work through what is
+        queued (``queued`` runs once the end is in line). Past that, ``abandon`` is set and the end
+        queued again for a worker that checks it after the item in hand. Returns "done",
+        "abandoned" (queued frames given up) or "stuck" (the thread still runs)."""
+        deadline = time.monotonic() + timeout
+        try:
+            self.queue.put(None, timeout=max(0.0, deadline - time.monotonic()))
+        except queue.Full:
+            pass
+        queued()
+        thread.join(max(0.0, deadline - time.monotonic()))
+        if not thread.is_alive():
+            return "done"
+        abandon.set()
+        try:
+            self.queue.put_nowait(None)
+        except queue.Full:
+            pass
+        thread.join(5.0)
+        return "stuck" if thread.is_alive() else "abandoned"
+
+
 class Output(ABC):
     """Somewhere dreamed frames go. Open once, ``send`` every frame from the loop's thread,
     close once (or use ``with``).
@@ -51,6 +125,15 @@ class Output(ABC):
         self.sent = 0
         self.dropped = 0
         self.failure: str | None = None
+        self._last_drop_warning = float("-inf")
+
+    def count_drop(self) -> None:
+        """Count a frame this output had no room for; say so in the log at most every few seconds."""
+        self.dropped += 1
+        now = time.monotonic()
+        if now - self._last_drop_warning >= DROP_WARNING_EVERY_S:
+            self._last_drop_warning = now
+            log.warning("%s is falling behind: %d frames dropped so far", self.name, self.dropped)
 
     @property
     def healthy(self) -> bool:

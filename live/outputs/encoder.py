@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from live.errors import OutputError, UnavailableError, UsageError
-from live.outputs.base import Output, fit
+from live.outputs.base import FrameHandoff, Output, fit
 from live.outputs.targets import Target, check_record_path, parse_target
 from live.placeholder import placeholder_frame
 from live.redact import redact, remember
@@ -47,8 +47,6 @@ BACKOFF = (2.0, 30.0)  # first and longest wait between reconnects, seconds
 DEFAULT_STREAM_BITRATE = 4_500_000  # bit/s: a 720p30 stream as Twitch and YouTube suggest
 DEFAULT_CRF = 20  # recordings: quality-based, visually clean
 PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow")
-_WARN_EVERY_S = 5.0
-_STOP = None
 _nvenc_failure: str | None = None  # why h264_nvenc did not open here (asked once per process)
 _nvenc_lock = threading.Lock()
 
@@ -135,8 +133,7 @@ class EncoderOutput(Output):
             remember(self.target.url)
         kind = "stream" if self.target.network else "recording"
         super().__init__(name or f"{kind} {self.target.shown if self.target.network else self.target.path.name}")
-        if queue_size < 1:
-            raise ValueError(f"queue_size must be at least 1, got {queue_size}")
+        self._handoff = FrameHandoff(queue_size)
         self.settings = settings or EncoderSettings()
         self.queue_size = queue_size
         self.placeholders = self.target.network if placeholders is None else placeholders
@@ -152,15 +149,12 @@ class EncoderOutput(Output):
         self.discarded = 0
         self._size = (0, 0)
         self._rate = Fraction(30)
-        self._queue: queue.Queue[tuple[np.ndarray, float] | None] = queue.Queue(maxsize=queue_size)
-        self._free: queue.SimpleQueue[np.ndarray] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._abandon = threading.Event()
         self._enabled = threading.Event()
         self._enabled.set()
         self._opened_at = 0.0
-        self._last_warning = float("-inf")
         self._resize_logged = False
         self._placeholder: tuple[str, np.ndarray] | None = None
         self._last_placeholder = float("-inf")
@@ -183,8 +177,7 @@ class EncoderOutput(Output):
             log.info("%s: %dx%d is cropped to %dx%d (H.264 4:2:0 needs even sizes)", self.name, width, height, *self._size)
         self._rate = Fraction(fps).limit_denominator(1001)
         w, h = self._size
-        for _ in range(self.queue_size + 1):
-            self._free.put(np.empty((h, w, 3), np.uint8))
+        self._handoff.allocate((h, w, 3))
         if not self.target.network:
             # The file is created now, so a full disk or a bad codec is an error at start-up.
             try:
@@ -225,34 +218,23 @@ class EncoderOutput(Output):
         self._enqueue(self._placeholder[1], now)
 
     def _enqueue(self, frame: np.ndarray, timestamp: float) -> None:
-        try:
-            buf = self._free.get_nowait()
-        except queue.Empty:
-            self._drop()
-            return
         w, h = self._size
         fh, fw = frame.shape[:2]
-        if (fw - fw % 2, fh - fh % 2) == (w, h):
-            np.copyto(buf, frame[:h, :w])  # the documented crop to even
-        else:
-            if not self._resize_logged:
-                self._resize_logged = True
-                log.warning("%s: frames are %dx%d, the encoder %dx%d; resizing", self.name, fw, fh, w, h)
-            fit(frame, w, h, out=buf)
-        try:
-            self._queue.put_nowait((buf, timestamp))
-        except queue.Full:
-            self._free.put(buf)
-            self._drop()
-            return
-        self.sent += 1
+        crop = (fw - fw % 2, fh - fh % 2) == (w, h)
+        if not crop and not self._resize_logged:
+            self._resize_logged = True
+            log.warning("%s: frames are %dx%d, the encoder %dx%d; resizing", self.name, fw, fh, w, h)
 
-    def _drop(self) -> None:
-        self.dropped += 1
-        now = time.monotonic()
-        if now - self._last_warning >= _WARN_EVERY_S:
-            self._last_warning = now
-            log.warning("%s is falling behind: %d frames dropped so far", self.name, self.dropped)
+        def fill(buf: np.ndarray) -> None:
+            if crop:
+                np.copyto(buf, frame[:h, :w])  # the documented crop to even
+            else:
+                fit(frame, w, h, out=buf)
+
+        if self._handoff.offer(fill, timestamp):
+            self.sent += 1
+        else:
+            self.count_drop()
 
     # ----- control (any thread)
     @property
@@ -287,7 +269,7 @@ class EncoderOutput(Output):
 
     def _wake(self) -> None:
         try:
-            self._queue.put_nowait((np.empty(0, np.uint8), -1.0))  # an empty frame: look at the flags
+            self._handoff.queue.put_nowait((np.empty(0, np.uint8), -1.0))  # an empty frame: look at the flags
         except queue.Full:
             pass
 
@@ -395,8 +377,8 @@ class EncoderOutput(Output):
         """Encode queued frames until told to stop (True) or the stream is disabled (False)."""
         window_start, window_bytes = time.monotonic(), 0
         while True:
-            item = self._queue.get()
-            if item is _STOP:
+            item = self._handoff.get()
+            if item is None:
                 if not self._abandon.is_set():
                     self._encode_timed(session.flush)
                 return True
@@ -410,7 +392,7 @@ class EncoderOutput(Output):
             try:
                 written = self._encode_timed(lambda buf=buf, timestamp=timestamp: session.encode(buf, timestamp))
             finally:
-                self._free.put(buf)
+                self._handoff.release(buf)
             self.written += 1
             window_bytes += written
             self.bytes_out += written
@@ -429,14 +411,14 @@ class EncoderOutput(Output):
     def _discard_queued(self) -> None:
         while True:
             try:
-                item = self._queue.get_nowait()
+                item = self._handoff.queue.get_nowait()
             except queue.Empty:
                 return
-            if item is _STOP:
+            if item is None:  # the end, queued by close()
                 self._stop.set()
                 return
             if item[0].size:
-                self._free.put(item[0])
+                self._handoff.release(item[0])
                 self.discarded += 1  # queued before a loss or while disabled: never encoded
 
     def close(self) -> None:
@@ -447,22 +429,10 @@ class EncoderOutput(Output):
                 self._session.close()
                 self._session = None
             return
-        deadline = time.monotonic() + self.drain_timeout
-        try:
-            self._queue.put(_STOP, timeout=max(0.0, deadline - time.monotonic()))
-        except queue.Full:
-            pass
-        self._stop.set()
-        thread.join(max(0.0, deadline - time.monotonic()))
-        if thread.is_alive():
-            self._abandon.set()
-            try:
-                self._queue.put_nowait(_STOP)
-            except queue.Full:
-                pass
-            thread.join(5.0)
+        ended = self._handoff.finish(thread, self.drain_timeout, self._abandon, queued=self._stop.set)
+        if ended != "done":
             log.warning("%s: gave up waiting for queued frames after %gs", self.name, self.drain_timeout)
-        if thread.is_alive():
+        if ended == "stuck":
             log.error("%s: the encoder thread is stuck (a network write?); leaving it behind", self.name)
         log.info("%s closed: %d frames encoded, %d dropped, %.1f MB, encoder cpu %.0f%% of a core",
                  self.name, self.written, self.dropped, self.bytes_out / 1e6, 100 * self.cpu_share)

@@ -27,12 +27,11 @@ import cv2
 import numpy as np
 
 from live.errors import OutputError
-from live.outputs.base import Output, fit
+from live.outputs.base import FrameHandoff, Output, fit
 
 log = logging.getLogger(__name__)
 
 INSTALL = "pip install 'deepdream-live[ndi]'"
-_STOP = None
 
 
 def load_binding() -> Any:
@@ -59,8 +58,7 @@ class NdiOutput(Output):
         self._sender: Any = None
         self._size = (0, 0)
         self._rate = Fraction(30)
-        self._queue: queue.Queue[tuple[np.ndarray, float] | None] = queue.Queue(maxsize=1)
-        self._free: queue.SimpleQueue[np.ndarray] = queue.SimpleQueue()
+        self._handoff = FrameHandoff(1)  # one frame waits while NDI sends the last
         self._thread: threading.Thread | None = None
         self._clock_offset = time.time() - time.monotonic()
 
@@ -82,8 +80,7 @@ class NdiOutput(Output):
         self._ndi, self._sender = ndi, sender
         self._size = (width, height)
         self._rate = Fraction(fps).limit_denominator(1001)
-        for _ in range(2):
-            self._free.put(np.empty((height, width, 4), np.uint8))
+        self._handoff.allocate((height, width, 4))
         self.state = "live"
         self._thread = threading.Thread(target=self._run, name=f"ndi:{self.source_name}", daemon=True)
         self._thread.start()
@@ -93,20 +90,12 @@ class NdiOutput(Output):
         """Queue ``frame`` as BGRX; dropped and counted when NDI is still sending the last one."""
         if self._thread is None:
             return
-        try:
-            buf = self._free.get_nowait()
-        except queue.Empty:
-            self.dropped += 1
-            return
         w, h = self._size
-        cv2.cvtColor(fit(frame, w, h), cv2.COLOR_BGR2BGRA, dst=buf)
-        try:
-            self._queue.put_nowait((buf, time.monotonic() if timestamp is None else timestamp))
-        except queue.Full:
-            self._free.put(buf)
-            self.dropped += 1
-            return
-        self.sent += 1
+        if self._handoff.offer(lambda buf: cv2.cvtColor(fit(frame, w, h), cv2.COLOR_BGR2BGRA, dst=buf),
+                               time.monotonic() if timestamp is None else timestamp):
+            self.sent += 1
+        else:
+            self.dropped += 1  # a receiver slower than the show: expected, not worth a warning
 
     def _run(self) -> None:
         ndi = self._ndi
@@ -119,8 +108,8 @@ class NdiOutput(Output):
         video.frame_format_type = ndi.FRAME_FORMAT_TYPE_PROGRESSIVE
         video.line_stride_in_bytes = w * 4
         while True:
-            item = self._queue.get()
-            if item is _STOP:
+            item = self._handoff.get()
+            if item is None:
                 return
             buf, timestamp = item
             try:
@@ -133,7 +122,7 @@ class NdiOutput(Output):
                 self.state = "failed"
                 return
             finally:
-                self._free.put(buf)
+                self._handoff.release(buf)
 
     def stats(self) -> dict[str, Any]:
         """State, frames and drops, connected receivers (for status and check)."""
@@ -156,7 +145,7 @@ class NdiOutput(Output):
         thread, self._thread = self._thread, None
         if thread is not None:
             try:
-                self._queue.put(_STOP, timeout=2.0)
+                self._handoff.queue.put(None, timeout=2.0)  # the end
             except queue.Full:
                 pass
             thread.join(5.0)

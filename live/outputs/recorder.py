@@ -17,24 +17,19 @@ from __future__ import annotations
 
 import logging
 import os
-import queue
 import threading
-import time
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 from live.errors import OutputError
-from live.outputs.base import Output, fit
+from live.outputs.base import FrameHandoff, Output, fit
 
 log = logging.getLogger(__name__)
 
 FOURCC = {".mp4": "mp4v", ".avi": "MJPG"}
 """Container extension → the codec written into it."""
-
-_STOP = None  # the writer thread's end-of-stream marker
-_WARN_EVERY_S = 5.0  # a recorder that falls behind keeps falling behind: say so, not every frame
 
 
 class RecorderOutput(Output):
@@ -47,18 +42,14 @@ class RecorderOutput(Output):
     def __init__(self, path: Path | str, queue_size: int = 32, drain_timeout: float = 10.0) -> None:
         self.path = Path(path)
         super().__init__(f"recorder {self.path.name}")
-        if queue_size < 1:
-            raise ValueError(f"queue_size must be at least 1, got {queue_size}")
+        self._handoff = FrameHandoff(queue_size)
         self.queue_size = queue_size
         self.drain_timeout = drain_timeout
         self.written = 0
         self._size = (0, 0)
-        self._queue: queue.Queue[np.ndarray | None] = queue.Queue(maxsize=queue_size)
-        self._free: queue.SimpleQueue[np.ndarray] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._abandon = threading.Event()
         self._error: str | None = None
-        self._last_warning = float("-inf")
         self._resize_logged = False
 
     def open(self, width: int, height: int, fps: float) -> None:
@@ -86,10 +77,7 @@ class RecorderOutput(Output):
                 self.path.unlink()
             raise OutputError(f"cannot record to {self.path}: OpenCV could not open a {FOURCC[suffix]} writer at {width}x{height}")
         self._size = (width, height)
-        # All frame memory is allocated here, once: one buffer per queue slot plus the one
-        # being encoded. An empty free list is the signal to drop.
-        for _ in range(self.queue_size + 1):
-            self._free.put(np.empty((height, width, 3), np.uint8))
+        self._handoff.allocate((height, width, 3))  # all frame memory, once
         self._thread = threading.Thread(target=self._write_loop, args=(writer,), name=f"recorder:{self.path.name}", daemon=True)
         self._thread.start()
         log.info("recording %dx%d at %g fps to %s (%s)", width, height, fps, self.path, FOURCC[suffix])
@@ -100,40 +88,24 @@ class RecorderOutput(Output):
             raise OutputError(f"recorder {self.path}: {self._error}")
         if self._thread is None:
             raise OutputError(f"recorder {self.path} is not open")
-        try:
-            buf = self._free.get_nowait()
-        except queue.Empty:
-            self._drop()
-            return
         width, height = self._size
         if (frame.shape[1], frame.shape[0]) != self._size and not self._resize_logged:
             self._resize_logged = True
             log.warning("recorder %s: frames are %dx%d, the file is %dx%d; resizing", self.path.name, frame.shape[1], frame.shape[0], width, height)
-        fit(frame, width, height, out=buf)
-        try:
-            self._queue.put_nowait(buf)
-        except queue.Full:  # only if buffers and slots disagree; drop rather than wait
-            self._free.put(buf)
-            self._drop()
-            return
-        self.sent += 1
-
-    def _drop(self) -> None:
-        self.dropped += 1
-        now = time.monotonic()
-        if now - self._last_warning >= _WARN_EVERY_S:
-            self._last_warning = now
-            log.warning("recorder is falling behind: %d frames dropped so far (%s)", self.dropped, self.path)
+        if self._handoff.offer(lambda buf: fit(frame, width, height, out=buf)):
+            self.sent += 1
+        else:
+            self.count_drop()
 
     def _write_loop(self, writer: cv2.VideoWriter) -> None:
         try:
             while True:
-                buf = self._queue.get()
-                if buf is _STOP or self._abandon.is_set():
+                item = self._handoff.get()
+                if item is None or self._abandon.is_set():
                     break
-                writer.write(buf)
+                writer.write(item[0])
                 self.written += 1
-                self._free.put(buf)
+                self._handoff.release(item[0])
         except Exception as exc:  # noqa: BLE001 - reported through send() and close()
             self._error = f"writing failed: {type(exc).__name__}: {exc}"
         finally:
@@ -145,22 +117,11 @@ class RecorderOutput(Output):
         thread, self._thread = self._thread, None
         if thread is None:
             return
-        deadline = time.monotonic() + self.drain_timeout
-        try:
-            self._queue.put(_STOP, timeout=max(0.0, deadline - time.monotonic()))
-        except queue.Full:
-            pass
-        thread.join(max(0.0, deadline - time.monotonic()))
-        if thread.is_alive():
-            # Stop after the frame being encoded and finalise what is there.
-            self._abandon.set()
-            try:
-                self._queue.put_nowait(_STOP)
-            except queue.Full:
-                pass
-            thread.join(5.0)
+        # Past the timeout: stop after the frame being encoded and finalise what is there.
+        ended = self._handoff.finish(thread, self.drain_timeout, self._abandon)
+        if ended != "done":
             log.warning("recorder %s: gave up waiting for queued frames after %gs; the file ends early", self.path, self.drain_timeout)
-        if thread.is_alive():
+        if ended == "stuck":
             log.error("recorder %s: the writer is stuck; the file may be unusable", self.path)
         if self._error is not None:
             log.error("recorder %s: %s", self.path, self._error)
