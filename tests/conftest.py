@@ -21,6 +21,7 @@ from PIL import Image  # noqa: E402
 
 from live.model import Model, load_model
 from live.model.weights import random_reference
+from live.outputs import Output
 
 
 @pytest.fixture(autouse=True)
@@ -110,3 +111,29 @@ def fake_vcam() -> type[FakeLoopback]:
     register_backend("live-test", FakeLoopback)
     yield FakeLoopback
     BACKENDS.pop("live-test", None)
+
+
+class Collect(Output):
+    """Keeps every frame it is sent; can play back scripted key actions."""
+
+    def __init__(self, actions: dict[int, list[str]] | None = None) -> None:
+        super().__init__("collect")
+        self.frames: list[np.ndarray] = []
+        self.placeholders: list[str] = []
+        self.actions = actions or {}
+
+    def open(self, width: int, height: int, fps: float) -> None:
+        self.size = (width, height)
+
+    def send(self, frame: np.ndarray) -> None:
+        self.frames.append(frame.copy())
+        self.sent += 1
+
+    def send_placeholder(self, text: str) -> None:
+        self.placeholders.append(text)
+
+    def poll_keys(self) -> list[str]:
+        return self.actions.pop(len(self.frames), [])
+
+    def close(self) -> None:
+        pass

@@ -9,12 +9,9 @@ from __future__ import annotations
 import logging
 import os
 import re
-import shutil
 import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -31,45 +28,14 @@ from live.service.heartbeat import Heartbeat
 from live.sources import ImageSource
 from tests.conftest import photo_path
 from tests.slow_backend import SlowBackend
+from tests.systemd_manager import FakeSystemd
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-class Notify:
-    """systemd's end of NOTIFY_SOCKET: collects the datagrams the show sends, with arrival times."""
-
-    def __init__(self) -> None:
-        self.dir = Path(tempfile.mkdtemp(prefix="ddl-"))  # short: unix socket paths are limited
-        self.path = str(self.dir / "notify.sock")
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.sock.bind(self.path)
-        self.sock.settimeout(0.05)
-        self.got: list[tuple[float, str]] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._read, daemon=True)
-        self._thread.start()
-
-    def _read(self) -> None:
-        while not self._stop.is_set():
-            try:
-                data = self.sock.recv(4096)
-            except (TimeoutError, OSError):
-                continue
-            self.got.append((time.monotonic(), data.decode()))
-
-    def pings(self, since: float = 0.0, until: float = float("inf")) -> int:
-        return sum(1 for t, m in list(self.got) if "WATCHDOG=1" in m and since <= t < until)
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.sock.close()
-        shutil.rmtree(self.dir, ignore_errors=True)
-
-
 @pytest.fixture
-def notify_socket(monkeypatch: pytest.MonkeyPatch) -> Iterator[Notify]:
-    listener = Notify()
+def notify_socket(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeSystemd]:
+    listener = FakeSystemd()
     monkeypatch.setenv("NOTIFY_SOCKET", listener.path)
     yield listener
     listener.close()
@@ -94,7 +60,7 @@ def _loop(model, backend, steps: int, **kw) -> tuple[LiveLoop, ImageSource]:
 
 
 def test_during_a_10_s_frame_status_and_pings_keep_coming_and_a_stop_lands_within_a_second(
-    model, notify_socket: Notify, caplog
+    model, notify_socket: FakeSystemd, caplog
 ) -> None:
     caplog.set_level(logging.INFO, logger="live")
     backend = SlowBackend(model, torch.device("cpu"), step_seconds=0.25)  # 40 steps: a 10 s frame
@@ -124,7 +90,7 @@ def test_during_a_10_s_frame_status_and_pings_keep_coming_and_a_stop_lands_withi
     assert took < 1.0, f"stopped {took:.2f} s after it was asked, in the middle of a 10 s frame"
 
 
-def test_a_frozen_step_stops_the_watchdog_pings(model, notify_socket: Notify, caplog) -> None:
+def test_a_frozen_step_stops_the_watchdog_pings(model, notify_socket: FakeSystemd, caplog) -> None:
     backend = SlowBackend(model, torch.device("cpu"), step_seconds=0.02, freeze_after=8)
     loop, source = _loop(model, backend, steps=1, status_every=3600, watchdog=0.6)  # stalled after 0.6 s
     stop = threading.Event()
@@ -183,7 +149,7 @@ def _read_until(proc: subprocess.Popen, pattern: str, seen: list[str], timeout: 
     raise AssertionError(f"no {pattern!r} in the show's log:\n" + "".join(seen[-30:]))
 
 
-def test_ctrl_c_stops_the_real_show_within_a_second_in_the_middle_of_a_10_s_frame(notify_socket: Notify) -> None:
+def test_ctrl_c_stops_the_real_show_within_a_second_in_the_middle_of_a_10_s_frame(notify_socket: FakeSystemd) -> None:
     proc = _show(["--steps", "40", "--octaves", "1", "--status-every", "1"],
                  WATCHDOG_USEC="2000000", NOTIFY_SOCKET=notify_socket.path)
     seen: list[str] = []

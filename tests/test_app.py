@@ -26,35 +26,9 @@ from live.errors import InputError
 from live.outputs import Fanout, Output
 from live.sources import CaptureSource, Frame, ImageSource, Status
 from live.sources.testscene import TestSceneSource
-from tests.conftest import photo_path
+from tests.conftest import Collect, photo_path
 
 W, H = 128, 96  # dream size for these tests: multiples of 32, small enough for 2 CPU cores
-
-
-class Collect(Output):
-    """Keeps every frame it is sent; can play back scripted key actions."""
-
-    def __init__(self, actions: dict[int, list[str]] | None = None) -> None:
-        super().__init__("collect")
-        self.frames: list[np.ndarray] = []
-        self.placeholders: list[str] = []
-        self.actions = actions or {}
-
-    def open(self, width: int, height: int, fps: float) -> None:
-        self.size = (width, height)
-
-    def send(self, frame: np.ndarray) -> None:
-        self.frames.append(frame.copy())
-        self.sent += 1
-
-    def send_placeholder(self, text: str) -> None:
-        self.placeholders.append(text)
-
-    def poll_keys(self) -> list[str]:
-        return self.actions.pop(len(self.frames), [])
-
-    def close(self) -> None:
-        pass
 
 
 def small_registry(**values) -> Registry:

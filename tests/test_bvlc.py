@@ -19,9 +19,9 @@ from live.errors import UsageError
 from live.model import MODELS, Model, catalog, load_model
 from live.model.bvlc import BVLC_SPACE, LRN, SEQUENCE, BVLCGoogLeNet, channel_window_sum
 from live.objectives import Objective
-from live.outputs import Fanout, Output
+from live.outputs import Fanout
 from live.sources import ImageSource
-from tests.conftest import photo_path
+from tests.conftest import Collect, photo_path
 
 
 @pytest.fixture(scope="module")
@@ -172,24 +172,6 @@ def test_still_image_dreaming_on_bvlc_end_to_end(bvlc_model: Model) -> None:
     assert out.min() >= -1e-5 and out.max() <= 1 + 1e-5  # clamped to valid pixels
     assert (out - picture).abs().mean() > 1.0 / 255  # visibly dreamed
     assert after > before  # the objective rose
-
-
-class Collect(Output):
-    """Keeps every frame it is sent."""
-
-    def __init__(self) -> None:
-        super().__init__("collect")
-        self.frames: list[np.ndarray] = []
-
-    def open(self, width: int, height: int, fps: float) -> None:
-        pass
-
-    def send(self, frame: np.ndarray) -> None:
-        self.frames.append(frame.copy())
-        self.sent += 1
-
-    def close(self) -> None:
-        pass
 
 
 def test_live_loop_dreams_on_bvlc(bvlc_model: Model) -> None:

@@ -16,26 +16,11 @@ from live.backends.torch_backend import TorchBackend
 from live.cli import main
 from live.control.params import Registry
 from live.errors import UsageError
-from live.outputs import Fanout, Output
+from live.outputs import Fanout
 from live.sources import ImageSource
-from tests.conftest import photo_path
+from tests.conftest import Collect, photo_path
 
 W, H = 128, 96
-
-
-class Collect(Output):
-    def __init__(self) -> None:
-        super().__init__("collect")
-        self.frames: list[np.ndarray] = []
-
-    def open(self, width: int, height: int, fps: float) -> None:
-        pass
-
-    def send(self, frame: np.ndarray) -> None:
-        self.frames.append(frame.copy())
-
-    def close(self) -> None:
-        pass
 
 
 class Poisoned(TorchBackend):

@@ -12,7 +12,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -24,6 +23,7 @@ import tomlkit
 import torch
 
 from live.cli import main
+from tests.systemd_manager import FakeSystemd
 from tests.xvfb import XVFB, running_xvfb
 
 EXE = str(Path(sys.executable).with_name("deepdream-live"))
@@ -261,37 +261,6 @@ def test_check_fails_exactly_where_run_stops(tmp_path: Path, screen: str, monkey
             problems.append(f"{case.name}: {case.says!r} should be in run's error and check's failing line;\n"
                             f"run: {run_said}\ncheck: {failing or report}")
     assert not problems, "\n\n".join(problems)
-
-
-class FakeSystemd:
-    """The manager's end of NOTIFY_SOCKET on a thread: keeps each datagram's text and, as systemd
-    does, closes the file descriptors a message carries (what ends a BARRIER=1 wait)."""
-
-    def __init__(self, path: Path) -> None:
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.sock.bind(str(path))
-        self.sock.settimeout(0.1)
-        self.messages: list[str] = []
-        self.barriers = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._read, daemon=True)
-        self._thread.start()
-
-    def _read(self) -> None:
-        while not self._stop.is_set():
-            try:
-                data, fds, _, _ = socket.recv_fds(self.sock, 4096, 4)
-            except TimeoutError:
-                continue
-            for fd in fds:
-                os.close(fd)
-            self.barriers += data == b"BARRIER=1"
-            self.messages.append(data.decode())
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-        self.sock.close()
 
 
 def test_config_errors_say_so_in_the_journal_and_to_systemd(tmp_path: Path) -> None:
