@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import cv2
 import numpy as np
@@ -96,6 +97,16 @@ class LoopReport:
     stopped_because: str
 
 
+class _InFlight(NamedTuple):
+    """A dreamed frame between its dream and its download (one frame late on CUDA)."""
+
+    shown: object  # the composed frame, on the device
+    captured_at: float  # its camera frame's capture time
+    finite: Tensor  # whether the dream was finite, queued on the device with it
+    camera: np.ndarray  # the camera picture: shown instead when the dream was not finite
+    start: Tensor  # the dream's input: names the cause when that was already not finite
+
+
 class LiveLoop:
     """One frame at a time from ``source`` through the dream to ``outputs``, reading ``registry``.
 
@@ -148,7 +159,7 @@ class LiveLoop:
         self._dreamed = False  # whether this iteration dreamed (what the governor times)
         # On CUDA the dream runs asynchronously: download one frame late so flow overlaps it.
         self.pipelined = self.device.type == "cuda"
-        self._pending: tuple[object, float, Tensor] | None = None  # (composed frame, capture time, dream finite?)
+        self._pending: _InFlight | None = None  # the dreamed frame still to download
         self._last_output: np.ndarray | None = None
         self._last_reset = registry.snapshot().reset
         self.output_size = output_size
@@ -165,10 +176,8 @@ class LiveLoop:
         self._stop_event: threading.Event | None = None
         self._frame_began: float | None = None  # when the dream in progress started
         self._frame_steps = 0
-        # the non-finite guard: the camera picture and dream input of the frame in flight
         self.nonfinite = 0  # frames whose dream came back NaN or infinite (shown as the camera)
         self._nonfinite_logged = (-math.inf, 0)  # (when, count then)
-        self._pending_camera: tuple[np.ndarray, int, int, Tensor] | None = None
 
     # ----- the loop
     def run(
@@ -368,8 +377,7 @@ class LiveLoop:
         self.clock.add("compose", time.perf_counter() - t)
 
         # checked on the dream itself: once composed to uint8 on the host, a NaN is just a dark pixel
-        self._pending = (shown, frame.timestamp, torch.isfinite(dreamed).all())
-        self._pending_camera = (frame.image, dw, dh, x)
+        self._pending = _InFlight(shown, frame.timestamp, torch.isfinite(dreamed).all(), frame.image, x)
         if not self.pipelined:
             self._flush()
 
@@ -414,23 +422,21 @@ class LiveLoop:
     def _flush(self) -> None:
         if self._pending is None:
             return
-        shown, captured_at, finite = self._pending  # ``finite`` was queued on the device with the dream
-        self._pending = None
+        pending, self._pending = self._pending, None
         t = time.perf_counter()
-        out = self._download(shown)
+        out = self._download(pending.shown)
         self.clock.add("download", time.perf_counter() - t)
-        if not bool(finite):
-            out = self._nonfinite()
-        self._emit_array(out, captured_at)
+        if not bool(pending.finite):
+            out = self._nonfinite(pending)
+        self._emit_array(out, pending.captured_at)
 
-    def _nonfinite(self) -> np.ndarray:
+    def _nonfinite(self, pending: _InFlight) -> np.ndarray:
         """The dream came back NaN or infinite (fp16 overflow, bad weights, a backend fault): this
         frame shows the camera, the carried dream is cleared so the next frame starts clean, and
         the event is counted and logged with its cause (at once, then at most once a minute)."""
         self.nonfinite += 1
         self.feedback.reset()
-        camera, dw, dh, start = self._pending_camera if self._pending_camera is not None else (None, 0, 0, None)
-        if start is not None and not bool(torch.isfinite(start).all()):
+        if not bool(torch.isfinite(pending.start).all()):
             cause = "the carried dream (temporal feedback) was already NaN or infinite"
         else:
             cause = (f"the dream step on {self.backend.describe()} produced NaN or infinity (an fp16 overflow, "
@@ -442,10 +448,7 @@ class LiveLoop:
             log.warning("a dreamed frame was not finite: %s; showing the camera for it and clearing the carried "
                         "dream%s", cause, f" ({since} more since the last report)" if since > 0 else "")
             self._nonfinite_logged = (now, self.nonfinite)
-        if camera is None:
-            w, h = self._output_size()
-            return np.zeros((h, w, 3), np.uint8)
-        return self._at_output_size(camera)
+        return self._at_output_size(pending.camera)
 
     def _emit_array(self, out: np.ndarray, captured_at: float) -> None:
         t = time.perf_counter()
