@@ -355,12 +355,8 @@ class LiveLoop:
 
         t = time.perf_counter()
         flow_t = temporal.flow_to_tensor(flow, self.device) if flow is not None and snap.flow else None
-        lo, hi = self._lo, self._hi
-        x = self.feedback.start(cam, flow_t, snap.feedback, (lo, hi))
-        if snap.zoom or snap.rotate or snap.drift_x or snap.drift_y:
-            # the classic endless zoom: move what the dream carried over, not the camera
-            moved = temporal.zoom_rotate_drift(x - cam, 1.0 + snap.zoom, snap.rotate, (snap.drift_x, snap.drift_y))
-            x = torch.maximum(torch.minimum(cam + moved, hi), lo)
+        x = temporal.carry(self.feedback, cam, flow_t, snap.feedback, (self._lo, self._hi),
+                           snap.zoom, snap.rotate, (snap.drift_x, snap.drift_y))
         if snap.steps > 0:
             settings = DreamSettings(snap.steps, snap.step_size, snap.octaves, snap.octave_scale, snap.jitter)
             self._frame_began, self._frame_steps = time.monotonic(), 0

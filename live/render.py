@@ -33,11 +33,11 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 import torch
 
 from live import temporal
+from live.compose import Compositor, make_compositor
 from live.control.params import Registry, Snapshot
 from live.dreamer import Dreamer, DreamSettings
 from live.errors import InputError, OutputError, UsageError
@@ -308,6 +308,7 @@ def _run(job, source, vin, audio_in, out, vout, encoder, audio_out, model, dream
     dw, dh = dream_size
     w, h = size
     lo, hi = model.space.bounds(torch.zeros(1, 3, 1, 1, device=device))
+    compositor = make_compositor(model.space, device)
     settings = DreamSettings(snap.steps, snap.step_size, snap.octaves, snap.octave_scale, snap.jitter)
     interval = max(1, round(job.keyframe_seconds * float(vin.average_rate or vin.guessed_rate or 30)))
     frame_ticks = max(1, round(1 / (float(vin.average_rate or vin.guessed_rate or 30) * vin.time_base)))
@@ -336,8 +337,8 @@ def _run(job, source, vin, audio_in, out, vout, encoder, audio_out, model, dream
                     interrupted = True
                     break
                 state = _capture(index, dreamer, flows, feedback) if index % interval == 0 or index == start else None
-                bgr = _dream(frame.to_ndarray(format="bgr24")[:h, :w], flows, feedback, dreamer, model, snap, settings,
-                             dw, dh, lo, hi, device)
+                bgr = _dream(frame.to_ndarray(format="bgr24")[:h, :w], flows, feedback, dreamer, compositor, snap,
+                             settings, dw, dh, lo, hi, device)
                 out_frame = av.VideoFrame.from_ndarray(bgr, format="bgr24").reformat(format="yuv420p", dst_colorspace="ITU709")
                 out_frame.pts = frame.pts
                 out_frame.time_base = vin.time_base
@@ -369,31 +370,23 @@ def _mux(out: Any, stream: Any, packets: list[Any]) -> None:
 
 
 def _dream(bgr: np.ndarray, flows: temporal.FlowEstimator, feedback: temporal.TemporalFeedback, dreamer: Dreamer,
-           model: Any, snap: Snapshot, settings: DreamSettings, dw: int, dh: int, lo: torch.Tensor, hi: torch.Tensor,
-           device: torch.device) -> np.ndarray:
-    """One frame as the live loop dreams it (flow, feedback, zoom, ascent, mix), at full size."""
+           compositor: Compositor, snap: Snapshot, settings: DreamSettings, dw: int, dh: int, lo: torch.Tensor,
+           hi: torch.Tensor, device: torch.device) -> np.ndarray:
+    """One frame as the live loop dreams it (flow, feedback, zoom, ascent), its residual laid over
+    the full-size frame with the loop's compositor."""
     small_grey = flows.grey(bgr)
     if flows.previous is not None and temporal.is_scene_cut(flows.previous, small_grey):
         flows.reset()
         feedback.reset()
     flow = flows.estimate(bgr, grey=small_grey, out_size=(dh, dw))
-    small = cv2.resize(bgr, (dw, dh), interpolation=cv2.INTER_AREA)
-    rgb01 = torch.from_numpy(np.ascontiguousarray(small)).to(device).permute(2, 0, 1).flip(0)[None].float().div_(255.0)
-    cam = model.space.to_model(rgb01)
+    h, w = bgr.shape[:2]
+    cam = compositor.upload(bgr, (w, h), (dw, dh))
     flow_t = temporal.flow_to_tensor(flow, device) if flow is not None and snap.flow else None
-    x = feedback.start(cam, flow_t, snap.feedback, (lo, hi))
-    if snap.zoom or snap.rotate or snap.drift_x or snap.drift_y:
-        moved = temporal.zoom_rotate_drift(x - cam, 1.0 + snap.zoom, snap.rotate, (snap.drift_x, snap.drift_y))
-        x = torch.maximum(torch.minimum(cam + moved, hi), lo)
+    x = temporal.carry(feedback, cam, flow_t, snap.feedback, (lo, hi), snap.zoom, snap.rotate,
+                       (snap.drift_x, snap.drift_y))
     dreamed = dreamer.dream(x, snap.objective, settings) if snap.steps > 0 else x
     feedback.finish(cam, dreamed)
-    shown = temporal.mix(dreamed, cam, snap.mix) if snap.mix < 1.0 else dreamed
-    # The dream's residual, upsampled, over the untouched full-size frame (as `image` does).
-    residual = (model.space.to_picture(shown) - rgb01)[0].flip(0).permute(1, 2, 0).cpu().numpy()
-    h, w = bgr.shape[:2]
-    residual = cv2.resize(residual, (w, h), interpolation=cv2.INTER_LINEAR)
-    out = bgr.astype(np.float32) / 255.0 + residual
-    return (np.clip(out, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    return compositor.download(compositor.compose(cam, dreamed, snap.mix))
 
 
 def _capture(index: int, dreamer: Dreamer, flows: temporal.FlowEstimator, feedback: temporal.TemporalFeedback) -> dict[str, Any]:

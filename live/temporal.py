@@ -386,6 +386,27 @@ def mix(dreamed: Tensor, camera_x: Tensor, mix: float) -> Tensor:
     return torch.lerp(camera_x, dreamed, mix)
 
 
+def carry(
+    feedback: TemporalFeedback,
+    camera_x: Tensor,
+    flow: Tensor | None,
+    amount: float,
+    bounds: tuple[Tensor, Tensor],
+    zoom: float = 0.0,
+    rotate_deg: float = 0.0,
+    drift_xy: tuple[float, float] = (0.0, 0.0),
+) -> Tensor:
+    """The image a frame dreams on, as the live loop and ``render`` both make it: the carried
+    dream warped onto ``camera_x`` (:meth:`TemporalFeedback.start`), then, for the endless
+    zoom, what it carried over (not the camera) moved by ``zoom`` (0: none), ``rotate_deg`` and
+    ``drift_xy``, clamped to ``bounds = (lo, hi)``."""
+    x = feedback.start(camera_x, flow, amount, bounds)
+    if zoom or rotate_deg or drift_xy[0] or drift_xy[1]:
+        moved = zoom_rotate_drift(x - camera_x, 1.0 + zoom, rotate_deg, drift_xy)
+        x = torch.maximum(torch.minimum(camera_x + moved, bounds[1]), bounds[0])
+    return x
+
+
 def zoom_rotate_drift(
     x: Tensor, zoom: float = 1.0, rotate_deg: float = 0.0, drift_xy: tuple[float, float] = (0.0, 0.0)
 ) -> Tensor:
