@@ -35,7 +35,7 @@ from torch import Tensor
 from live import temporal
 from live.atomic import atomic_write
 from live.backends import Backend
-from live.compose import make_compositor
+from live.compose import make_compositor, resize_interpolation
 from live.control.params import Registry, Snapshot
 from live.control.presets import Morpher
 from live.control.schedule import IdleWatcher, OpeningHours, PresetCycler
@@ -412,8 +412,7 @@ class LiveLoop:
         w, h = self._output_size(bgr)
         if (bgr.shape[1], bgr.shape[0]) == (w, h):
             return bgr
-        shrink = w * h < bgr.shape[0] * bgr.shape[1]
-        return cv2.resize(bgr, (w, h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+        return cv2.resize(bgr, (w, h), interpolation=resize_interpolation((bgr.shape[1], bgr.shape[0]), (w, h)))
 
     def _flush(self) -> None:
         if self._pending is None:

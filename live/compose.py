@@ -65,8 +65,9 @@ class _Buffers:
         return item
 
 
-def _interpolation(src: Size, dst: Size) -> int:
-    # INTER_AREA averages when shrinking (no aliasing of fine texture); it is bilinear-like when enlarging
+def resize_interpolation(src: Size, dst: Size) -> int:
+    """OpenCV's filter for resizing ``src`` to ``dst`` (width, height): INTER_AREA averages when
+    shrinking (no aliasing of fine texture), INTER_LINEAR when enlarging."""
     return cv2.INTER_AREA if dst[0] * dst[1] < src[0] * src[1] else cv2.INTER_LINEAR
 
 
@@ -104,7 +105,7 @@ class Compositor:
         if (bgr.shape[1], bgr.shape[0]) == size:
             return bgr
         dst = self._buffers.get(("out", size), lambda: np.empty((size[1], size[0], 3), np.uint8))
-        return cv2.resize(bgr, size, dst=dst, interpolation=_interpolation((bgr.shape[1], bgr.shape[0]), size))
+        return cv2.resize(bgr, size, dst=dst, interpolation=resize_interpolation((bgr.shape[1], bgr.shape[0]), size))
 
     def upload(self, bgr: np.ndarray, output_size: Size, dream_size: Size) -> Tensor:
         """The camera frame as a (1, 3, dream h, dream w) model-space tensor on the device; the
@@ -139,7 +140,7 @@ class HostCompositor(Compositor):
         else:
             dst = self._buffers.get(("dream", dream_size),
                                     lambda: np.empty((dream_size[1], dream_size[0], 3), np.uint8))
-            small = cv2.resize(cam_out, dream_size, dst=dst, interpolation=_interpolation(output_size, dream_size))
+            small = cv2.resize(cam_out, dream_size, dst=dst, interpolation=resize_interpolation(output_size, dream_size))
         rgb01 = torch.from_numpy(small).permute(2, 0, 1).flip(0)[None].float().div_(255.0)
         return self.space.to_model(rgb01)
 
