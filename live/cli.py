@@ -19,6 +19,9 @@ from live import __version__, logs  # noqa: E402
 from live.control.cli_flags import add_param_flags, apply_flags  # noqa: E402
 from live.errors import LiveError  # noqa: E402
 
+if typing.TYPE_CHECKING:
+    from live.site import Site
+
 log = logging.getLogger("live")
 
 
@@ -485,13 +488,8 @@ def _show_setup(args: argparse.Namespace):
 
     fields: dict[str, object] = dict(site.show_options()) if site else {}
     if site is not None:
-        o, m, sch, idle, gov = site.osc, site.midi, site.schedule, site.idle, site.governor
-        fields.update(osc=o.enabled, osc_host=o.host, osc_port=o.port, osc_allow=tuple(str(n) for n in o.allow),
-                      osc_feedback=tuple(f"{h}:{p}" for h, p in o.feedback), midi=m.enabled)
-        if m.mapping is not None:
-            fields["midi_map"] = m.mapping
-        if m.api is not None:
-            fields["midi_api"] = m.api
+        sch, idle, gov = site.schedule, site.idle, site.governor
+        fields.update(_control_fields(site), osc=site.osc.enabled, osc_port=site.osc.port)
         fields.update(preset_cycle=site.presets.cycle, preset_cycle_minutes=site.presets.cycle_minutes)
         w = site.web
         fields.update(web=w.enabled, web_host=w.host, mdns=w.mdns, config=site.path)
@@ -670,13 +668,27 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _control_fields(site: Site) -> dict[str, object]:
+    """The site config's [osc] and [midi] keys as ``run`` and ``check`` both take them (the OSC
+    port aside: for ``check`` OSC off is no port)."""
+    o, m = site.osc, site.midi
+    fields: dict[str, object] = {"osc_host": o.host, "osc_allow": tuple(str(n) for n in o.allow),
+                                 "osc_feedback": tuple(f"{h}:{p}" for h, p in o.feedback), "midi": m.enabled}
+    if m.mapping is not None:
+        fields["midi_map"] = m.mapping
+    if m.api is not None:
+        fields["midi_api"] = m.api
+    return fields
+
+
 def _cmd_check(args: argparse.Namespace) -> int:
     from live.check import CheckOptions, exit_code, format_results, run_checks
     from live.control.midi import default_mapping_path
+    from live.control.osc import DEFAULT_PORT as OSC_DEFAULT_PORT
     from live.control.presets import default_presets_dir
 
     # What `run` uses when told nothing, then the site config over it, as _show_setup layers them.
-    fields: dict[str, object] = {"osc_port": 9000, "midi": True, "midi_map": default_mapping_path()}
+    fields: dict[str, object] = {"osc_port": OSC_DEFAULT_PORT, "midi": True, "midi_map": default_mapping_path()}
     if args.config is not None:
         from live.site import load_site
 
@@ -687,15 +699,9 @@ def _cmd_check(args: argparse.Namespace) -> int:
         fields.update({k: o[k] for k in ("source", "window", "monitor", "vcam", "vcam_device", "record",
                                          "screenshot_dir", "backend", "device", "weights", "streams", "ndi",
                                          "record_codec") if k in o})
-        fields.update(osc_host=site.osc.host, osc_port=site.osc.port if site.osc.enabled else None,
-                      osc_allow=tuple(str(n) for n in site.osc.allow),
-                      osc_feedback=tuple(f"{h}:{p}" for h, p in site.osc.feedback), midi=site.midi.enabled,
+        fields.update(_control_fields(site), osc_port=site.osc.port if site.osc.enabled else None,
                       calibration=site.calibration_path, preset=site.presets.start,
                       preset_cycle=site.presets.cycle)
-        if site.midi.mapping is not None:
-            fields["midi_map"] = site.midi.mapping
-        if site.midi.api is not None:
-            fields["midi_api"] = site.midi.api
         if site.presets.directory is not None:
             fields["presets_dir"] = site.presets.directory
         if "width" in site.dream or "height" in site.dream:
