@@ -77,16 +77,47 @@ def test_letters_are_white_outlined_in_black_on_any_background() -> None:
             assert (picture < 50).all(axis=2).sum() > 100
 
 
-def test_status_overlay_draws_every_line_and_only_around_the_text() -> None:
-    frame = np.full((720, 1280, 3), GREY, np.uint8)
-    lines = ["12.3 fps  inception4c", "steps 4  feedback 0.80  torch on cpu", "RANDOM WEIGHTS (demo)"]
-    out = overlay.status_overlay(frame, lines)
-    assert out is frame
+def line_bands(frame: np.ndarray) -> list[np.ndarray]:
+    """The runs of picture rows that hold any drawing, top to bottom."""
     rows = np.nonzero((np.abs(frame.astype(int) - GREY) > 20).any(axis=(1, 2)))[0]
-    bands = np.split(rows, np.nonzero(np.diff(rows) > 1)[0] + 1)
-    assert len(bands) == len(lines)  # three separate lines, none run together
-    assert rows.max() < 150 and (frame[200:] == GREY).all()  # the rest of the picture is untouched
-    assert misdrawn(frame, overlay.outline_px(1280 / 1600)) == []
+    return np.split(rows, np.nonzero(np.diff(rows) > 1)[0] + 1) if len(rows) else []
+
+
+STATUS = ["12.3 fps  inception4c", "steps 4  feedback 0.80  torch on cpu", "RANDOM WEIGHTS (demo)", "jpg quality (gy)"]
+
+
+@pytest.mark.parametrize("width", [640, 1280, 1920, 3840])
+def test_status_overlay_draws_every_line_and_only_around_the_text(width: int) -> None:
+    height = width * 9 // 16
+    frame = np.full((height, width, 3), GREY, np.uint8)
+    out = overlay.status_overlay(frame, STATUS)
+    assert out is frame
+    bands = line_bands(frame)
+    assert len(bands) == len(STATUS)  # every line apart, none run into the next
+    scale = max(0.4, width / 1600)
+    assert bands[-1].max() < 200 * scale and (frame[int(220 * scale):] == GREY).all()  # the rest untouched
+    assert misdrawn(frame, overlay.outline_px(scale)) == []
+
+
+def test_status_lines_stay_apart_when_the_glyphs_grow_30_percent() -> None:
+    """A font whose glyphs are 30% taller (a scale 1.3x the usual stands in for a future OpenCV
+    font change): the lines are spaced by their measured height, so they still never touch."""
+    for base in (0.4, 0.8, 1.2):
+        frame = np.full((400, 2000, 3), GREY, np.uint8)
+        overlay.status_overlay(frame, STATUS, scale=1.3 * base)
+        bands = line_bands(frame)
+        assert len(bands) == len(STATUS), f"lines ran together at scale {1.3 * base:.2f}"
+        assert all(b[-1] + 2 <= nxt[0] for b, nxt in zip(bands, bands[1:]))  # a clear row between lines
+
+
+def test_line_pitch_follows_the_measured_text_not_a_constant(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where getTextSize reports taller glyphs (another font), the lines move apart by as much."""
+    plain = overlay.line_origins(STATUS, 0.8)
+    measure = cv2.getTextSize
+    monkeypatch.setattr(overlay.cv2, "getTextSize", lambda *a: ((measure(*a)[0][0], 2 * measure(*a)[0][1]), measure(*a)[1]))
+    tall = overlay.line_origins(STATUS, 0.8)
+    h = measure(STATUS[1], overlay.FONT, 0.8, overlay.thickness(0.8))[0][1]
+    assert tall[1][1] - tall[0][1] == plain[1][1] - plain[0][1] + h
 
 
 def test_notice_sits_at_the_bottom_of_a_copy() -> None:

@@ -63,13 +63,31 @@ def draw_lines(frame: np.ndarray, lines: Sequence[str], origins: Sequence[tuple[
     return frame
 
 
-def status_overlay(frame: np.ndarray, lines: Sequence[str]) -> np.ndarray:
+def line_origins(lines: Sequence[str], scale: float, x: int = 8, top: int = 0) -> list[tuple[int, int]]:
+    """Baseline origins for ``lines`` stacked from ``top`` down, each placed by its own measured
+    height and depth (``cv2.getTextSize``, whose box covers the stroke), plus the outline and the
+    anti-aliased edge on both sides and a gap, so outlined lines never touch, whatever the font's
+    metrics (OpenCV 5.1 drew taller glyphs than a fixed line pitch allowed for)."""
+    t, r = thickness(scale), outline_px(scale)
+    ink = r + 1  # the outline, and the anti-aliased pixel beyond it
+    gap = max(2, r + 1)
+    origins = []
+    y = top
+    for text in lines:
+        (_, h), base = cv2.getTextSize(text, FONT, scale, t)
+        y += ink + h
+        origins.append((x, y))
+        y += base + ink + gap
+    return origins
+
+
+def status_overlay(frame: np.ndarray, lines: Sequence[str], scale: float | None = None) -> np.ndarray:
     """The performer's overlay (fps, objective, steps, backend …): ``lines`` at the top left,
-    sized to the frame's width; drawn into ``frame`` in place, which is returned."""
-    scale = max(0.4, frame.shape[1] / 1600)
-    step = 28 * scale * 1.2
-    origins = [(8, int((i + 1) * step)) for i in range(len(lines))]
-    return draw_lines(frame, lines, origins, scale)
+    sized to the frame's width unless ``scale`` is given; drawn into ``frame`` in place, which is
+    returned."""
+    if scale is None:
+        scale = max(0.4, frame.shape[1] / 1600)
+    return draw_lines(frame, lines, line_origins(lines, scale, top=4), scale)
 
 
 def notice(picture: np.ndarray, text: str) -> np.ndarray:
