@@ -279,15 +279,18 @@ def test_sigterm_finalises_the_recording(tmp_path: Path) -> None:
     proc = subprocess.Popen(
         [str(exe), "run", "--source", "test-scene", "--no-window", "--record", str(out), "--weights", "random",
          "--size", "96x64", "--capture-size", "96x64", "--steps", "1", "--status-every", "1", "--osc-port", "0",
-         "--no-midi"],
+         "--no-midi", "--no-web"],
         stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     try:
         deadline = time.monotonic() + 120
+        recorded = None
         for line in proc.stderr:  # wait for the show to have recorded a frame (status lines come
             # from a heartbeat, during the first frame too, and a stop abandons a frame in progress)
-            if re.search(r"fps, latency.*: [1-9]\d* sent", line) or time.monotonic() > deadline:
+            recorded = re.search(r"fps, latency.*recording show\.mkv: live, [^;]*\b[1-9]\d* frames", line)
+            if recorded or time.monotonic() > deadline:
                 break
+        assert recorded, "the status line never counted a recorded frame"
         proc.send_signal(signal.SIGTERM)
         rest = proc.communicate(timeout=60)[1]
     finally:
