@@ -171,8 +171,10 @@ def test_ctrl_c_stops_the_real_show_within_a_second_in_the_middle_of_a_10_s_fram
 
 def test_a_second_ctrl_c_abandons_a_hung_step_and_still_finalises_the_recording(tmp_path: Path) -> None:
     out = tmp_path / "show.mkv"
+    # A 2 s watchdog (no socket: nothing is sent) makes the heartbeat call the loop frozen after
+    # 2 s of no progress, where its default without a watchdog is a minute.
     proc = _show(["--steps", "1", "--record", str(out), "--status-every", "0.5"],
-                 DEEPDREAM_TEST_STEP_SECONDS="0.05", DEEPDREAM_TEST_FREEZE_AFTER="12")
+                 DEEPDREAM_TEST_STEP_SECONDS="0.05", DEEPDREAM_TEST_FREEZE_AFTER="12", WATCHDOG_USEC="2000000")
     seen: list[str] = []
     try:
         _read_until(proc, r"running:", seen)
