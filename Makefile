@@ -6,6 +6,11 @@ BIN := $(VENV)/bin
 # from PyPI (a CUDA build on Linux). For another build: make run TORCH='torch==2.x.y' or install
 # your own torch into .venv first; pyproject.toml only asks for a range.
 TORCH ?= torch==2.13.0
+# The tested set: every other package at the exact version the suite last passed with (pip
+# constraints; pyproject.toml keeps the ranges users install from). `make lock` refreshes it.
+LOCK := constraints.txt
+# The extras the tests need (test tools, MIDI, NDI).
+TEST_EXTRAS := test,midi,ndi
 # The main job: the live show. Camera 0, or the built-in test scene when there is none; a
 # window when there is a display, else headless with status lines. `--weights auto` downloads
 # the ImageNet weights, or falls back to (announced) random weights when offline. Ctrl-C stops.
@@ -19,7 +24,7 @@ RUN_ARGS ?= run --weights auto
 APT_PACKAGES := libgl1 libglib2.0-0 libsrt1.5-gnutls
 APT_TEST_PACKAGES := xvfb systemd chromium nginx-light libnginx-mod-rtmp jackd2
 
-.PHONY: run test bench bench-steps bench-threads layers clean system-deps test-system-deps install-service gpu-check wheels
+.PHONY: run test lock bench bench-steps bench-threads layers clean system-deps test-system-deps install-service gpu-check wheels
 
 # $(call apt-ensure,PACKAGES): apt-get install those not yet installed (sudo when not root).
 define apt-ensure
@@ -41,13 +46,13 @@ test-system-deps:
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-$(VENV)/.installed: pyproject.toml | $(BIN)/python
+$(VENV)/.installed: pyproject.toml $(LOCK) | $(BIN)/python
 	$(BIN)/python -m pip install --quiet "$(TORCH)"
-	$(BIN)/python -m pip install --quiet -e .
+	$(BIN)/python -m pip install --quiet -c $(LOCK) -e .
 	touch $@
 
 $(VENV)/.installed-test: $(VENV)/.installed
-	$(BIN)/python -m pip install --quiet -e ".[test,midi,ndi]"
+	$(BIN)/python -m pip install --quiet -c $(LOCK) -e ".[$(TEST_EXTRAS)]"
 	touch $@
 
 run: system-deps $(VENV)/.installed
@@ -55,6 +60,25 @@ run: system-deps $(VENV)/.installed
 
 test: test-system-deps $(VENV)/.installed-test
 	$(BIN)/python -m pytest
+
+# Refresh the tested set: a fresh venv with the newest versions pyproject.toml's ranges allow,
+# the whole suite on them, and $(LOCK) rewritten only when it passes. It prints what changed
+# first, so a failure names the versions that broke it (the old lock is kept then).
+LOCK_VENV ?= .venv-lock
+lock: test-system-deps
+	rm -rf $(LOCK_VENV)
+	$(PYTHON) -m venv $(LOCK_VENV)
+	$(LOCK_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(LOCK_VENV)/bin/python -m pip install --quiet "$(TORCH)"
+	$(LOCK_VENV)/bin/python -m pip install --quiet --upgrade --upgrade-strategy eager -e ".[$(TEST_EXTRAS)]"
+	{ echo "# The tested set of versions: make test, make run and CI install from it (pip -c)."; \
+	  echo "# Written by make lock after the whole suite passed on them; torch is pinned in the Makefile."; \
+	  $(LOCK_VENV)/bin/python -m pip freeze --exclude-editable --exclude torch --exclude pip; } > $(LOCK).new
+	@echo "changes against $(LOCK):"; diff $(LOCK) $(LOCK).new | grep '^[<>]' || echo "  none"
+	$(LOCK_VENV)/bin/python -m pytest -p no:cacheprovider -q
+	mv $(LOCK).new $(LOCK)
+	rm -rf $(LOCK_VENV)
+	@echo "$(LOCK) written: the suite passed on these versions"
 
 # The benchmarks pan a real photograph from scikit-image (the test extra) as their camera.
 bench: $(VENV)/.installed-test
@@ -94,4 +118,4 @@ wheels:
 	$(PYTHON) bench/gpu_deps.py download --wheels $(WHEELS) --python $(WHEEL_PYTHON)
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .gpu-check
+	rm -rf $(VENV) $(LOCK_VENV) build *.egg-info .pytest_cache .gpu-check $(LOCK).new
