@@ -59,6 +59,7 @@ NEVER = ("torch",)  # the machine's own CUDA build stays
 NOT_FOR_THE_CHECK = ("scikit-image", "playwright", "jsonschema")
 CHECK_NEEDS = 360.0  # seconds of the deadline kept for the check itself: the registry gets only the rest
 REGISTRY_MAX = 60.0  # the longest the one registry attempt may take
+REGISTRY_MIN = 5.0  # with less time than this to spare, the registry is not asked at all
 LOCAL_TIMEOUT = 60.0  # one local wheel install
 
 
@@ -204,7 +205,7 @@ def _registry(names: list[str], need: Mapping[str, str], base: list[str], have_p
     timeout = REGISTRY_MAX
     if deadline is not None:
         timeout = min(timeout, deadline - time.time() - CHECK_NEEDS)
-    if timeout < 5:
+    if timeout < REGISTRY_MIN:
         return "no time left for the registry (the check keeps its own 6 minutes of the 8)"
     cmd = list(command) if command is not None else [
         *base, "--retries", "0", "--timeout", "5", *(["--index-url", index_url] if index_url else []),
@@ -223,6 +224,10 @@ def _run(cmd: Sequence[str], timeout: float, what: str = "pip") -> str:
     if done.returncode == 0:
         return ""
     said = [ln.strip() for ln in (done.stderr + "\n" + done.stdout).splitlines() if ln.strip()]
+    unreachable = re.search(r"Connection refused|Name or service not known|Temporary failure in name resolution|"
+                            r"Network is unreachable|NewConnectionError|timed out", done.stderr + done.stdout)
+    if what == "the registry" and unreachable:
+        return f"the registry could not be reached ({unreachable.group(0)})"
     errors = [ln for ln in said if ln.startswith("ERROR")]
     return " ".join((errors[-1] if errors else said[-1] if said else f"exit {done.returncode}").split())[:200]
 

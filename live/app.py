@@ -181,7 +181,8 @@ class LiveLoop:
         if governor is not None:
             registry.subscribe(governor.registry_listener)
         self._dreamed = False  # whether this iteration dreamed (what the governor times)
-        # On CUDA the dream runs asynchronously: download one frame late so flow overlaps it.
+        # On CUDA the dream runs asynchronously: collect each frame one frame late, after the next
+        # frame's dream is queued, so the host's work overlaps the GPU's (docs/architecture.md, "One frame").
         self.pipelined = self.device.type == "cuda"
         self._pending: _InFlight | None = None  # the dreamed frame still to download
         self.gpu_timer = GpuStageTimer(self.device)  # GPU time per stage (CUDA events; nothing elsewhere)
