@@ -1,4 +1,4 @@
-"""GPU time per stage of the live loop, from CUDA events (docs/architecture.md, "Frame budget").
+"""GPU time per stage of the live loop, from CUDA events (docs/architecture.md, "One frame").
 
 On CUDA the host's clock around a stage measures how long the host took to *queue* its work:
 the dream's kernels run later, and their time lands wherever the host next waits (the
