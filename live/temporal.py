@@ -298,16 +298,19 @@ def flow_to_tensor(flow: np.ndarray, device: torch.device | str) -> Tensor:
     if flow.ndim != 3 or flow.shape[2] != 2:
         raise UsageError(f"a flow field is (H, W, 2) of (dx, dy); got shape {tuple(flow.shape)}")
     host = torch.from_numpy(np.ascontiguousarray(flow, dtype=np.float32)).permute(2, 0, 1)[None]
-    return _to_device(host.contiguous(), torch.device(device))
+    return _to_device(host, torch.device(device))
 
 
 def _to_device(host: Tensor, device: torch.device) -> Tensor:
-    """A host tensor on ``device`` without waiting for the device's queued work: on CUDA through
-    pinned memory, asynchronously (a plain copy from pageable memory waits for the whole stream,
-    which is the dream in flight)."""
+    """A host tensor, contiguous, on ``device`` without waiting for the device's queued work: on
+    CUDA through pinned memory, asynchronously (a plain copy from pageable memory waits for the
+    whole stream, which is the dream in flight). The pinned block comes from PyTorch's caching
+    host allocator, which hands it out again only once its copy has run."""
     if device.type == "cuda":
-        return host.pin_memory().to(device, non_blocking=True)
-    return host.to(device)
+        pinned = torch.empty(host.shape, dtype=host.dtype, pin_memory=True)
+        pinned.copy_(host)  # one host copy, laying out a permuted view as it goes
+        return pinned.to(device, non_blocking=True)
+    return host.contiguous().to(device)
 
 
 # ----------------------------------------------------------------------------- feedback
