@@ -125,7 +125,7 @@ class _InFlight(NamedTuple):
 
     shown: object  # the composed frame, on the device
     captured_at: float  # its camera frame's capture time
-    finite: Tensor  # whether the dream was finite, queued on the device with it
+    finite: Tensor  # whether the dream was finite: travels with the download, read on the host after it
     camera: np.ndarray  # the camera picture: shown instead when the dream was not finite
     start: Tensor  # the dream's input: names the cause when that was already not finite
     marks: FrameMarks | None = None  # CUDA events of its first stages (GPU stage times)
@@ -307,7 +307,11 @@ class LiveLoop:
             self._dream_frame(frame, snap, dw, dh)
             self._failures = 0
         except DreamCancelled:  # the show is stopping: this frame is abandoned between two steps
-            self._flush()  # the previous frame is whole (its download was queued before this dream)
+            try:
+                self._flush()  # the previous frame is whole (its download was queued before this dream)
+            except Exception as e:  # noqa: BLE001 - stopping anyway: a frame lost is no reason to crash
+                self._pending = None
+                log.debug("the last dreamed frame could not be collected while stopping: %s", e)
             self._stop_reason = "stopped"
         except Exception as e:  # noqa: BLE001 - nothing in the frame loop may end the show
             self._dream_failed(e, dw, dh)

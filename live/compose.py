@@ -95,7 +95,8 @@ def check_output_size(size: Size) -> Size:
 class Composed:
     """A shown frame between :meth:`Compositor.compose` and :meth:`Compositor.download`.
 
-    ``frame``: the picture (a device tensor, or the host array on the CPU path); ``finite``: a
+    ``frame``: the picture (on CUDA the pinned host buffer its download lands in; else the host
+    array or tensor, already complete); ``finite``: a
     0-d bool tensor, whether the dream it was composed from was finite, on the host once the
     frame is downloaded (on CUDA it travels with the download, so reading it never waits);
     ``composed`` and ``ready``: CUDA events after the compose kernels and after the download copy
