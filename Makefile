@@ -104,12 +104,17 @@ install-service: system-deps $(VENV)/.installed
 # The GPU path verified and measured in one command, on a machine with an NVIDIA GPU (README.md,
 # "On a GPU"): the Python and CUDA build of PyTorch already there (never reinstalled), the
 # project's small missing dependencies from the wheel folder (no network needed), results and the
-# table in $(GPU_CHECK_OUT). Without CUDA it says so and exits 69.
+# table in $(GPU_CHECK_OUT). One deadline for the whole target, from the moment it starts
+# (dependency install included): $(GPU_CHECK_SECONDS) s. Exit 0 only when every part ran and
+# passed; without CUDA it says so and exits 69.
 GPU_CHECK_OUT ?= gpu-check-results
+GPU_CHECK_SECONDS ?= 480
 WHEELS ?= wheels
 gpu-check:
-	$(PYTHON) bench/gpu_deps.py install --wheels $(WHEELS) --target .gpu-check/site
-	PYTHONPATH=$(CURDIR)/.gpu-check/site:$(CURDIR)$${PYTHONPATH:+:$$PYTHONPATH} $(PYTHON) bench/gpu_check.py $(GPU_CHECK_OUT)
+	@deadline=$$(( $$(date +%s) + $(GPU_CHECK_SECONDS) )); \
+	$(PYTHON) bench/gpu_deps.py install --wheels $(WHEELS) --target .gpu-check/site --deadline $$deadline; \
+	PYTHONPATH=$(CURDIR)/.gpu-check/site:$(CURDIR)$${PYTHONPATH:+:$$PYTHONPATH} \
+	  $(PYTHON) bench/gpu_check.py $(GPU_CHECK_OUT) --deadline $$deadline
 
 # On a machine with a registry: wheels of those small dependencies for the GPU machine's Python
 # (default 3.12; WHEEL_PYTHON=3.11 ...), to copy along with the checkout.

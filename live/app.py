@@ -2,8 +2,11 @@
 
 This module wires and times; the maths lives in ``dreamer``, ``temporal`` and the backends.
 Capture runs on the source's own thread (newest frame only), optical flow on the CPU; on CUDA
-the dream of frame *k* is launched and left running while the CPU computes the flow of frame
-*k + 1*, then downloaded - one frame in flight per stage, so latency stays bounded.
+the dream of frame *k* is launched and left running while the CPU takes and flows frame *k + 1*,
+uploads it and queues its dream; only then is frame *k* collected (its download was queued right
+behind its compose), so the GPU goes from one dream to the next while the host shows the last
+- one frame in flight per stage, so latency stays bounded. Nothing on that path waits for the
+GPU but the one download a frame (docs/architecture.md, "One frame").
 
 Nothing in here may crash the show: a source that drops out shows its placeholder, an output
 that fails is switched off by :class:`live.outputs.Fanout`, bad parameters never reach the
@@ -42,6 +45,7 @@ from live.control.schedule import IdleWatcher, OpeningHours, PresetCycler
 from live.dreamer import DreamCancelled, Dreamer, DreamSettings
 from live.dreamsize import round32  # the loop's dream size rounding (re-exported)
 from live.governor import Governor
+from live.gpu_timing import GPU_STAGES, FrameMarks, GpuStageTimer
 from live.limits import DreamLimit
 from live.model import Model, catalog
 from live.objectives import Objective
@@ -61,19 +65,37 @@ NONFINITE_LOG_EVERY = 60.0  # s between two log lines about NaN/Inf dreams (the 
 
 @dataclass
 class StageClock:
-    """Seconds spent per stage, for the periodic status line and the end-of-run report."""
+    """Seconds spent per stage, for the periodic status line and the end-of-run report.
+
+    ``totals`` is the host's clock around each stage (on CUDA: the time to queue the GPU work,
+    and in ``download`` the wait for it); ``gpu`` is the GPU's own time per stage from CUDA
+    events (:mod:`live.gpu_timing`), over ``gpu_frames`` frames, empty off CUDA.
+    """
 
     totals: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
     frames: int = 0
     latency: float = 0.0  # summed capture-to-output seconds
     started: float = field(default_factory=time.monotonic)
+    gpu: dict[str, float] = field(default_factory=dict)
+    gpu_frames: int = 0
 
     def add(self, stage: str, seconds: float) -> None:
         self.totals[stage] += seconds
 
+    def add_gpu(self, seconds: dict[str, float]) -> None:
+        for stage, t in seconds.items():
+            self.gpu[stage] = self.gpu.get(stage, 0.0) + t
+        self.gpu_frames += 1
+
     def breakdown(self) -> str:
         n = max(self.frames, 1)
         return " ".join(f"{s} {1e3 * t / n:.1f}" for s, t in self.totals.items()) + " ms/frame"
+
+    def gpu_breakdown(self) -> str:
+        """``"upload 0.1 dream 15.2 compose 0.3 download 0.1 ms/frame"`` of GPU time, or "" off CUDA."""
+        if not self.gpu_frames:
+            return ""
+        return " ".join(f"{s} {1e3 * self.gpu.get(s, 0.0) / self.gpu_frames:.1f}" for s in GPU_STAGES) + " ms/frame"
 
     def fps(self) -> float:
         return self.frames / max(time.monotonic() - self.started, 1e-9)
@@ -95,6 +117,7 @@ class LoopReport:
     breakdown: str
     dream_share: float
     stopped_because: str
+    gpu_breakdown: str = ""  # GPU time per stage from CUDA events ("" off CUDA)
 
 
 class _InFlight(NamedTuple):
@@ -102,9 +125,10 @@ class _InFlight(NamedTuple):
 
     shown: object  # the composed frame, on the device
     captured_at: float  # its camera frame's capture time
-    finite: Tensor  # whether the dream was finite, queued on the device with it
+    finite: Tensor  # whether the dream was finite: travels with the download, read on the host after it
     camera: np.ndarray  # the camera picture: shown instead when the dream was not finite
     start: Tensor  # the dream's input: names the cause when that was already not finite
+    marks: FrameMarks | None = None  # CUDA events of its first stages (GPU stage times)
 
 
 class LiveLoop:
@@ -157,9 +181,11 @@ class LiveLoop:
         if governor is not None:
             registry.subscribe(governor.registry_listener)
         self._dreamed = False  # whether this iteration dreamed (what the governor times)
-        # On CUDA the dream runs asynchronously: download one frame late so flow overlaps it.
+        # On CUDA the dream runs asynchronously: collect each frame one frame late, after the next
+        # frame's dream is queued, so the host's work overlaps the GPU's (docs/architecture.md, "One frame").
         self.pipelined = self.device.type == "cuda"
         self._pending: _InFlight | None = None  # the dreamed frame still to download
+        self.gpu_timer = GpuStageTimer(self.device)  # GPU time per stage (CUDA events; nothing elsewhere)
         self._last_output: np.ndarray | None = None
         self._last_reset = registry.snapshot().reset
         self.output_size = output_size
@@ -204,8 +230,9 @@ class LiveLoop:
         self._flush()
         report = self.report()
         log.info(
-            "stopped (%s) after %d frames in %.1f s: %.2f fps, latency %.0f ms; %s",
+            "stopped (%s) after %d frames in %.1f s: %.2f fps, latency %.0f ms; %s%s",
             report.stopped_because, report.frames, report.seconds, report.fps, report.latency_ms, report.breakdown,
+            f"; GPU {report.gpu_breakdown}" if report.gpu_breakdown else "",
         )  # fmt: skip
         return report
 
@@ -280,7 +307,11 @@ class LiveLoop:
             self._dream_frame(frame, snap, dw, dh)
             self._failures = 0
         except DreamCancelled:  # the show is stopping: this frame is abandoned between two steps
-            self._pending = None
+            try:
+                self._flush()  # the previous frame is whole (its download was queued before this dream)
+            except Exception as e:  # noqa: BLE001 - stopping anyway: a frame lost is no reason to crash
+                self._pending = None
+                log.debug("the last dreamed frame could not be collected while stopping: %s", e)
             self._stop_reason = "stopped"
         except Exception as e:  # noqa: BLE001 - nothing in the frame loop may end the show
             self._dream_failed(e, dw, dh)
@@ -347,11 +378,11 @@ class LiveLoop:
         flow = self.flows.estimate(frame.image, grey=small, out_size=(dh, dw))
         self.clock.add("flow", time.perf_counter() - t)
 
-        self._flush()  # the previous frame's download, after the flow overlapped its dream
-
+        marks = self.gpu_timer.start()
         t = time.perf_counter()
         cam = self._upload(frame.image, dw, dh)
         self.clock.add("upload", time.perf_counter() - t)
+        marks.mark()
 
         t = time.perf_counter()
         flow_t = temporal.flow_to_tensor(flow, self.device) if flow is not None and snap.flow else None
@@ -366,14 +397,21 @@ class LiveLoop:
         self.feedback.finish(cam, dreamed)
         self._dreamed = True
         self.clock.add("dream", time.perf_counter() - t)
+        marks.mark()
 
         t = time.perf_counter()
-        # the full-size camera plus the upsampled residual; mix blends camera and dream at output size
+        # the full-size camera plus the upsampled residual; mix blends camera and dream at output
+        # size. On CUDA its download is queued behind it here and collected one frame later.
         shown = self.compositor.compose(cam, dreamed, snap.mix)
         self.clock.add("compose", time.perf_counter() - t)
 
-        # checked on the dream itself: once composed to uint8 on the host, a NaN is just a dark pixel
-        self._pending = _InFlight(shown, frame.timestamp, torch.isfinite(dreamed).all(), frame.image, x)
+        # finite is checked on the dream itself (composed to uint8, a NaN is just a dark pixel)
+        previous, self._pending = self._pending, _InFlight(shown, frame.timestamp, shown.finite, frame.image, x,
+                                                           marks)
+        if previous is not None:
+            # the previous frame, collected only now: this frame's dream is already queued
+            # behind its download, so the GPU never idles while the host shows it
+            self._collect(previous)
         if not self.pipelined:
             self._flush()
 
@@ -418,10 +456,17 @@ class LiveLoop:
         if self._pending is None:
             return
         pending, self._pending = self._pending, None
+        self._collect(pending)
+
+    def _collect(self, pending: _InFlight) -> None:
+        """Download a dreamed frame (the frame's one wait for the GPU) and send it out."""
         t = time.perf_counter()
         out = self._download(pending.shown)
         self.clock.add("download", time.perf_counter() - t)
-        if not bool(pending.finite):
+        gpu = self.gpu_timer.read(pending.marks, pending.shown.composed, pending.shown.ready)
+        if gpu is not None:
+            self.clock.add_gpu(gpu)
+        if not bool(pending.finite):  # on the host since the download: no second wait
             out = self._nonfinite(pending)
         self._emit_array(out, pending.captured_at)
 
@@ -511,7 +556,8 @@ class LiveLoop:
             f"{c.fps():.2f} fps, latency {1e3 * c.latency / max(c.frames, 1):.0f} ms, "
             f"{snap.objective} x{snap.steps} at {round32(snap.width)}x{round32(snap.height)}"
             f" -> {'x'.join(map(str, self._output_size()))}; "
-            f"{c.breakdown()}; source {self.source.status}, {self.source.dropped} dropped; {self.outputs.summary()}"
+            f"{c.breakdown()}{'; GPU ' + c.gpu_breakdown() if c.gpu_frames else ''}; "
+            f"source {self.source.status}, {self.source.dropped} dropped; {self.outputs.summary()}"
         )
         began = self._frame_began
         if began is not None and time.monotonic() - began > 1.0:
@@ -554,6 +600,7 @@ class LiveLoop:
             breakdown=c.breakdown(),
             dream_share=c.dream_share(),
             stopped_because=self._stop_reason or "stopped",
+            gpu_breakdown=c.gpu_breakdown(),
         )
 
 

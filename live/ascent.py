@@ -29,13 +29,20 @@ def roll2d(x: Tensor, shift: Tensor) -> Tensor:
 
 
 def jitter_shift(jitter: Tensor | int, generator: torch.Generator | None, device: torch.device) -> Tensor:
-    """A uniform random (dy, dx) in [-jitter, jitter], drawn on ``device`` unless a generator lives elsewhere."""
+    """A uniform random (dy, dx) in [-jitter, jitter], drawn on ``device`` unless a generator lives elsewhere.
+
+    Never waits for the device: a draw from a host generator goes up through pinned memory
+    without blocking, and an int ``jitter`` stays a Python number (a tensor made from it would be
+    a blocking copy behind all queued GPU work, once per step).
+    """
     if generator is not None and generator.device != device:
-        r = torch.rand(2, generator=generator).to(device)
+        r = torch.rand(2, generator=generator)
+        if device.type == "cuda":
+            r = r.pin_memory()
+        r = r.to(device, non_blocking=True)
     else:
         r = torch.rand(2, generator=generator, device=device)
-    j = torch.as_tensor(jitter, dtype=torch.float32, device=device)
-    return (torch.floor(r * (2 * j + 1)) - j).long()
+    return (torch.floor(r * (2 * jitter + 1)) - jitter).long()
 
 
 def ascent_steps(

@@ -23,6 +23,13 @@ Two implementations, chosen by where the dream's tensors live:
   frame through a pinned buffer, the resizes and the add on the device, one device-to-host copy of
   the shown frame.
 
+On CUDA nothing here waits for the GPU except :meth:`Compositor.download`, and that waits only
+for its own frame: :meth:`Compositor.compose` queues the shown frame's copy to pinned host memory
+(and the dream's finite flag with it) and records an event behind it, so the loop can launch
+the next frame's dream before it collects this one (docs/architecture.md, "One frame"). No
+Python list indexes a device tensor and no tensor is made from Python numbers per frame: either
+is a blocking host-to-device copy that waits for everything queued, i.e. the dream in flight.
+
 Buffers are cached per size (a camera that changes resolution gets new ones, an LRU keeps a
 handful). The shown frame itself is a new array every frame: outputs keep frames (a recorder's
 queue, freeze, screenshots), so it cannot be a reused buffer.
@@ -32,6 +39,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import cv2
@@ -83,6 +91,24 @@ def check_output_size(size: Size) -> Size:
     return w, h
 
 
+@dataclass
+class Composed:
+    """A shown frame between :meth:`Compositor.compose` and :meth:`Compositor.download`.
+
+    ``frame``: the picture (on CUDA the pinned host buffer its download lands in; else the host
+    array or tensor, already complete); ``finite``: a
+    0-d bool tensor, whether the dream it was composed from was finite, on the host once the
+    frame is downloaded (on CUDA it travels with the download, so reading it never waits);
+    ``composed`` and ``ready``: CUDA events after the compose kernels and after the download copy
+    (None off CUDA), for the loop's GPU stage times.
+    """
+
+    frame: Any
+    finite: Tensor
+    composed: Any = None
+    ready: Any = None
+
+
 class Compositor:
     """Camera frame in at the output size, dream at the dream size, shown frame out at the output size.
 
@@ -97,7 +123,9 @@ class Compositor:
         # Grey levels per model unit for each model channel, and the model channels in BGR order.
         like = torch.zeros(1, 3, 1, 1, device=device)
         self._levels = (1.0 / space.per_grey_level(like)).view(3)
-        self._to_bgr = [0, 1, 2] if space.bgr else [2, 1, 0]
+        # model channels to BGR: a flip for an RGB model (on a device a Python list as an index
+        # would be a blocking host-to-device copy every frame), nothing for a BGR one
+        self._flip_to_bgr = not space.bgr
 
     def _at_output_size(self, bgr: np.ndarray, size: Size) -> np.ndarray:
         """The camera frame at the output size: itself, or resized on the host (a source whose
@@ -112,13 +140,15 @@ class Compositor:
         frame at the output size is kept for :meth:`compose`."""
         raise NotImplementedError
 
-    def compose(self, cam: Tensor, dreamed: Tensor, mix: float) -> Any:
+    def compose(self, cam: Tensor, dreamed: Tensor, mix: float) -> Composed:
         """The shown frame: the uploaded camera at the output size plus ``mix`` times the upsampled
-        residual ``dreamed - cam``. Returns what :meth:`download` takes."""
+        residual ``dreamed - cam``, with whether ``dreamed`` was finite. Returns what
+        :meth:`download` takes; on CUDA its copy to the host is already queued."""
         raise NotImplementedError
 
-    def download(self, shown: Any) -> np.ndarray:
-        """The shown frame as a new (H, W, 3) uint8 BGR array at the output size."""
+    def download(self, shown: Composed) -> np.ndarray:
+        """The shown frame as a new (H, W, 3) uint8 BGR array at the output size; afterwards
+        ``shown.finite`` is readable on the host without waiting."""
         raise NotImplementedError
 
     def _residual_scale(self, mix: float) -> Tensor:
@@ -144,7 +174,7 @@ class HostCompositor(Compositor):
         rgb01 = torch.from_numpy(small).permute(2, 0, 1).flip(0)[None].float().div_(255.0)
         return self.space.to_model(rgb01)
 
-    def compose(self, cam: Tensor, dreamed: Tensor, mix: float) -> np.ndarray:
+    def compose(self, cam: Tensor, dreamed: Tensor, mix: float) -> Composed:
         if self._cam_out is None or self.output_size is None:
             raise RuntimeError("compose() before upload()")
         dh, dw = cam.shape[-2:]
@@ -154,7 +184,8 @@ class HostCompositor(Compositor):
         residual = self._buffers.get(("residual", dw, dh), lambda: np.empty((dh, dw, 3), np.float32))
         planes = torch.from_numpy(residual).permute(2, 0, 1)
         scale = self._residual_scale(mix)
-        for out_c, model_c in enumerate(self._to_bgr):
+        for out_c in range(3):  # host tensors: indexing by a Python int costs nothing here
+            model_c = 2 - out_c if self._flip_to_bgr else out_c
             torch.mul(diff[model_c], scale[model_c], out=planes[out_c])
         ow, oh = self.output_size
         if (ow, oh) != (dw, dh):
@@ -163,32 +194,60 @@ class HostCompositor(Compositor):
         shown = np.empty((oh, ow, 3), np.uint8)
         # uint8 + float32 -> uint8: rounded and saturated at 0 and 255, i.e. clamped to valid pixels
         cv2.add(self._cam_out, residual, dst=shown, dtype=cv2.CV_8U)
-        return shown
+        return Composed(shown, torch.isfinite(dreamed).all())
 
-    def download(self, shown: np.ndarray) -> np.ndarray:
-        return shown
+    def download(self, shown: Composed) -> np.ndarray:
+        return shown.frame
+
+
+class _Ring:
+    """A few pinned host slots used in turn, each with the CUDA event that says its last copy ran."""
+
+    def __init__(self, make: Callable[[], dict[str, Any]], size: int = 2) -> None:
+        self.slots = [make() for _ in range(size)]
+        self.next = 0
+
+    def take(self) -> dict[str, Any]:
+        slot = self.slots[self.next]
+        self.next = (self.next + 1) % len(self.slots)
+        if slot["used"]:
+            # The copy this slot took part in two frames ago: long finished in a running loop, so
+            # this returns at once; it waits for that copy only, never for later work.
+            slot["done"].synchronize()
+        slot["used"] = True
+        return slot
 
 
 class DeviceCompositor(Compositor):
     """The GPU path: one pinned upload of the full-size frame, resizes and the add on the device,
     one download of the shown frame. Also runs on CPU tensors (the tests compare it with
-    :class:`HostCompositor` there)."""
+    :class:`HostCompositor` there).
+
+    On CUDA the host never waits here except in :meth:`download`, for its own frame: uploads go
+    through two pinned slots used in turn (so the next frame's upload never overwrites memory a
+    queued copy still reads), and :meth:`compose` queues the download into one of two pinned
+    slots, so frame *k* can be collected after frame *k + 1*'s dream is launched.
+    """
 
     def __init__(self, space: InputSpace, device: torch.device) -> None:
         super().__init__(space, device)
         self._cam_out: Tensor | None = None
+        self._cuda = device.type == "cuda"
 
     def upload(self, bgr: np.ndarray, output_size: Size, dream_size: Size) -> Tensor:
         host = torch.from_numpy(np.ascontiguousarray(self._at_output_size(bgr, output_size)))
         ow, oh = output_size
-        if self.device.type == "cuda":
-            pinned = self._buffers.get(("pinned", output_size),
-                                       lambda: torch.empty((oh, ow, 3), dtype=torch.uint8).pin_memory())
-            # Safe to overwrite: the last copy from it finished before the last download returned.
-            pinned.copy_(host)
+        if self._cuda:
+            ring = self._buffers.get(("upload", output_size), lambda: _Ring(lambda: {
+                "pinned": torch.empty((oh, ow, 3), dtype=torch.uint8).pin_memory(),
+                "done": torch.cuda.Event(), "used": False}))
+            slot = ring.take()
+            slot["pinned"].copy_(host)
             dev = self._buffers.get(("cam", output_size),
                                     lambda: torch.empty((oh, ow, 3), dtype=torch.uint8, device=self.device))
-            dev.copy_(pinned, non_blocking=True)
+            # Stream order keeps this behind the last compose that read ``dev``.
+            dev.copy_(slot["pinned"], non_blocking=True)
+            slot["done"].record()
         else:
             dev = host
         self._cam_out, self.output_size = dev, output_size
@@ -199,11 +258,12 @@ class DeviceCompositor(Compositor):
                                  antialias=shrinking)
         return self.space.to_model(full.flip(1).div_(255.0))
 
-    def compose(self, cam: Tensor, dreamed: Tensor, mix: float) -> Tensor:
+    def compose(self, cam: Tensor, dreamed: Tensor, mix: float) -> Composed:
         if self._cam_out is None or self.output_size is None:
             raise RuntimeError("compose() before upload()")
         residual = (dreamed - cam) * self._residual_scale(mix).view(1, 3, 1, 1)
-        residual = residual[:, self._to_bgr]
+        if self._flip_to_bgr:
+            residual = residual.flip(1)
         ow, oh = self.output_size
         if residual.shape[-2:] != (oh, ow):
             residual = F.interpolate(residual, size=(oh, ow), mode="bilinear", align_corners=False)
@@ -211,11 +271,30 @@ class DeviceCompositor(Compositor):
                                   lambda: torch.empty((oh, ow, 3), dtype=torch.uint8, device=self.device))
         # +0.5 then truncation: rounded to the nearest level, as OpenCV's add on the host path
         shown.copy_(residual[0].permute(1, 2, 0).add(self._cam_out).clamp_(0.0, 255.0).add_(0.5))
-        return shown
+        finite = torch.isfinite(dreamed).all()
+        if not self._cuda:
+            # nothing is asynchronous here: take the frame now (``shown`` is reused next frame)
+            return Composed(shown.to("cpu", copy=True), finite)
+        ring = self._buffers.get(("download", self.output_size), lambda: _Ring(lambda: {
+            "staging": torch.empty((oh, ow, 3), dtype=torch.uint8).pin_memory(),
+            "finite": torch.empty((), dtype=torch.bool).pin_memory(),
+            "composed": torch.cuda.Event(enable_timing=True), "done": torch.cuda.Event(enable_timing=True),
+            "used": False}))
+        slot = ring.take()
+        slot["composed"].record()
+        # The frame's one device-to-host copy, queued now and waited for in download(); the
+        # finite flag rides along, so reading it afterwards costs no second wait.
+        slot["staging"].copy_(shown, non_blocking=True)
+        slot["finite"].copy_(finite, non_blocking=True)
+        slot["done"].record()
+        return Composed(slot["staging"], slot["finite"], slot["composed"], slot["done"])
 
-    def download(self, shown: Tensor) -> np.ndarray:
-        # The one device-to-host copy; on the CPU a copy too, since ``shown`` is a reused buffer.
-        return shown.to("cpu", copy=True).numpy()
+    def download(self, shown: Composed) -> np.ndarray:
+        if shown.ready is not None:
+            shown.ready.synchronize()  # this frame's copy only; later frames may already be queued
+            # a new array: outputs keep frames, and the pinned slot is reused two frames on
+            return shown.frame.numpy().copy()
+        return shown.frame.numpy()
 
 
 def make_compositor(space: InputSpace, device: torch.device) -> Compositor:

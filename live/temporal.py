@@ -248,7 +248,7 @@ def _base_grid(h: int, w: int, device: torch.device, dtype: torch.dtype) -> Tens
         ys = torch.linspace(-1.0, 1.0, h, dtype=torch.float64) if h > 1 else torch.zeros(1, dtype=torch.float64)
         xs = torch.linspace(-1.0, 1.0, w, dtype=torch.float64) if w > 1 else torch.zeros(1, dtype=torch.float64)
         grid = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), dim=-1)  # (h, w, 2) as (x, y)
-        return grid[None].to(device=device, dtype=dtype)
+        return _to_device(grid[None].to(dtype), device)
 
     return _BASE_GRIDS.get((h, w, device, dtype), make)
 
@@ -284,7 +284,7 @@ def warp(image: Tensor, flow: Tensor) -> Tensor:
 
 def _pixel_scale(h: int, w: int, device: torch.device, dtype: torch.dtype) -> Tensor:
     def make() -> Tensor:
-        return torch.tensor([2.0 / max(w - 1, 1), 2.0 / max(h - 1, 1)], dtype=dtype).to(device)
+        return _to_device(torch.tensor([2.0 / max(w - 1, 1), 2.0 / max(h - 1, 1)], dtype=dtype), device)
 
     return _BASE_GRIDS.get(("scale", h, w, device, dtype), make)
 
@@ -298,9 +298,18 @@ def flow_to_tensor(flow: np.ndarray, device: torch.device | str) -> Tensor:
     if flow.ndim != 3 or flow.shape[2] != 2:
         raise UsageError(f"a flow field is (H, W, 2) of (dx, dy); got shape {tuple(flow.shape)}")
     host = torch.from_numpy(np.ascontiguousarray(flow, dtype=np.float32)).permute(2, 0, 1)[None]
-    device = torch.device(device)
+    return _to_device(host, torch.device(device))
+
+
+def _to_device(host: Tensor, device: torch.device) -> Tensor:
+    """A host tensor, contiguous, on ``device`` without waiting for the device's queued work: on
+    CUDA through pinned memory, asynchronously (a plain copy from pageable memory waits for the
+    whole stream, which is the dream in flight). The pinned block comes from PyTorch's caching
+    host allocator, which hands it out again only once its copy has run."""
     if device.type == "cuda":
-        return host.contiguous().pin_memory().to(device, non_blocking=True)
+        pinned = torch.empty(host.shape, dtype=host.dtype, pin_memory=True)
+        pinned.copy_(host)  # one host copy, laying out a permuted view as it goes
+        return pinned.to(device, non_blocking=True)
     return host.contiguous().to(device)
 
 
@@ -439,7 +448,7 @@ def zoom_rotate_drift(
         theta[:, :2] = (s[:, None] * m) / s[None, :]
         theta[:, 2] = s * t
         th = torch.tensor(theta, dtype=torch.float64)[None].expand(n, 2, 3)
-        return F.affine_grid(th, [n, 1, h, w], align_corners=False).to(device=x.device, dtype=x.dtype)
+        return _to_device(F.affine_grid(th, [n, 1, h, w], align_corners=False).to(x.dtype), x.device)
 
     grid = _AFFINE_GRIDS.get(key, make)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)

@@ -1,11 +1,19 @@
-"""The torch backend on an NVIDIA GPU: fp16 agreement and CUDA-graph capture. Skipped without CUDA.
+"""The torch backend and the live loop on an NVIDIA GPU: fp16 agreement, CUDA-graph capture, and a
+pipelined frame that never waits for the GPU but for its own download. Skipped without CUDA, and
+for nothing else: every picture is made here (no scikit-image), so `make gpu-check` runs them all.
 
 The CPU tests cover the same code paths up to the device (the ascent math that is captured is
-``live.ascent.ascent_steps``, exercised on the CPU everywhere else).
+``live.ascent.ascent_steps``, exercised on the CPU everywhere else; ``tests/test_frame_path.py``
+rehearses the pipelined frame path on CPU tensors).
 """
 
 from __future__ import annotations
 
+import logging
+from pathlib import Path
+
+import cv2
+import numpy as np
 import pytest
 import torch
 
@@ -63,15 +71,20 @@ def test_graph_and_eager_ascend_alike(model) -> None:
     assert cos > 0.99
 
 
-def test_live_loop_on_cuda_pipelines_and_captures_once(model) -> None:
-    import cv2
-    import numpy as np
+def _picture(tmp_path: Path, width: int = 600, height: int = 400) -> Path:
+    """A picture made here (the test scene at an odd size, written as PNG): no package needed."""
+    from live.sources.testscene import test_scene
 
+    path = tmp_path / "scene.png"
+    cv2.imwrite(str(path), test_scene(width, height, 1.7, bgr=True))
+    return path
+
+
+def test_live_loop_on_cuda_pipelines_and_captures_once(model, tmp_path) -> None:
     from live.app import LiveLoop
     from live.control.params import Registry
     from live.outputs import Fanout, NullOutput
     from live.sources import ImageSource
-    from tests.conftest import photo_path
 
     class Keep(NullOutput):
         def send(self, frame):
@@ -85,13 +98,51 @@ def test_live_loop_on_cuda_pipelines_and_captures_once(model) -> None:
     out = Keep()
     fan = Fanout([out])
     fan.open(640, 352, 240)
-    with ImageSource(photo_path("coffee.png"), fps=240) as photo:
+    picture = _picture(tmp_path)
+    with ImageSource(picture, fps=240) as photo:
         loop = LiveLoop(photo, model, backend, registry, fan, status_every=3600)
         assert loop.pipelined
         report = loop.run(max_frames=12)
     assert report.frames == out.sent == 12
-    camera = cv2.imread(str(photo_path("coffee.png")))  # outputs at the photo's own size, the dream at 640x352
+    camera = cv2.imread(str(picture))  # outputs at the picture's own size, the dream at 640x352
     assert out.last.shape == camera.shape and np.abs(out.last.astype(int) - camera).mean() > 2
+    assert backend.stats.graph_captures == 1 and backend.stats.graph_failures == 0
+    assert backend.describe() == "torch on cuda (float16, CUDA graphs)"
+    gpu = dict(zip(*[iter(report.gpu_breakdown.removesuffix(" ms/frame").split())] * 2))
+    assert set(gpu) == {"upload", "dream", "compose", "download"} and float(gpu["dream"]) > 0  # CUDA events
+
+
+def test_pipelined_frames_wait_for_nothing_but_their_own_download(model, caplog) -> None:
+    """Under ``set_sync_debug_mode("error")`` any synchronising CUDA call raises: a list used as an
+    index, a tensor made from Python numbers, ``.item()``, a pageable copy. The loop turns a raise
+    in the dream into a failed frame (shown as the camera), so every frame must come out dreamed."""
+    from live.app import LiveLoop
+    from live.benchmark import frames_source, scene_frames
+    from live.control.params import Registry
+    from live.outputs import Fanout, NullOutput
+
+    dev = torch.device("cuda")
+    backend = TorchBackend(model, dev)
+    registry = Registry()
+    # the dream smaller than the output, jitter, feedback along the flow and the endless zoom: all on
+    registry.update({"width": 640, "height": 352, "steps": 4, "jitter": 16, "feedback": 0.8, "zoom": 0.01,
+                     "fps_cap": 240})
+    out = NullOutput()
+    fan = Fanout([out])
+    fan.open(1280, 720, 240)
+    loop = LiveLoop(frames_source(scene_frames(1280, 720, frames=8), "test scene"), model, backend, registry, fan,
+                    seed=0, status_every=3600)
+    assert loop.pipelined
+    loop.run(max_frames=4)  # warm-up: graph capture, cuDNN autotuning, buffers and grids made once
+    torch.cuda.synchronize()
+    with caplog.at_level(logging.ERROR, logger="live.app"):
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            report = loop.run(max_frames=8)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    assert "the dream failed" not in caplog.text, caplog.text
+    assert report.frames == 8 and loop.nonfinite == 0 and out.sent == 12
     assert backend.stats.graph_captures == 1
 
 

@@ -157,5 +157,33 @@ def test_graph_cache_captures_once_per_key_and_falls_back_once_with_the_reason(c
 
     assert cache.get("b", broken) is None and cache.get("b", broken) is None  # eager from now on, no retry
     assert cache.get("c", broken) is None
-    assert made == [1, 2, 2] and stats.graph_captures == 1
+    assert made == [1, 2, 2] and stats.graph_captures == 1 and stats.graph_failures == 2
     assert caplog.text.count("CUDA graph capture of test steps failed (RuntimeError: operation not permitted") == 1
+
+
+def test_a_failed_cuda_graph_capture_is_counted_and_said_in_describe(model, monkeypatch) -> None:
+    """A capture that fails runs step by step (several times slower on a GPU): describe(), which
+    the status line, the overlay and the GPU check's rows show, must not say "CUDA graphs" then.
+    Rehearsed on the CPU with the capture standing in (the cache and describe() are the real ones)."""
+    from live.backends import torch_backend
+
+    backend = TorchBackend(model, torch.device("cpu"))
+    backend.cuda_graphs = True  # as on CUDA
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("operation not permitted when stream is capturing")
+
+    monkeypatch.setattr(torch_backend, "capture_ascent", broken)
+    obj = Objective.parse("inception3a")
+    x = model.space.to_model(torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0)))
+    step, lo, hi = torch.full((1, 3, 1, 1), 0.01), -torch.ones(1, 3, 1, 1), torch.ones(1, 3, 1, 1)
+    y = backend.ascend(x, obj, 2, step, 0, lo, hi)
+    assert torch.isfinite(y).all() and not torch.equal(y, x)  # it still dreamed, step by step
+    assert (backend.stats.graph_captures, backend.stats.graph_failures) == (0, 1)
+    assert backend.describe() == "torch on cpu (float32, step by step: CUDA graph capture failed)"
+
+    monkeypatch.setattr(torch_backend, "capture_ascent", lambda gradient, shape, steps, device: (
+        lambda x, step, jitter, lo, hi: x))  # another size captures
+    backend.ascend(x[..., :32], obj, 2, step, 0, lo, hi)
+    assert backend.describe() == ("torch on cpu (float32, CUDA graphs; 1 of 2 CUDA graph captures failed: those run "
+                                  "step by step)")

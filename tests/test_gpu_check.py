@@ -1,6 +1,14 @@
-"""`make gpu-check`'s script, in its reduced CPU run (`--device cpu --quick`): every part runs at
-a tiny size, writes gpu-check.json and the Markdown table, and prints the table; without CUDA
-the real run says so in one line and exits 69. The GPU run itself needs a GPU (make gpu-check)."""
+"""`make gpu-check`'s script, rehearsed on the CPU (`--device cpu --quick`).
+
+The full reduced run: every part runs at a tiny size, writes gpu-check.json and the Markdown
+table, prints the table and a last verdict line, and exits 0. Then the ways it must *fail*,
+each with a one-line reason naming the part: pytest missing (with an earlier run's passing
+result file left in the folder), a conftest that fails to import, the result file gone after
+pytest wrote it, a failing CUDA test and a skip for something that is not truly absent, `image`
+exiting nonzero, and parts that do not fit the deadline. These pick the parts they need
+(`--parts`), so each takes a few seconds. Without CUDA the real run says so in one line and
+exits 69. The GPU run itself needs a GPU (make gpu-check).
+"""
 
 from __future__ import annotations
 
@@ -16,32 +24,127 @@ from live.app import STAGES
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "bench" / "gpu_check.py"
+STALE = ('<?xml version="1.0"?><testsuites><testsuite name="pytest" tests="7" failures="0" errors="0" '
+         'skipped="0"/></testsuites>')
+
+
+def check(out: Path, *args: str, cwd: Path = ROOT, env: dict[str, str] | None = None,
+          timeout: float = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(SCRIPT), str(out), "--device", "cpu", "--quick", *args], cwd=cwd,
+                          capture_output=True, text=True, timeout=timeout, check=False, env=env)
+
+
+def verdict(done: subprocess.CompletedProcess) -> str:
+    """The last line printed: the one-line verdict."""
+    return done.stdout.strip().splitlines()[-1]
 
 
 def test_quick_cpu_run_writes_the_json_and_the_table(tmp_path: Path) -> None:
-    out = tmp_path / "check"
-    done = subprocess.run([sys.executable, str(SCRIPT), str(out), "--device", "cpu", "--quick"], cwd=ROOT,
-                          capture_output=True, text=True, timeout=900, check=False)
+    # a relative output folder, from a directory that is not the repository: the child pytest runs
+    # in the repository, and must still write where the parent reads
+    done = check(Path("rel") / "check", cwd=tmp_path)
+    out = tmp_path / "rel" / "check"
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert verdict(done).startswith("gpu-check: passed: every part asked for ran and passed")
     result = json.loads((out / "gpu-check.json").read_text())
     table = (out / "gpu-check.md").read_text()
     assert table in done.stdout  # printed as written
+    assert result["passed"] and result["problems"] == [] and "**Result: PASSED**" in table
+    assert {p: s["status"] for p, s in result["parts"].items()} == dict.fromkeys(
+        ("tests", "image", "loop", "baselines", "cosines"), "passed")
     assert result["machine"]["torch"] == torch.__version__ and "tensorrt" in result["machine"]
-    assert result["tests"]["tests"] >= 1 and result["tests"]["failures"] == 0  # the CUDA tests ran (skipped here)
+    tests = result["tests"]
+    assert tests["tests"] >= 1 and tests["failures"] == 0 and (out / "cuda-tests.xml").exists()
+    assert all("NVIDIA GPU" in r for r in tests["skip_reasons"])  # skipped here for the one allowed reason
     assert result["image"]["exit_code"] == 0 and result["image"]["backend"].startswith("torch on cpu")
-    (off, recorded) = result["loop"]
-    assert off["outputs"] == "off" and recorded["outputs"] == "recorder"
-    for row in (off, recorded):
+    rows = result["loop"]
+    assert [(r["outputs"], r["layout"]) for r in rows] == [("off", "default"), ("recorder", "default"),
+                                                           ("off", "other")]
+    for row in rows:
         assert row["fps"] > 0 and row["latency_ms"] > 0 and row["stages_ms"]["dream"] > 0
         assert set(row["stages_ms"]) == set(STAGES)
+        assert row["gpu_stages_ms"] == {} and "dream_gpu_share" not in row  # no CUDA events on the CPU
+        assert row["graph_captures"] == row["graph_failures"] == 0
         assert row["vs_plain"] > 0 and row["vs_best_ordinary"] > 0
-    assert {b["form"].split(" ")[0] for b in result["baselines"]} == {"plain", "best"}
-    assert all(b["fps"] > 0 for b in result["baselines"])
+    assert rows[2]["backend"] == "torch on cpu (float32, NCHW)"  # the other layout, measured beside
+    assert result["layout"] and "channels-last (the CPU default)" in result["layout"][0]
+    assert [b["key"] for b in result["baselines"]] == ["plain", "best"] and all(b["fps"] > 0 for b in result["baselines"])
     cos = {(c["backend"], c["layer"]): c["cosine"] for c in result["cosines"]}
     assert set(cos) == {("torch", "inception3b"), ("onnx", "inception3b")}
     assert all(0.99 <= c <= 1.0 for c in cos.values())  # fp16 against float64, on both backends
     assert "| torch on cpu (float32) | 96x64 | 1 | recorder |" in table and "fp16 cosine to float64" in table
-    assert result["problems"] == []
+    assert "host ms capture/flow/upload/dream/compose/download/output" in table
+    assert "GPU ms upload/dream/compose/download" in table and "× plain (TF32 off)" in table
+
+
+def _fake_tests(folder: Path, conftest: str = "", tests: str = "") -> Path:
+    folder.mkdir()
+    (folder / "conftest.py").write_text(conftest)
+    (folder / "test_fake_cuda.py").write_text("import pytest\n\n" + (tests or (
+        "@pytest.mark.cuda\ndef test_passes():\n    pass\n")))
+    return folder / "test_fake_cuda.py"
+
+
+def test_pytest_missing_fails_the_check_and_an_earlier_result_file_is_not_read(tmp_path: Path) -> None:
+    shadow = tmp_path / "shadow" / "pytest"  # first on the path: `python -m pytest` cannot import it
+    shadow.mkdir(parents=True)
+    (shadow / "__init__.py").write_text("raise ModuleNotFoundError(\"No module named 'pytest'\", name='pytest')\n")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "cuda-tests.xml").write_text(STALE)  # 7 passed, from some earlier run
+    done = check(out, "--parts", "tests", env={**_env(), "PYTHONPATH": str(shadow.parent)})
+    assert done.returncode == 1, done.stdout[-2000:] + done.stderr[-2000:]
+    assert verdict(done).startswith("gpu-check: FAILED: CUDA tests: pytest wrote no result file (exit 1): "
+                                    "pytest is not installed")
+    result = json.loads((out / "gpu-check.json").read_text())
+    assert result["tests"] == {} and not (out / "cuda-tests.xml").exists()  # the stale counts were never read
+    assert result["parts"]["image"]["status"] == "not asked for"
+    assert "| CUDA tests | failed | pytest wrote no result file" in (out / "gpu-check.md").read_text()
+
+
+@pytest.mark.parametrize(("case", "conftest", "tests", "reason"), [
+    ("conftest import fails", "import deepdream_live_missing_dependency\n", "",
+     "pytest wrote no result file (exit 4): ImportError while loading conftest"),
+    ("result file deleted after pytest wrote it",
+     "import os\nimport pytest\n\n\n@pytest.hookimpl(trylast=True)\ndef pytest_unconfigure(config):\n"
+     "    os.remove(config.option.xmlpath)\n", "", "pytest wrote no result file (exit 0)"),
+    ("a test fails and one skips for a missing package",
+     "", "@pytest.mark.cuda\ndef test_breaks():\n    assert 1 == 2\n\n\n@pytest.mark.cuda\ndef test_needs_it():\n"
+         "    pytest.skip('needs scikit-image')\n",
+     "1 failed, 0 errors: test_breaks; 1 skipped for something other than a missing TensorRT: needs scikit-image"),
+])
+def test_cuda_tests_that_did_not_run_or_failed_fail_the_check(tmp_path: Path, case: str, conftest: str, tests: str,
+                                                              reason: str) -> None:
+    test_file = _fake_tests(tmp_path / "fake", conftest, tests)
+    done = check(Path("out"), "--parts", "tests", "--tests", str(test_file), cwd=tmp_path)
+    assert done.returncode == 1, (case, done.stdout[-2000:] + done.stderr[-2000:])
+    line = verdict(done)
+    assert line.startswith(f"gpu-check: FAILED: CUDA tests: {reason}"), (case, line)
+    if "conftest" in case:
+        assert "No module named 'deepdream_live_missing_dependency'" in line
+
+
+def test_image_exiting_nonzero_fails_the_check(tmp_path: Path) -> None:
+    done = check(tmp_path / "out", "--parts", "image", "--weights", str(tmp_path / "no-such-weights.pth"))
+    assert done.returncode == 1
+    assert verdict(done) == (f"gpu-check: FAILED: image: `image` exited 66: deepdream-live: error: weights file "
+                             f"{tmp_path / 'no-such-weights.pth'} does not exist")
+
+
+def test_parts_that_do_not_fit_the_deadline_fail_the_check(tmp_path: Path) -> None:
+    done = check(tmp_path / "out", "--parts", "tests,image,loop", "--budget", "0")
+    assert done.returncode == 1
+    result = json.loads((tmp_path / "out" / "gpu-check.json").read_text())
+    assert {p: s["status"] for p, s in result["parts"].items() if s["status"] != "not asked for"} == {
+        "tests": "did not run", "image": "did not run", "loop": "did not run"}
+    assert verdict(done) == ("gpu-check: FAILED: CUDA tests: time budget: 0 s left, about 30 s needed for the "
+                             "CUDA tests (+2 more, see gpu-check.md)")
+
+
+def _env() -> dict[str, str]:
+    import os
+
+    return dict(os.environ)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA: the real check would run")

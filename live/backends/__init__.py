@@ -36,6 +36,7 @@ class BackendStats:
     net_builds: int = 0  # networks prepared (copied to the device, cast, compiled or built)
     buffer_allocs: int = 0  # objective-weight buffer sets allocated (one per layer set)
     graph_captures: int = 0  # CUDA graphs captured (one per shape, layer set and step count)
+    graph_failures: int = 0  # captures that failed: those keys run step by step (slower), said in describe()
 
 
 class Backend(ABC):
@@ -96,6 +97,18 @@ class Backend(ABC):
             log.warning("%s cannot dream %s: %s\n  dreaming it on %s instead", self.name, _key_text(key),
                         " ".join(str(error).split()), self._fallback.describe())
         return self._fallback
+
+    def graph_note(self) -> str:
+        """What became of this backend's CUDA-graph captures when any failed (for describe(), the
+        status line and the GPU check's rows), else ``""``: a failed capture runs step by step,
+        several times slower, and nobody should read "CUDA graphs" then."""
+        s = self.stats
+        if not s.graph_failures:
+            return ""
+        if not s.graph_captures:
+            return f"; CUDA graph capture failed ({s.graph_failures}x): step by step"
+        return (f"; {s.graph_failures} of {s.graph_captures + s.graph_failures} CUDA graph captures failed: "
+                "those run step by step")
 
     def fallback_note(self) -> str:
         """``"; torch for 2 size/layer sets"`` when some work went to the fallback (for the status

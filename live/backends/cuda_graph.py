@@ -73,8 +73,9 @@ def capture_ascent(
 
 
 class GraphCache:
-    """Captured ascents by key; a capture that fails is remembered as None (run eagerly) and
-    logged once, with its reason: capture support varies by driver, and eager always works."""
+    """Captured ascents by key; a capture that fails is remembered as None (run eagerly), counted
+    in ``stats.graph_failures`` (the backend's describe() says so) and logged once, with its
+    reason: capture support varies by driver, and eager always works."""
 
     def __init__(self, device: torch.device, stats: BackendStats, what: str) -> None:
         self.device, self.stats, self.what = device, stats, what
@@ -90,6 +91,7 @@ class GraphCache:
             log.info("captured a CUDA graph of %s for %s", self.what, key)
         except Exception as e:  # noqa: BLE001 - see the class docstring
             captured = None
+            self.stats.graph_failures += 1
             if not self._failure_logged:
                 log.warning("CUDA graph capture of %s failed (%s: %s); running step by step, which is slower",
                             self.what, type(e).__name__, e)

@@ -299,7 +299,7 @@ class TensorRTBackend(Backend):
 
     def describe(self) -> str:
         return (f"tensorrt {self.toolchain.tensorrt} on {self.toolchain.gpu} ({self.precision}, verified plans"
-                f"{self.fallback_note()})")
+                f"{self.graph_note()}{self.fallback_note()})")
 
     def prepare(self, shape: Shape, layers: tuple[str, ...], *, force: bool = False) -> None:
         """Export, build (unless ``no_build``), load and verify the engine for this size and

@@ -34,13 +34,18 @@ class TorchBackend(Backend):
     name = "torch"
 
     def __init__(
-        self, model: Model, device: torch.device, *, dtype: torch.dtype | None = None, cuda_graphs: bool = True
+        self, model: Model, device: torch.device, *, dtype: torch.dtype | None = None, cuda_graphs: bool = True,
+        channels_last: bool | None = None,
     ) -> None:
         super().__init__(device)
         self.dtype = dtype or (torch.float16 if device.type == "cuda" else torch.float32)
-        # oneDNN's CPU convolutions are ~1.5x faster on channels-last tensors (measured at 640x360);
-        # on CUDA the layout changes nothing (docs/architecture.md, "Frame budget"), so the default layout stays there.
-        self.memory_format = torch.channels_last if device.type == "cpu" else torch.contiguous_format
+        # oneDNN's CPU convolutions are ~1.5x faster on channels-last tensors (measured at 640x360).
+        # On CUDA the default layout stays until `make gpu-check` shows channels-last pays there
+        # (it measures both, docs/architecture.md, "The GPU check"); ``channels_last`` overrides.
+        if channels_last is None:
+            channels_last = device.type == "cpu"
+        self.channels_last = channels_last
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.net = copy.deepcopy(model.net).to(device=device, dtype=self.dtype, memory_format=self.memory_format)
         self.net.requires_grad_(False).eval()
         self.stats.net_builds += 1
@@ -57,8 +62,18 @@ class TorchBackend(Backend):
 
     def describe(self) -> str:
         mode = str(self.dtype).removeprefix("torch.")
-        graphs = ", CUDA graphs" if self.cuda_graphs else ""
-        return f"torch on {self.device} ({mode}{graphs})"
+        s = self.stats
+        if not self.cuda_graphs:
+            graphs = ""
+        elif s.graph_failures and not s.graph_captures:
+            graphs = ", step by step: CUDA graph capture failed"
+        else:
+            graphs = ", CUDA graphs"
+        layout = ""
+        if self.channels_last != (self.device.type == "cpu"):  # named only where it is not the device's default
+            layout = ", channels-last" if self.channels_last else ", NCHW"
+        note = self.graph_note() if s.graph_captures else ""
+        return f"torch on {self.device} ({mode}{graphs}{layout}{note})"
 
     # ----- objective weights: one buffer set per layer set, refilled in place
     def load_objective(self, objective: Objective) -> dict[str, Tensor]:

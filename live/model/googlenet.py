@@ -16,7 +16,7 @@ Note torchvision's known quirk, kept for checkpoint compatibility: the "5x5" bra
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
@@ -218,10 +218,20 @@ class InputSpace:
     mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
     std: tuple[float, float, float] = (0.5, 0.5, 0.5)
 
+    # (device, dtype) -> (mean, std) as (1, 3, 1, 1) tensors: made once, because building them
+    # from Python numbers is a blocking host-to-device copy that waits for all queued GPU work
+    # (docs/architecture.md, "One frame"). Not part of the value: two equal spaces compare equal.
+    _stats_cache: dict[tuple[torch.device, torch.dtype], tuple[Tensor, Tensor]] = field(
+        default_factory=dict, init=False, compare=False, repr=False)
+
     def _stats(self, like: Tensor) -> tuple[Tensor, Tensor]:
-        mean = torch.tensor(self.mean, dtype=like.dtype, device=like.device).view(1, 3, 1, 1)
-        std = torch.tensor(self.std, dtype=like.dtype, device=like.device).view(1, 3, 1, 1)
-        return mean, std
+        key = (like.device, like.dtype)
+        stats = self._stats_cache.get(key)
+        if stats is None:
+            mean = torch.tensor(self.mean, dtype=like.dtype).view(1, 3, 1, 1).to(like.device)
+            std = torch.tensor(self.std, dtype=like.dtype).view(1, 3, 1, 1).to(like.device)
+            stats = self._stats_cache[key] = (mean, std)
+        return stats
 
     def to_model(self, rgb01: Tensor) -> Tensor:
         """Map an (N, 3, H, W) RGB picture in 0..1 into the network's input space."""
