@@ -11,8 +11,8 @@ Per block (docs/architecture.md, *Sound*):
   the band is below the gate), then the follower: 1.0 is "as loud as usual", MilkDrop's
   convention. Below the gate (-60 dBFS by default) a band reads 0.
 - **Onsets**: spectral flux from a 1024-sample Hann spectrum. Per band, the rise of the
-  magnitude over the band's usual magnitude (so a snare's edge below 200 Hz is small beside
-  the kicks that make that band); over the whole spectrum (``onset``), the rise of the log
+  magnitude over the band's recent loudest magnitude (so a snare's edge below 200 Hz is small
+  beside the kicks that make that band); over the whole spectrum (``onset``), the rise of the log
   magnitude, which hears a quiet hi-hat as well as a kick. Each against an adaptive threshold:
   a running mean plus ``sensitivity`` running mean deviations, and at least 40% of the band's
   recent strongest onsets. A peak is confirmed by the next block, so the detector looks one
@@ -40,11 +40,12 @@ ONSET_WINDOW = 1024  # samples of the onset spectrum: short enough to place an o
 DEFAULT_BANDS = (("low", 20.0, 200.0), ("mid", 200.0, 2000.0), ("high", 2000.0, 16000.0))
 STANDARD_NAMES = ("low", "mid", "high")
 COMBINE_S = 0.06  # onsets closer than this are one
-# A band's onset must raise its magnitude by at least this part of the band's usual magnitude.
+# A band's onset must raise its magnitude by at least this part of the band's recent loudest.
 BAND_RISE = 0.1
 # ... and reach this part of the band's recent strongest onsets (halving every PEAK_HALF_LIFE_S).
 PEAK_RATIO = 0.4
 PEAK_HALF_LIFE_S = 4.0
+LEARN_BLOCKS = 16  # blocks (85 ms) a threshold learns (a running mean at first) before it may fire
 FLUX_AVERAGE_S = 0.5  # time constant of the onset threshold's running mean and deviation
 # An onset's flux peaks about this long after the sound starts (measured on the generated drums,
 # bench/audio.py): the time an onset is reported at, so the ±30 ms scoring sees the real start.
@@ -65,7 +66,7 @@ class AnalysisSettings:
     release_ms: float = 300.0
     average_s: float = 8.0
     gate_db: float = -60.0
-    sensitivity: float = 3.0
+    sensitivity: float = 4.0
     min_bpm: float = 60.0
     max_bpm: float = 200.0
 
@@ -160,7 +161,7 @@ class Analyzer:
         # onsets: per band, then the whole spectrum as the last entry
         self._prev_log = np.zeros(ONSET_WINDOW // 2 + 1, np.float32)
         self._prev_mag = np.zeros(ONSET_WINDOW // 2 + 1, np.float32)
-        self._mag_average = np.zeros(n)
+        self._band_loudest = np.zeros(n)
         self._flux_mean = np.zeros(n + 1)
         self._flux_dev = np.zeros(n + 1)
         self._flux_prev = np.zeros(n + 1)  # the block before: the candidate peak
@@ -170,6 +171,7 @@ class Analyzer:
         self._floor = np.full(n + 1, BAND_RISE)
         self._floor[-1] = 1e-3
         self._flux_peak = np.zeros(n + 1)
+        self._learned = np.zeros(n + 1)  # blocks each threshold has learnt from
         centres = np.array([math.sqrt(max(lo, 20.0) * hi) for _, lo, hi in s.bands])
         self._tempo_weights = 1.0 / (1.0 + np.maximum(0.0, np.log2(centres / 250.0)))
         self._peak_decay = 0.5 ** (self.dt / PEAK_HALF_LIFE_S)
@@ -231,11 +233,13 @@ class Analyzer:
         csum = np.concatenate(([0.0], np.cumsum(lin_rise, dtype=np.float64)))
         msum = np.concatenate(([0.0], np.cumsum(mag, dtype=np.float64)))
         band_mag = msum[self._onset_ends] - msum[self._onset_starts]
-        self._mag_average += (band_mag - self._mag_average) * np.maximum(self._avg_step, self.dt / max(now, self.dt))
+        # the band's recent loudest magnitude (falling by half every PEAK_HALF_LIFE_S)
+        self._band_loudest = np.maximum(band_mag, self._band_loudest * self._peak_decay)
         flux = np.empty(len(self.names) + 1)
-        # per band: the rise in magnitude over the band's usual magnitude, so a small rise in a
-        # quiet band (a snare's edge below 200 Hz) is small beside the kicks that make the band
-        flux[:-1] = (csum[self._onset_ends] - csum[self._onset_starts]) / np.maximum(self._mag_average, 1e-6)
+        # per band: the rise in magnitude over the band's recent loudest, so a small rise in a
+        # band (a snare's edge below 200 Hz) is small beside the kicks that make that band
+        usual = self._band_loudest
+        flux[:-1] = np.where(usual > 0, (csum[self._onset_ends] - csum[self._onset_starts]) / np.maximum(usual, 1e-9), 0.0)
         # overall: the log-magnitude rise, which hears a quiet hi-hat as well as a kick
         flux[-1] = float(rise.mean())
         # tempo: the bands' rises, the low ones weighted most (kick and snare carry the beat,
@@ -249,7 +253,9 @@ class Analyzer:
                                    PEAK_RATIO * self._flux_peak)
             peak_time = now - self.dt - ONSET_DELAY_S
             found = ((candidate > threshold) & (candidate >= self._flux_prev2) & (candidate > flux)
-                     & (peak_time - self._last_onset > COMBINE_S))
+                     & (peak_time - self._last_onset > COMBINE_S) & (self._learned >= LEARN_BLOCKS))
+            found[:-1] &= loud  # a band below the gate has no onsets, nor has an input below it
+            found[-1] &= bool(loud.any())
             self._flux_peak *= self._peak_decay
             if found.any():
                 self._last_onset[found] = peak_time
@@ -257,12 +263,13 @@ class Analyzer:
                 onset_names = tuple(name for name, f in zip(self.names, found[:-1]) if f)
                 any_onset = bool(found[-1])
             # the threshold learns from blocks that are not onsets, so a dense pattern keeps it low
+            # (a running mean at first, so the threshold is right from the first blocks on)
             quiet = ~found
+            step = np.maximum(self._flux_step, 1.0 / (self._learned + 1.0))[quiet]
             dev = np.abs(flux - self._flux_mean)
-            self._flux_mean[quiet] += (flux[quiet] - self._flux_mean[quiet]) * self._flux_step
-            self._flux_dev[quiet] += (dev[quiet] - self._flux_dev[quiet]) * self._flux_step
-        else:
-            self._flux_mean += (flux - self._flux_mean) * 0.5
+            self._flux_mean[quiet] += (flux[quiet] - self._flux_mean[quiet]) * step
+            self._flux_dev[quiet] += (dev[quiet] - self._flux_dev[quiet]) * step
+            self._learned[quiet] += 1
         self._flux_prev2 = self._flux_prev
         self._flux_prev = flux
         if any_onset:

@@ -139,8 +139,9 @@ class AudioEngine:
     # ----- control
     def tap(self, wall: float | None = None) -> None:
         """A tap at wall-clock time ``wall`` (default now)."""
-        wall = time.monotonic() if wall is None else wall
-        offset = self._offset if self._offset is not None else wall - self.analyzer.time
+        now = time.monotonic()
+        wall = now if wall is None else wall
+        offset = self._offset if self._offset is not None else now - self.analyzer.time
         self.analyzer.tempo.tap(wall - offset)
 
     def follow(self) -> None:
@@ -215,7 +216,7 @@ class AudioEngine:
                 now = time.monotonic()
                 missing = min(int((now - idle_since) / period), 16)
                 for _ in range(max(missing, 1 if self.source is None else 0)):
-                    self._step(silence, None)
+                    self._step(silence, now)
                 if missing:
                     idle_since = now
                 continue

@@ -42,6 +42,7 @@ SOURCE = "audio"
 WRITE_INTERVAL = 0.01  # s between two continuous writes: 100 a second at most
 SILENCE_RELEASE_S = 0.25  # silent this long: every map rests
 LOG_EVERY = 10.0
+REST_SNAP = 1e-3  # resting maps this close to rest (a part of their span) are at rest
 MAX_LOOKAHEAD_S = 2.0  # more than this is not a latency any show has; capped, and said once
 
 
@@ -180,6 +181,8 @@ class Mapper:
             previous = self._smoothed.get(i, rest)
             if m.smooth_ms > 0 and dt > 0:
                 target = previous + (target - previous) * (1.0 - math.exp(-dt * 1000.0 / m.smooth_ms))
+                if resting and abs(target - rest) <= REST_SNAP * abs(m.max - m.min):
+                    target = rest  # the glide home ends exactly on the operator's value
             self._smoothed[i] = target
             if m.mode == "set":
                 setting[m.param] = target
