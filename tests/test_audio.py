@@ -502,6 +502,7 @@ def test_a_jack_input_drives_a_mapping_end_to_end(tmp_path: Path, monkeypatch: p
     server = f"ddaudio{os.getpid()}"
     monkeypatch.setenv("JACK_DEFAULT_SERVER", server)
     monkeypatch.setenv("JACK_NO_AUDIO_RESERVATION", "1")
+    monkeypatch.setenv("JACK_NO_START_SERVER", "1")  # libjack would start a server of its own, or abort
     jackd = subprocess.Popen(["jackd", "--no-realtime", "-n", server, "-d", "dummy", "-r", "48000", "-p", "256"],
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     metro = None
@@ -542,6 +543,7 @@ def test_a_jack_input_drives_a_mapping_end_to_end(tmp_path: Path, monkeypatch: p
         assert onsets.level >= 0.0
         assert reg.get("mix") == 1.0  # closed: the operator's value again
     finally:
+        sd._terminate()  # PortAudio lets go of JACK while the server still runs (else it aborts)
         for p in (metro, jackd):
             if p is not None:
                 p.terminate()
@@ -549,5 +551,4 @@ def test_a_jack_input_drives_a_mapping_end_to_end(tmp_path: Path, monkeypatch: p
                     p.wait(timeout=10)
                 except subprocess.TimeoutExpired:
                     p.kill()
-        sd._terminate()
         sd._initialize()
