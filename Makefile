@@ -11,15 +11,17 @@ TORCH ?= torch==2.13.0
 # the ImageNet weights, or falls back to (announced) random weights when offline. Ctrl-C stops.
 RUN_ARGS ?= run --weights auto
 
-# Debian packages OpenCV's wheel needs on a bare machine and libsrt (SRT streams: PyAV's FFmpeg
-# has no SRT); for the tests Xvfb (window), systemd (systemd-analyze verify of the units),
-# chromium (the web page, driven by Playwright), nginx with its RTMP module (a stream server the
-# tests start) and jackd2 (a JACK server with the dummy driver: MIDI over JACK from a virtual
-# port); installed with apt-get when missing.
-APT_PACKAGES := libgl1 libglib2.0-0 libsrt1.5-gnutls
-APT_TEST_PACKAGES := xvfb systemd chromium nginx-light libnginx-mod-rtmp jackd2
+# Debian packages OpenCV's wheel needs on a bare machine, libsrt (SRT streams: PyAV's FFmpeg
+# has no SRT) and libportaudio2 (sound from a device, through sounddevice); for the tests Xvfb
+# (window), systemd (systemd-analyze verify of the units), chromium (the web page, driven by
+# Playwright), nginx with its RTMP module (a stream server the tests start), jackd2 (a JACK
+# server with the dummy driver: MIDI over JACK from a virtual port, sound into PortAudio from
+# jack_metro), espeak-ng and sox (real sounds: speech, and signals made by sox); installed with
+# apt-get when missing.
+APT_PACKAGES := libgl1 libglib2.0-0 libsrt1.5-gnutls libportaudio2
+APT_TEST_PACKAGES := xvfb systemd chromium nginx-light libnginx-mod-rtmp jackd2 espeak-ng sox
 
-.PHONY: run test bench bench-steps bench-threads layers clean system-deps test-system-deps install-service gpu-check wheels
+.PHONY: run test bench bench-audio bench-steps bench-threads layers clean system-deps test-system-deps install-service gpu-check wheels
 
 # $(call apt-ensure,PACKAGES): apt-get install those not yet installed (sudo when not root).
 define apt-ensure
@@ -47,7 +49,7 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	touch $@
 
 $(VENV)/.installed-test: $(VENV)/.installed
-	$(BIN)/python -m pip install --quiet -e ".[test,midi,ndi]"
+	$(BIN)/python -m pip install --quiet -e ".[test,midi,ndi,audio,link]"
 	touch $@
 
 run: system-deps $(VENV)/.installed
@@ -60,6 +62,10 @@ test: test-system-deps $(VENV)/.installed-test
 bench: $(VENV)/.installed-test
 	$(BIN)/python bench/dream_step.py
 	$(BIN)/python bench/live_loop.py
+
+# The README's sound table: onsets, tempo, latency and CPU of the audio analysis (a minute or two).
+bench-audio: $(VENV)/.installed-test
+	$(BIN)/python bench/audio.py
 
 # The README's steps x feedback table (about half an hour on 2 CPU cores) and the threads table.
 bench-steps: $(VENV)/.installed-test

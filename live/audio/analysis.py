@@ -5,15 +5,15 @@ same samples give the same features on every run, which is what makes ``render``
 Per block (docs/architecture.md, *Sound*):
 
 - **Level**: RMS and peak of the block; RMS goes through the attack/release follower.
-- **Bands**: the power in each band from a 2048-sample Blackman-Harris spectrum (its sidelobes
-  are below -90 dB, so a 60 Hz tone stays in ``low``), divided by that band's long-term
+- **Bands**: the power in each band from a 2048-sample Blackman-Harris spectrum every other
+  block (its sidelobes are below -90 dB, so a 60 Hz tone stays in ``low``), divided by that band's long-term
   average (an exponential average over ``average_s``, a running mean until then, held while
   the band is below the gate), then the follower: 1.0 is "as loud as usual", MilkDrop's
   convention. Below the gate (-60 dBFS by default) a band reads 0.
 - **Onsets**: spectral flux from a 1024-sample Hann spectrum. Per band, the rise of the
   magnitude over the band's recent loudest magnitude (so a snare's edge below 200 Hz is small
-  beside the kicks that make that band); over the whole spectrum (``onset``), the rise of the log
-  magnitude, which hears a quiet hi-hat as well as a kick. Each against an adaptive threshold:
+  beside the kicks that make that band); over the whole spectrum, the rise of the log
+  magnitude, which hears a quiet hi-hat as well as a kick; ``onset`` is an onset of either. Each against an adaptive threshold:
   a running mean plus ``sensitivity`` running mean deviations, and at least 40% of the band's
   recent strongest onsets. A peak is confirmed by the next block, so the detector looks one
   block ahead and no more; two onsets closer than 60 ms are one.
@@ -36,6 +36,7 @@ from live.errors import UsageError
 RATE = 48000
 MAX_BLOCK = 256  # samples: 5.3 ms at 48 kHz, the most a block may hold
 LEVEL_WINDOW = 2048  # samples of the band spectrum (23 Hz bins at 48 kHz)
+LEVEL_EVERY = 2  # blocks between two band spectra (10.7 ms at 48 kHz)
 ONSET_WINDOW = 1024  # samples of the onset spectrum: short enough to place an onset within 10 ms
 DEFAULT_BANDS = (("low", 20.0, 200.0), ("mid", 200.0, 2000.0), ("high", 2000.0, 16000.0))
 STANDARD_NAMES = ("low", "mid", "high")
@@ -152,6 +153,11 @@ class Analyzer:
         self.names = s.band_names
         self._gate = 10 ** (s.gate_db / 10)  # a power
         self._average = np.zeros(n)
+        self._energy = np.zeros(n)
+        self._blocks = 0
+        self._level_sum = np.zeros(LEVEL_WINDOW // 2 + 2)  # cumulative sums, a leading 0 kept
+        self._rise_sum = np.zeros(ONSET_WINDOW // 2 + 2)
+        self._mag_sum = np.zeros(ONSET_WINDOW // 2 + 2)
         self._seen = np.zeros(n)  # seconds each band has been above the gate (running mean until average_s)
         self._env = np.zeros(n)
         self._level = 0.0
@@ -211,10 +217,14 @@ class Analyzer:
         self._level += (rms - self._level) * (self._attack if rms > self._level else self._release)
 
         # bands relative to their long-term average, followed
-        spec = np.fft.rfft(buf * self._level_window)
-        power = spec.real * spec.real + spec.imag * spec.imag
-        cumulative = np.concatenate(([0.0], np.cumsum(power)))
-        energy = (cumulative[self._level_ends] - cumulative[self._level_starts]) * self._power_norm
+        # (the 2048-sample spectrum every LEVEL_EVERY blocks: its window is 8 blocks long anyway)
+        if self._blocks % LEVEL_EVERY == 0:
+            spec = np.fft.rfft(buf * self._level_window)
+            cumulative = self._level_sum
+            np.cumsum(np.abs(spec) ** 2, out=cumulative[1:])
+            self._energy = (cumulative[self._level_ends] - cumulative[self._level_starts]) * self._power_norm
+        self._blocks += 1
+        energy = self._energy
         loud = energy > self._gate
         self._seen[loud] += self.dt
         step = np.maximum(self._avg_step, self.dt / np.maximum(self._seen, self.dt))  # running mean at first
@@ -230,8 +240,9 @@ class Analyzer:
         rise = np.maximum(logmag - self._prev_log, 0.0)
         lin_rise = np.maximum(mag - self._prev_mag, 0.0)
         self._prev_log, self._prev_mag = logmag, mag
-        csum = np.concatenate(([0.0], np.cumsum(lin_rise, dtype=np.float64)))
-        msum = np.concatenate(([0.0], np.cumsum(mag, dtype=np.float64)))
+        csum, msum = self._rise_sum, self._mag_sum
+        np.cumsum(lin_rise, out=csum[1:])
+        np.cumsum(mag, out=msum[1:])
         band_mag = msum[self._onset_ends] - msum[self._onset_starts]
         # the band's recent loudest magnitude (falling by half every PEAK_HALF_LIFE_S)
         self._band_loudest = np.maximum(band_mag, self._band_loudest * self._peak_decay)
@@ -258,10 +269,13 @@ class Analyzer:
             found[-1] &= bool(loud.any())
             self._flux_peak *= self._peak_decay
             if found.any():
-                self._last_onset[found] = peak_time
                 self._flux_peak[found] = np.maximum(self._flux_peak[found], candidate[found])
                 onset_names = tuple(name for name, f in zip(self.names, found[:-1]) if f)
-                any_onset = bool(found[-1])
+                # any band's onset, or the whole spectrum's: one onset for one sound
+                any_onset = peak_time - self._last_onset[-1] > COMBINE_S
+                self._last_onset[found] = peak_time
+                if any_onset:
+                    self._last_onset[-1] = peak_time
             # the threshold learns from blocks that are not onsets, so a dense pattern keeps it low
             # (a running mean at first, so the threshold is right from the first blocks on)
             quiet = ~found

@@ -3,8 +3,9 @@
 **Continuous maps** modulate the operator's own value, the *base*: whatever OSC, MIDI, keys, the
 page, a preset or the config last set (the mapper hears every write that is not its own). Each
 analysis block the mapped value is ``(set value or base) × Π scale + Σ add``, each map's output
-smoothed over its ``smooth_ms``; the values that changed go to :meth:`Registry.update` at most
-every ``WRITE_INTERVAL`` seconds, in one write, so a frame never sees half of them. The
+smoothed over its ``smooth_ms``; the values that changed go to :meth:`Registry.update` in one
+write, so a frame never sees half of them: at once in a block with an onset or a trigger, else
+at most every ``WRITE_INTERVAL`` seconds. The
 registry checks them as it checks a fader: one it refuses (an ``add`` on a base near the end of
 its range) is not applied, is counted in :attr:`Mapper.refused` and logged at most every
 ``LOG_EVERY`` seconds; the others still go. When the input has been silent for
@@ -155,7 +156,8 @@ class Mapper:
             values = self._continuous(mapping, features, dt, resting) if mapping.maps else {}
             due = self._triggers(mapping, features, tempo, min(max(lookahead, 0.0), self._cap(lookahead)))
         wall = self.clock()
-        if values and (wall - self._last_write >= WRITE_INTERVAL or due):
+        # an onset or a trigger goes out at once; the rest of the music at most every WRITE_INTERVAL
+        if values and (wall - self._last_write >= WRITE_INTERVAL or due or features.onsets):
             self._last_write = wall
             self._write(values)
         for trigger, index in due:
