@@ -165,8 +165,11 @@ class Analyzer:
         self._release = _coefficient(s.release_ms / 1000, self.dt)
         self._avg_step = _coefficient(s.average_s, self.dt)
         # onsets: per band, then the whole spectrum as the last entry
-        self._prev_log = np.zeros(ONSET_WINDOW // 2 + 1, np.float32)
-        self._prev_mag = np.zeros(ONSET_WINDOW // 2 + 1, np.float32)
+        bins = ONSET_WINDOW // 2 + 1
+        self._prev_log, self._prev_mag = np.zeros(bins), np.zeros(bins)
+        self._rise, self._lin_rise = np.zeros(bins), np.zeros(bins)
+        self._windowed = np.zeros(ONSET_WINDOW, np.float32)
+        self._inv_bins = 1.0 / bins
         self._band_loudest = np.zeros(n)
         self._flux_mean = np.zeros(n + 1)
         self._flux_dev = np.zeros(n + 1)
@@ -203,8 +206,10 @@ class Analyzer:
         n = len(x)
         if n == 0 or n > s.block:
             raise ValueError(f"a block holds 1..{s.block} samples, got {n}")
-        if not np.all(np.isfinite(x)):
+        energy2 = float(np.dot(x, x))
+        if not math.isfinite(energy2):  # a broken driver's NaN must not poison the averages
             x = np.nan_to_num(x, nan=0.0, posinf=1.0, neginf=-1.0)
+            energy2 = float(np.dot(x, x))
         self.samples += n
         now = self.time
         buf = self._buf
@@ -212,8 +217,8 @@ class Analyzer:
         buf[-n:] = x
 
         # level: RMS and peak of this block, RMS followed
-        rms = float(np.sqrt(np.dot(x, x) / n))
-        peak = float(np.max(np.abs(x)))
+        rms = math.sqrt(energy2 / n)
+        peak = max(float(x.max()), -float(x.min()))
         self._level += (rms - self._level) * (self._attack if rms > self._level else self._release)
 
         # bands relative to their long-term average, followed
@@ -234,11 +239,14 @@ class Analyzer:
         self._env += (relative - self._env) * np.where(rising, self._attack, self._release)
 
         # onsets: spectral flux per band and overall, a peak confirmed by this block
-        tail = buf[-ONSET_WINDOW:]
-        mag = np.abs(np.fft.rfft(tail * self._onset_window))
-        logmag = np.log1p(100.0 * mag).astype(np.float32)
-        rise = np.maximum(logmag - self._prev_log, 0.0)
-        lin_rise = np.maximum(mag - self._prev_mag, 0.0)
+        np.multiply(buf[-ONSET_WINDOW:], self._onset_window, out=self._windowed)
+        mag = np.abs(np.fft.rfft(self._windowed))
+        logmag = np.log1p(100.0 * mag)
+        rise, lin_rise = self._rise, self._lin_rise  # the rises, in buffers kept from block to block
+        np.subtract(logmag, self._prev_log, out=rise)
+        np.maximum(rise, 0.0, out=rise)
+        np.subtract(mag, self._prev_mag, out=lin_rise)
+        np.maximum(lin_rise, 0.0, out=lin_rise)
         self._prev_log, self._prev_mag = logmag, mag
         csum, msum = self._rise_sum, self._mag_sum
         np.cumsum(lin_rise, out=csum[1:])
@@ -252,7 +260,7 @@ class Analyzer:
         usual = self._band_loudest
         flux[:-1] = np.where(usual > 0, (csum[self._onset_ends] - csum[self._onset_starts]) / np.maximum(usual, 1e-9), 0.0)
         # overall: the log-magnitude rise, which hears a quiet hi-hat as well as a kick
-        flux[-1] = float(rise.mean())
+        flux[-1] = float(rise.sum()) * self._inv_bins
         # tempo: the bands' rises, the low ones weighted most (kick and snare carry the beat,
         # hi-hats its subdivisions)
         tempo_flux = float(np.dot(flux[:-1], self._tempo_weights))
