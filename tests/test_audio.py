@@ -7,7 +7,6 @@ Debian's espeak-ng and sox where installed (the Makefile's APT_TEST_PACKAGES).
 from __future__ import annotations
 
 import logging
-import math
 import shutil
 import subprocess
 import time
@@ -20,10 +19,17 @@ import pytest
 from live.audio import testsignals as ts
 from live.audio.analysis import AnalysisSettings, Analyzer
 from live.audio.engine import AudioEngine
-from live.audio.features import NODE_FEATURES
-from live.audio.mapper import SILENCE_RELEASE_S, Mapper
-from live.audio.mapping import (AudioMapping, ContinuousMap, Trigger, load_mapping, parse_text, resolve_mapping,
-                                save_mapping, shipped_names)
+from live.audio.mapper import Mapper
+from live.audio.mapping import (
+    AudioMapping,
+    ContinuousMap,
+    Trigger,
+    load_mapping,
+    parse_text,
+    resolve_mapping,
+    save_mapping,
+    shipped_names,
+)
 from live.control.params import Registry
 from live.errors import DataError, UsageError
 
@@ -378,7 +384,7 @@ class FakeSoundDevice:
     def check_input_settings(self, **kwargs) -> None:
         pass
 
-    def InputStream(self, callback, **kwargs) -> FakeStream:  # noqa: N802 - sounddevice's name
+    def InputStream(self, callback, **kwargs) -> FakeStream:
         if not self.present:
             raise OSError("Error opening InputStream: Invalid device")
         stream = FakeStream(callback)
@@ -526,7 +532,8 @@ def test_a_jack_input_drives_a_mapping_end_to_end(tmp_path: Path, monkeypatch: p
         metro = subprocess.Popen(["jack_metro", "-b", "120", "-f", "100", "-A", "0.9", "-D", "40"],
                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         reg = Registry()
-        mapping = AudioMapping((ContinuousMap("level", "mix", "set", 0.2, 1.0, 0.0, 0.05, smooth_ms=0),))
+        # louder is less camera: any sound takes mix below the operator's 1.0 (silence gives it back)
+        mapping = AudioMapping((ContinuousMap("level", "mix", "set", 1.0, 0.2, 0.0, 0.05, smooth_ms=0),))
         device = DeviceInput("system", sd=sd, retry=0.2)
         with AudioEngine(reg, device, mapping) as engine:
             deadline = time.monotonic() + 30

@@ -333,8 +333,8 @@ def test_audio_list_prints_the_devices_or_why_there_are_none() -> None:
 
 
 def test_a_mapping_refused_at_start_names_the_file(tmp_path: Path) -> None:
-    from live.audio.show import read_mapping
     from live.audio.analysis import AnalysisSettings
+    from live.audio.show import read_mapping
 
     bad = tmp_path / "m.toml"
     bad.write_text('[[map]]\nfeature = "low"\nparam = "zoom"\nmode = "set"\nmin = 0\nmax = 1\n')

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import av
-import numpy as np
 
 from live.audio import testsignals as ts
 from live.audio.timeline import audio_look

@@ -174,7 +174,7 @@ class AudioEngine:
             if self.latency is not None:
                 try:
                     show = max(float(self.latency()), 0.0)
-                except Exception:  # noqa: BLE001 - a latency source failing costs the lookahead only
+                except Exception:
                     log.debug("latency source failed", exc_info=True)
             self._lookahead = show + (self.source.latency if self.source is not None else 0.0)
         return self._lookahead
@@ -197,7 +197,7 @@ class AudioEngine:
         for listener in self._listeners:
             try:
                 listener(f)
-            except Exception:  # noqa: BLE001 - a broken meter must not stop the analysis
+            except Exception:
                 log.exception("audio listener failed")
         self.cpu_seconds += time.thread_time() - started
         return f
@@ -227,5 +227,5 @@ class AudioEngine:
     def _step(self, block: np.ndarray, arrived: float | None) -> None:
         try:
             self.process(block, arrived)
-        except Exception:  # noqa: BLE001 - the analysis outlives any one bad block; said once per kind
+        except Exception:
             log.exception("audio analysis of one block failed")

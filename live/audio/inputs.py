@@ -98,7 +98,7 @@ class AudioInput:
     def _guarded(self) -> None:
         try:
             self._run()
-        except Exception:  # noqa: BLE001 - an input's thread failing must not pass unheard
+        except Exception:
             log.exception("audio input %s failed; the show goes on without its sound", self.name)
             self.status = "failed"
 
@@ -120,7 +120,7 @@ def no_device_reason(error: BaseException) -> str:
     if isinstance(error, ImportError):
         return f"{INSTALL_HINT} ({text})"
     if "PortAudio library not found" in text or isinstance(error, OSError) and "portaudio" in text.lower():
-        return f"PortAudio is not installed (Debian: apt install libportaudio2; macOS: brew install portaudio)"
+        return "PortAudio is not installed (Debian: apt install libportaudio2; macOS: brew install portaudio)"
     return text
 
 

@@ -249,7 +249,7 @@ class Mapper:
                 fired = self._fired_beat.get(i)
                 # the beats whose moment (less the lookahead) has come: the current one and those ahead
                 ahead = int(lookahead / tempo.period) + 1
-                for j in range(0, ahead + 1):
+                for j in range(ahead + 1):
                     index = tempo.beat_index + j
                     when = tempo.last_beat + j * tempo.period
                     if when - lookahead > now:
@@ -307,7 +307,7 @@ class Mapper:
             self._preset(trigger)
         except LiveError as e:
             self._refused(trigger.action, trigger.presets, UsageError(str(e)))
-        except Exception:  # noqa: BLE001 - a worker's failure must reach the log, not vanish
+        except Exception:
             log.exception("audio trigger %s failed", trigger.describe())
 
     def _preset(self, trigger: Trigger) -> None:

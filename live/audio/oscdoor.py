@@ -29,8 +29,17 @@ from pathlib import Path
 from typing import Any
 
 from live.audio.features import FEATURES, NODE_FEATURES
-from live.audio.mapping import (MODES, AudioMapping, ContinuousMap, _Checker, load_mapping, replace_map,
-                                shipped_names, shipped_path, without_param)
+from live.audio.mapping import (
+    MODES,
+    AudioMapping,
+    ContinuousMap,
+    _Checker,
+    load_mapping,
+    replace_map,
+    shipped_names,
+    shipped_path,
+    without_param,
+)
 from live.errors import UsageError
 
 log = logging.getLogger(__name__)
@@ -127,13 +136,13 @@ class AudioOsc:
         with self._lock:
             if rate == 0:
                 self._subscribers.pop(target, None)
-                return None
+                return
             if target not in self._subscribers and len(self._subscribers) >= MAX_SUBSCRIBERS:
                 raise UsageError(f"{address}: {MAX_SUBSCRIBERS} controllers receive the sound already; one must stop "
                                  "(rate 0) first")
             self._subscribers[target] = rate
             self._start_feed()
-        return None
+        return
 
     def _map(self, client: tuple[str, int], address: str, args: tuple[Any, ...]) -> None:
         if not 2 <= len(args) <= 5:
@@ -152,7 +161,6 @@ class AudioOsc:
             entry["max"] = _finite(address, args[4], "max")
         new = self.check_map(entry, "OSC")
         self.engine.set_mapping(replace_map(self.engine.mapper.mapping, new))
-        return None
 
     def check_map(self, entry: dict[str, Any], where: str) -> ContinuousMap:
         """One map from OSC or the page, checked as a mapping file's would be (UsageError if not)."""
@@ -168,11 +176,9 @@ class AudioOsc:
         if name not in mapping.params:
             raise UsageError(f"{address}: the sound drives no {name!r}; mapped: {', '.join(mapping.params) or 'nothing'}")
         self.engine.set_mapping(without_param(mapping, name))
-        return None
 
     def _mapping(self, client: tuple[str, int], address: str, args: tuple[Any, ...]) -> None:
         self.load(_one_name(address, args, "a mapping name"))
-        return None
 
     def load(self, name: str) -> AudioMapping:
         """A shipped mapping by name, or ``<name>.toml`` beside the mapping file; never a path."""
@@ -191,11 +197,9 @@ class AudioOsc:
 
     def _save(self, client: tuple[str, int], address: str, args: tuple[Any, ...]) -> None:
         self.engine.save()
-        return None
 
     def _follow(self, client: tuple[str, int], address: str, args: tuple[Any, ...]) -> None:
         self.engine.follow()
-        return None
 
     # ----- feedback on request
     def _start_feed(self) -> None:

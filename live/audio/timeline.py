@@ -55,15 +55,12 @@ class AudioLook:
     def _read(self) -> Iterator[np.ndarray]:
         block = self.analyzer.settings.block
         carry = np.zeros(0, np.float32)
-        try:
-            for chunk in _decode(str(self.path), RATE):
-                data = np.concatenate((carry, chunk)) if len(carry) else chunk
-                whole = len(data) // block * block
-                for i in range(0, whole, block):
-                    yield data[i:i + block]
-                carry = data[whole:]
-        except InputError:
-            raise
+        for chunk in _decode(str(self.path), RATE):
+            data = np.concatenate((carry, chunk)) if len(carry) else chunk
+            whole = len(data) // block * block
+            for i in range(0, whole, block):
+                yield data[i:i + block]
+            carry = data[whole:]
         if not self.ended:
             log.info("%s: the sound ended at %.1f s; silence from there on", self.path.name, self.analyzer.time)
         self.ended = True
