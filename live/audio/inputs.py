@@ -338,7 +338,7 @@ class FileInput(AudioInput):
 
     def _run(self) -> None:
         period = BLOCK / RATE
-        due = time.monotonic()
+        due: float | None = None  # the clock starts with the first block, not before the file opens
         carry = np.zeros(0, np.float32)
         passes = 0
         last_video: float | None = None
@@ -350,6 +350,8 @@ class FileInput(AudioInput):
                 whole = len(data) // BLOCK * BLOCK
                 carry = data[whole:]
                 for i in range(0, whole, BLOCK):
+                    if due is None:
+                        due = time.monotonic()
                     if self.paced:
                         delay = due - time.monotonic()
                         if delay > 0 and self._stop.wait(delay):

@@ -107,7 +107,8 @@ class Trigger:
     quantise: bool = True
 
     def describe(self) -> str:
-        return f"every {self.every} {self.on} -> {self.action}"
+        what = f"{self.on}s" if self.on == "beat" and self.every > 1 else self.on
+        return f"every {self.every} {what} -> {self.action}" if self.every > 1 else f"every {what} -> {self.action}"
 
 
 @dataclass(frozen=True)
