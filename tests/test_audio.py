@@ -564,3 +564,27 @@ def test_a_jack_input_drives_a_mapping_end_to_end(tmp_path: Path, monkeypatch: p
                 except subprocess.TimeoutExpired:
                     p.kill()
         sd._initialize()
+
+
+# ----------------------------------------------------------------------------- Ableton Link
+
+
+def test_link_alone_publishes_the_tempo_it_hears_and_with_peers_follows_them() -> None:
+    pytest.importorskip("aalink", reason="aalink is not installed (the link extra)")
+    from live.audio.link import LinkClock
+
+    clock = LinkClock.open(enabled=False)  # a session of one: nothing goes on the network
+    a = Analyzer()
+    for f in stream(ts.drum_pattern(120, 6.0, noise_db=-30).samples, a):
+        clock.feed(a.tempo, f)
+    assert abs(clock.link.tempo - 120) < 1.0  # alone: the others would follow the music we hear
+    clock.close()
+
+    class Session:  # a session with a peer that plays at 128 BPM, beat 7.25 of its timeline
+        num_peers, tempo, beat = 1, 128.0, 7.25
+
+    peered = LinkClock(Session())
+    peered.feed(a.tempo, a.last)
+    f = a.process(np.zeros(BLOCK, np.float32))
+    assert f.tempo_source == "link" and f.bpm == 128.0 and f.confidence == 1.0
+    assert f.beat_index == 7 and abs(f.phase - (0.25 + BLOCK / 48000 / (60 / 128))) < 1e-6
