@@ -35,15 +35,15 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from live import threads
+from live import threads  # noqa: E402 - after the path is set
 
 threads.prepare_environment()
 
-from live.audio import testsignals as ts
-from live.audio.analysis import Analyzer
-from live.audio.engine import AudioEngine
-from live.audio.mapping import AudioMapping, ContinuousMap, resolve_mapping
-from live.control.params import Registry
+from live.audio import testsignals as ts  # noqa: E402
+from live.audio.analysis import Analyzer  # noqa: E402
+from live.audio.engine import AudioEngine  # noqa: E402
+from live.audio.mapping import AudioMapping, ContinuousMap, resolve_mapping  # noqa: E402
+from live.control.params import Registry  # noqa: E402
 
 BLOCK = 256
 RATE = 48000

@@ -80,6 +80,7 @@ class AudioEngine:
         self.cpu_seconds = 0.0
         self.started_at = time.monotonic()
         self._listeners: list[Callable[[Features], None]] = []
+        self._failures: set[str] = set()  # kinds of analysis failure already logged
         self._tap_seen = registry.snapshot()[TAP_PARAM] if TAP_PARAM in registry.params else 0
         registry.subscribe(self._registry_changed)
 
@@ -174,7 +175,7 @@ class AudioEngine:
             if self.latency is not None:
                 try:
                     show = max(float(self.latency()), 0.0)
-                except Exception:
+                except Exception:  # noqa: BLE001 - a latency source failing costs the lookahead only
                     log.debug("latency source failed", exc_info=True)
             self._lookahead = show + (self.source.latency if self.source is not None else 0.0)
         return self._lookahead
@@ -197,7 +198,7 @@ class AudioEngine:
         for listener in self._listeners:
             try:
                 listener(f)
-            except Exception:
+            except Exception:  # noqa: BLE001 - a broken meter must not stop the analysis
                 log.exception("audio listener failed")
         self.cpu_seconds += time.thread_time() - started
         return f
@@ -227,5 +228,8 @@ class AudioEngine:
     def _step(self, block: np.ndarray, arrived: float | None) -> None:
         try:
             self.process(block, arrived)
-        except Exception:
-            log.exception("audio analysis of one block failed")
+        except Exception as e:  # noqa: BLE001 - the analysis outlives any one bad block; each kind said once
+            kind = f"{type(e).__name__}: {e}"
+            if kind not in self._failures:
+                self._failures.add(kind)
+                log.exception("audio analysis of a block failed (said once; the analysis goes on)")

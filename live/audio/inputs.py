@@ -98,7 +98,7 @@ class AudioInput:
     def _guarded(self) -> None:
         try:
             self._run()
-        except Exception:
+        except Exception:  # noqa: BLE001 - an input's thread failing must not pass unheard
             log.exception("audio input %s failed; the show goes on without its sound", self.name)
             self.status = "failed"
 

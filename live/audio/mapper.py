@@ -307,7 +307,7 @@ class Mapper:
             self._preset(trigger)
         except LiveError as e:
             self._refused(trigger.action, trigger.presets, UsageError(str(e)))
-        except Exception:
+        except Exception:  # noqa: BLE001 - a worker's failure must reach the log, not vanish
             log.exception("audio trigger %s failed", trigger.describe())
 
     def _preset(self, trigger: Trigger) -> None:
