@@ -40,7 +40,7 @@ from live.audio.mapping import (
     shipped_path,
     without_param,
 )
-from live.errors import UsageError
+from live.errors import DataError, UsageError
 
 log = logging.getLogger(__name__)
 
@@ -167,7 +167,7 @@ class AudioOsc:
         checker = _Checker(self.engine.registry, f"audio map from {where}", self.engine.settings.band_names)
         try:
             return checker.continuous(1, entry)
-        except Exception as e:  # DataError from the file checker: a usage error here
+        except DataError as e:  # the file checker's words; from a controller it is a usage error
             raise UsageError(str(e).replace(": map 1", "")) from None
 
     def _unmap(self, client: tuple[str, int], address: str, args: tuple[Any, ...]) -> None:
