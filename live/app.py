@@ -56,6 +56,7 @@ log = logging.getLogger(__name__)
 STAGES = ("capture", "flow", "upload", "dream", "compose", "download", "output")
 RETRY_SECONDS = 5.0  # first wait before dreaming again after a failure
 MIN_RECOVERY_SIDE = 64  # out of memory below this: stop shrinking, pass through and retry
+LOOKAHEAD_AFTER = 10  # frames before the loop's latency is given to the sound's beat triggers
 NONFINITE_LOG_EVERY = 60.0  # s between two log lines about NaN/Inf dreams (the first is logged at once)
 
 
@@ -550,8 +551,8 @@ class LiveLoop:
         for the next frame to begin (half a frame on average) plus capture-to-output latency.
         What the sound's beat triggers fire early by (docs/architecture.md, *Sound*)."""
         c = self.clock
-        if c.frames == 0:
-            return 0.0
+        if c.frames < LOOKAHEAD_AFTER:
+            return 0.0  # not measured yet (the first frames include the start-up)
         return 0.5 / max(c.fps(), 1e-3) + c.latency / c.frames
 
     def report(self) -> LoopReport:

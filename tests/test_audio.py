@@ -439,6 +439,7 @@ def test_without_a_sound_card_the_show_says_so_in_one_line_and_goes_on(caplog) -
         assert engine.blocks > 0 and engine.features.silent  # the analysis runs on silence
     lines = [r.getMessage() for r in caplog.records if "no audio device" in r.getMessage()]
     assert len(lines) == 1 and "\n" not in lines[0], lines
+    assert "there is no default input device" in lines[0] and "goes on" in lines[0]
     assert reg.get("mix") == 1.0
 
 

@@ -172,8 +172,12 @@ class DeviceInput(AudioInput):
     def _resolve(self, sd: Any) -> int | None:
         """The device index for ``self.device`` in PortAudio's current list (None: the default)."""
         if self.device in ("", "default"):
-            default = sd.default.device[0] if isinstance(sd.default.device, (list, tuple)) else sd.default.device
-            if default is None or default < 0:
+            default = sd.default.device
+            try:
+                default = default[0]  # sounddevice keeps (input, output) as a pair
+            except (TypeError, IndexError, KeyError):
+                pass
+            if default is None or (isinstance(default, int) and default < 0):
                 raise OSError("there is no default input device")
             return None
         devices = sd.query_devices()

@@ -154,7 +154,7 @@ class Mapper:
                 self._silent_since = None
             resting = self._silent_since is not None and now - self._silent_since >= SILENCE_RELEASE_S
             values = self._continuous(mapping, features, dt, resting) if mapping.maps else {}
-            due = self._triggers(mapping, features, tempo, min(max(lookahead, 0.0), self._cap(lookahead)))
+            due = self._triggers(mapping, features, tempo, self._cap(lookahead)) if mapping.triggers else []
         wall = self.clock()
         # an onset or a trigger goes out at once; the rest of the music at most every WRITE_INTERVAL
         if values and (wall - self._last_write >= WRITE_INTERVAL or due or features.onsets):
@@ -164,11 +164,14 @@ class Mapper:
             self._fire(trigger, index)
 
     def _cap(self, lookahead: float) -> float:
-        if lookahead > MAX_LOOKAHEAD_S and not self._warned_lookahead:
-            self._warned_lookahead = True
-            log.warning("the show's latency is %.1f s: beat triggers fire %.1f s early at most", lookahead,
-                        MAX_LOOKAHEAD_S)
-        return MAX_LOOKAHEAD_S
+        """The lookahead, at most MAX_LOOKAHEAD_S (said once when the show is slower than that)."""
+        if lookahead > MAX_LOOKAHEAD_S:
+            if not self._warned_lookahead:
+                self._warned_lookahead = True
+                log.warning("the show takes %.1f s from a change to its frame: beat triggers fire at most %.1f s "
+                            "early, so they land late", lookahead, MAX_LOOKAHEAD_S)
+            return MAX_LOOKAHEAD_S
+        return max(lookahead, 0.0)
 
     def _continuous(self, mapping: AudioMapping, features: Features, dt: float, resting: bool) -> dict[str, Any]:
         setting: dict[str, float] = {}
