@@ -9,22 +9,24 @@ TORCH ?= torch==2.13.0
 # The tested set: every other package at the exact version the suite last passed with (pip
 # constraints; pyproject.toml keeps the ranges users install from). `make lock` refreshes it.
 LOCK := constraints.txt
-# The extras the tests need (test tools, MIDI, NDI).
-TEST_EXTRAS := test,midi,ndi
+# The extras the tests need (test tools, MIDI, NDI, sound, Ableton Link).
+TEST_EXTRAS := test,midi,ndi,audio,link
 # The main job: the live show. Camera 0, or the built-in test scene when there is none; a
 # window when there is a display, else headless with status lines. `--weights auto` downloads
 # the ImageNet weights, or falls back to (announced) random weights when offline. Ctrl-C stops.
 RUN_ARGS ?= run --weights auto
 
-# Debian packages OpenCV's wheel needs on a bare machine and libsrt (SRT streams: PyAV's FFmpeg
-# has no SRT); for the tests Xvfb (window), systemd (systemd-analyze verify of the units),
-# chromium (the web page, driven by Playwright), nginx with its RTMP module (a stream server the
-# tests start) and jackd2 (a JACK server with the dummy driver: MIDI over JACK from a virtual
-# port); installed with apt-get when missing.
-APT_PACKAGES := libgl1 libglib2.0-0 libsrt1.5-gnutls
-APT_TEST_PACKAGES := xvfb systemd chromium nginx-light libnginx-mod-rtmp jackd2
+# Debian packages OpenCV's wheel needs on a bare machine, libsrt (SRT streams: PyAV's FFmpeg
+# has no SRT) and libportaudio2 (sound from a device, through sounddevice); for the tests Xvfb
+# (window), systemd (systemd-analyze verify of the units), chromium (the web page, driven by
+# Playwright), nginx with its RTMP module (a stream server the tests start), jackd2 (a JACK
+# server with the dummy driver: MIDI over JACK from a virtual port, sound into PortAudio from
+# jack_metro), espeak-ng and sox (real sounds: speech, and signals made by sox); installed with
+# apt-get when missing.
+APT_PACKAGES := libgl1 libglib2.0-0 libsrt1.5-gnutls libportaudio2
+APT_TEST_PACKAGES := xvfb systemd chromium nginx-light libnginx-mod-rtmp jackd2 espeak-ng sox
 
-.PHONY: run test lock bench bench-steps bench-threads layers clean system-deps test-system-deps install-service gpu-check wheels
+.PHONY: run test lock bench bench-audio bench-steps bench-threads layers clean system-deps test-system-deps install-service gpu-check wheels
 
 # $(call apt-ensure,PACKAGES): apt-get install those not yet installed (sudo when not root).
 define apt-ensure
@@ -84,6 +86,10 @@ lock: test-system-deps
 bench: $(VENV)/.installed-test
 	$(BIN)/python bench/dream_step.py
 	$(BIN)/python bench/live_loop.py
+
+# The README's sound table: onsets, tempo, latency and CPU of the audio analysis (a minute or two).
+bench-audio: $(VENV)/.installed-test
+	$(BIN)/python bench/audio.py
 
 # The README's steps x feedback table (about half an hour on 2 CPU cores) and the threads table.
 bench-steps: $(VENV)/.installed-test

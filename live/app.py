@@ -60,6 +60,7 @@ log = logging.getLogger(__name__)
 STAGES = ("capture", "flow", "upload", "dream", "compose", "download", "output")
 RETRY_SECONDS = 5.0  # first wait before dreaming again after a failure
 MIN_RECOVERY_SIDE = 64  # out of memory below this: stop shrinking, pass through and retry
+LOOKAHEAD_AFTER = 10  # frames before the loop's latency is given to the sound's beat triggers
 NONFINITE_LOG_EVERY = 60.0  # s between two log lines about NaN/Inf dreams (the first is logged at once)
 
 
@@ -521,6 +522,8 @@ class LiveLoop:
                 self.registry.set("freeze", not self.registry.get("freeze"), source="keys")
             elif action == "overlay":
                 self.overlay = not self.overlay
+            elif action == "tap":
+                self.registry.set("tap", True, source="keys")  # tap tempo (live/audio)
             elif action == "screenshot":
                 self.screenshot()
             elif action == "window_closed" and not self.outputs.active:
@@ -588,6 +591,15 @@ class LiveLoop:
             "governor": _governor_state(self.governor),
             "nonfinite": self.nonfinite,
         }
+
+    def lookahead(self) -> float:
+        """Seconds from a registry change to the frame that shows it, as measured here: the wait
+        for the next frame to begin (half a frame on average) plus capture-to-output latency.
+        What the sound's beat triggers fire early by (docs/architecture.md, *Sound*)."""
+        c = self.clock
+        if c.frames < LOOKAHEAD_AFTER:
+            return 0.0  # not measured yet (the first frames include the start-up)
+        return 0.5 / max(c.fps(), 1e-3) + c.latency / c.frames
 
     def report(self) -> LoopReport:
         c = self.clock
@@ -684,6 +696,11 @@ class ShowOptions:
     midi_map: Path | None = None  # None: live.control.midi.default_mapping_path()
     midi_api: str | None = None  # alsa | jack; None: $MIDO_BACKEND, else the platform's
     presets_dir: Path | None = None
+    # sound (live/audio): an input (device, file or "source"), a mapping (file or shipped name)
+    audio: str | None = None
+    audio_map: str | None = None
+    audio_settings: dict[str, object] = field(default_factory=dict)  # AnalysisSettings keys
+    audio_link: bool = False
     # unattended installations
     preset_cycle: tuple[str, ...] = ()
     preset_cycle_minutes: float = 10.0
@@ -815,6 +832,7 @@ def run_show(
     opts.test_scene_size = opts.output_size or (opts.capture_width, opts.capture_height)
     presets = PresetStore(registry, opts.presets_dir)
     loop_ref: list[LiveLoop] = []
+    source_ref: list[Source] = []  # the source once it runs (the sound of a video follows its position)
 
     def status() -> dict[str, object]:
         if not loop_ref:
@@ -826,21 +844,26 @@ def run_show(
         output_size = opts.output_size
         if output_size is None:
             source, output_size = _source_and_size(stack, opts, stop)
+            if source is not None:
+                source_ref.append(source)
         outputs = stack.enter_context(build_outputs(opts))
         preview = _add_preview(outputs) if opts.web else None
         outputs.open(output_size[0], output_size[1], snap.fps_cap)
         midi = stack.enter_context(_start_midi(opts, registry)) if opts.midi else None
+        audio = _start_audio(stack, opts, registry, presets, source_ref, loop_ref) if opts.audio or opts.audio_map \
+            else None
         if opts.osc:
             actions = {"preset/load": presets.load, "preset/save": presets.save,
                        "morph": lambda seconds: registry.set("morph_time", seconds, source="osc")}
             if midi is not None:
                 actions["learn"] = midi.learn
             actions.update(_output_actions(outputs))
-            osc_address = _start_osc(stack, opts, registry, actions, status)
+            osc_address = _start_osc(stack, opts, registry, actions, status,
+                                     audio.routes() if audio is not None else None)
         if opts.web:
             _start_web(stack, opts, registry, presets, preview, osc_address if opts.osc else None,
                        lambda: {"state": "dreaming" if loop_ref else "loading the network", **status(),
-                                "outputs": outputs_status(outputs)})
+                                "outputs": outputs_status(outputs)}, audio)
 
         def prepare() -> tuple[Model, Backend]:
             model = load_model(opts.weights, model=opts.model)
@@ -873,6 +896,7 @@ def run_show(
         limits.enforce(registry, limit)
         if source is None:
             source = stack.enter_context(open_show_source(opts))
+        source_ref.append(source)
         loop = LiveLoop(
             source, model, backend, registry, outputs,
             overlay=opts.overlay, flow_preset=opts.flow_preset, seed=opts.seed,
@@ -948,13 +972,28 @@ def _start_midi(opts: ShowOptions, registry: Registry):
 
 def _start_osc(stack: contextlib.ExitStack, opts: ShowOptions, registry: Registry,
                actions: dict[str, Callable[[object], object]],
-               status: Callable[[], dict[str, object]]) -> tuple[str, int]:
+               status: Callable[[], dict[str, object]], routes: dict | None = None) -> tuple[str, int]:
     """OSC control; returns where it listens. A port already in use is an error at start-up: the
-    message names --osc-port."""
+    message names --osc-port. ``routes``: the sound's addresses, when the show has sound."""
     from live.control.osc import OscServer
 
     return stack.enter_context(OscServer(registry, opts.osc_host, opts.osc_port, allow=opts.osc_allow,
-                                  feedback=opts.osc_feedback, actions=actions, status=status)).address
+                                  feedback=opts.osc_feedback, actions=actions, status=status,
+                                  routes=routes)).address
+
+
+def _start_audio(stack: contextlib.ExitStack, opts: ShowOptions, registry: Registry, presets: object,
+                 source_ref: list[Source], loop_ref: list[LiveLoop]):
+    """The sound (live/audio): its input, analysis and mapping on their own thread, beat
+    triggers early by the loop's measured latency. Returns its OSC and page doors."""
+    from live.audio.show import start_audio
+
+    def position() -> float | None:  # --audio source: the video's own position, for its sound to follow
+        return getattr(source_ref[0], "position", None) if source_ref else None
+
+    return start_audio(stack, registry, presets, audio=opts.audio, mapping=opts.audio_map,
+                       settings=opts.audio_settings, link=opts.audio_link, video=opts.source, position=position,
+                       latency=lambda: loop_ref[0].lookahead() if loop_ref else 0.0)
 
 
 def _add_preview(outputs: Fanout):
@@ -967,7 +1006,8 @@ def _add_preview(outputs: Fanout):
 
 
 def _start_web(stack: contextlib.ExitStack, opts: ShowOptions, registry: Registry, presets: object,
-               preview: object, osc: tuple[str, int] | None, status: Callable[[], dict[str, object]]) -> None:
+               preview: object, osc: tuple[str, int] | None, status: Callable[[], dict[str, object]],
+               audio: object = None) -> None:
     """The web page, preview and OSCQuery. Beyond loopback it needs a token: the one given, or
     one made once, kept in a 0600 file and printed this once (docs/architecture.md, *The web page*)."""
     from live.web.security import announce_token, is_loopback_bind, resolve_token
@@ -984,7 +1024,7 @@ def _start_web(stack: contextlib.ExitStack, opts: ShowOptions, registry: Registr
     def server(port: int) -> WebServer:
         return WebServer(registry, opts.web_host, port, token=token, presets=presets, preview=preview,
                          status=status, model=opts.model, osc=osc, osc_allow=opts.osc_allow, mdns=opts.mdns,
-                         streams=len(opts.streams))
+                         streams=len(opts.streams), audio=audio.web if audio is not None else None)
 
     try:
         web = stack.enter_context(server(DEFAULT_WEB_PORT if opts.web_port is None else opts.web_port))

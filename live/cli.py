@@ -235,6 +235,15 @@ def _build_parser() -> argparse.ArgumentParser:
     ctl.add_argument("--midi-map", type=Path, default=None, metavar="FILE",
                      help="MIDI mapping file (default: ~/.config/deepdream-live/midi.toml)")
     _add_midi_api(ctl)
+    snd = run.add_argument_group("sound (parameters follow the music; README, *Sound*)")
+    snd.add_argument("--audio", default=None, metavar="DEVICE|FILE|source",
+                     help="sound in: a device (index or name, see --audio-list; 'default'), a WAV/FLAC/MP3 file "
+                     "played in real time and looped, or 'source' (the sound of a video file or stream source)")
+    snd.add_argument("--audio-map", default=None, metavar="FILE|NAME",
+                     help="audio mapping (TOML), or a shipped one: bass-zoom, breathe, kick-reset")
+    snd.add_argument("--audio-list", action="store_true", help="print the audio input devices and exit")
+    snd.add_argument("--audio-link", action=argparse.BooleanOptionalAction, default=None,
+                     help="share tempo and beat over Ableton Link (the link extra)")
     ctl.add_argument("--preset", default=None, help="start from this preset (flags given here override it)")
     ctl.add_argument("--presets", type=Path, default=None, metavar="DIR",
                      help="presets directory (default: $DEEPDREAM_LIVE_PRESETS or ~/.config/deepdream-live/presets)")
@@ -277,6 +286,8 @@ def _build_parser() -> argparse.ArgumentParser:
     ren.add_argument("--bitrate", default=None, metavar="RATE", help="e.g. 8M (default: constant quality)")
     ren.add_argument("--crf", type=int, default=18, help="libx264 quality, 0 lossless .. 51 (default: %(default)s)")
     ren.add_argument("--no-progress", action="store_true", help="no progress bar")
+    ren.add_argument("--audio-map", default=None, metavar="FILE|NAME",
+                     help="the input's own sound drives parameters through this audio mapping (or a shipped one)")
     _add_model_options(ren, default_weights=None, defaults=False)
     add_param_flags(ren)
     ren.set_defaults(handler=_cmd_render)
@@ -385,6 +396,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     from live.app import run_show
 
+    if args.audio_list:
+        from live.audio.inputs import describe_devices
+
+        print(describe_devices())
+        return 0
     opts, registry, reloader = _show_setup(args)
     stop = threading.Event()
     finishing = threading.Event()
@@ -497,6 +513,7 @@ def _show_setup(args: argparse.Namespace):
             fields["web_port"] = w.port
         if w.token_file is not None:
             fields["web_token_path"] = w.token_file
+        fields.update(_audio_fields(site))
         if sch.open is not None and sch.close is not None:
             fields.update(hours=OpeningHours(sch.open, sch.close, sch.days), closed_look=sch.outside)
         if idle.after_minutes:
@@ -526,6 +543,7 @@ def _show_setup(args: argparse.Namespace):
         **_encoder_fields(args),
         "precision": args.precision, "no_build": args.no_build,
         "midi_api": args.midi_api,
+        "audio": args.audio, "audio_map": args.audio_map, "audio_link": args.audio_link,
     }
     if args.capture_size:
         cli["capture_width"], cli["capture_height"] = _parse_size(args.capture_size, "--capture-size")
@@ -587,11 +605,15 @@ def _cmd_render(args: argparse.Namespace) -> int:
     registry = Registry()
     network: dict[str, object] = {}
     presets_dir = args.presets
+    audio_map, audio_settings = args.audio_map, {}
     if args.config is not None:
         from live.site import load_site
 
         site = load_site(args.config)
         site.apply(registry)
+        if site.audio.enabled:
+            audio_map = audio_map or site.audio.mapping
+            audio_settings = dict(site.audio.settings)
         n = site.network
         network = {k: v for k, v in (("weights", n.weights), ("backend", n.backend), ("device", n.device)) if v}
         presets_dir = presets_dir or site.presets.directory
@@ -609,6 +631,10 @@ def _cmd_render(args: argparse.Namespace) -> int:
         bitrate=parse_bitrate(args.bitrate) if args.bitrate else None, crf=args.crf, resume=args.resume,
         progress=False if args.no_progress else None,
     )  # fmt: skip
+    if audio_map is not None:
+        from live.audio.timeline import audio_look
+
+        job.look = audio_look(args.input, audio_map, registry, audio_settings, PresetStore(registry, presets_dir))
     report = render(job)
     return 130 if report.interrupted else 0
 
@@ -666,6 +692,19 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     loop_benchmark(sizes, args.steps, args.frames, layer, args.weights, args.backend, args.device,
                    warmup=args.warmup, precision=args.precision)
     return 0
+
+
+def _audio_fields(site: Site) -> dict[str, object]:
+    """The site config's [audio] table as ShowOptions fields (flags override them)."""
+    a = site.audio
+    if not a.enabled:
+        return {}
+    fields: dict[str, object] = {"audio_settings": dict(a.settings), "audio_link": a.link}
+    if a.input is not None:
+        fields["audio"] = a.input
+    if a.mapping is not None:
+        fields["audio_map"] = a.mapping
+    return fields
 
 
 def _control_fields(site: Site) -> dict[str, object]:

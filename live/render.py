@@ -70,6 +70,9 @@ class RenderJob:
     resume: bool = False
     progress: bool | None = None  # None: a bar when stderr is a terminal
     on_frame: Callable[[int], None] | None = None  # after each finished frame (tests, GUIs)
+    # the look per frame time (seconds), e.g. the input's sound through an audio mapping
+    # (live.audio.timeline.AudioLook); None: the registry's one look for every frame
+    look: Callable[[float], Snapshot] | None = None
 
 
 @dataclass(frozen=True)
@@ -101,7 +104,7 @@ def _fingerprint(job: RenderJob, snap: Snapshot, size: tuple[int, int]) -> str:
     values = {k: str(snap[k]) for k in sorted(snap) if k not in ("reset", "freeze", "pause", "fps_cap", "morph_time")}
     parts = [str(job.source.resolve()), str(stat.st_size), str(int(stat.st_mtime)), json.dumps(values),
              str(size), str(job.seed), str(job.weights), job.model, job.flow_preset, str(job.codec), str(job.crf),
-             str(job.bitrate)]
+             str(job.bitrate), str(getattr(job.look, "fingerprint", ""))]
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
 
 
@@ -317,6 +320,8 @@ def _run(job, source, vin, audio_in, out, vout, encoder, audio_out, model, dream
     index, dreamed, audio_packets, interrupted = 0, 0, 0, False
     started = time.monotonic()
     first_audio_pts = resume_time if resume_time is not None else float("-inf")
+    last_reset = snap.reset
+    rate = vin.average_rate or vin.guessed_rate or 30
     with _Interrupt() as stop, tqdm(total=total, initial=start, desc="rendering", unit="frame",
                                     disable=None if job.progress is None else not job.progress) as bar:
         for packet in source.demux(vin, *audio_in):
@@ -337,6 +342,15 @@ def _run(job, source, vin, audio_in, out, vout, encoder, audio_out, model, dream
                     interrupted = True
                     break
                 state = _capture(index, dreamer, flows, feedback) if index % interval == 0 or index == start else None
+                if job.look is not None:  # the sound's look at this frame's time (live/audio/timeline.py)
+                    snap = job.look(float(frame.pts * vin.time_base) if frame.pts is not None else index / float(rate))
+                    settings = DreamSettings(snap.steps, snap.step_size, snap.octaves, snap.octave_scale, snap.jitter)
+                    if index == start and start > 0:
+                        last_reset = snap.reset  # resumed: a reset before this frame is in the saved state
+                    if snap.reset != last_reset:
+                        last_reset = snap.reset
+                        flows.reset()
+                        feedback.reset()
                 bgr = _dream(frame.to_ndarray(format="bgr24")[:h, :w], flows, feedback, dreamer, compositor, snap,
                              settings, dw, dh, lo, hi, device)
                 out_frame = av.VideoFrame.from_ndarray(bgr, format="bgr24").reformat(format="yuv420p", dst_colorspace="ITU709")

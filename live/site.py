@@ -12,6 +12,9 @@ A gallery machine runs for weeks from one file (``site.toml``, see ``live/site-e
     [osc]         enabled, host, port, allow = [CIDRs], feedback = ["host:port", …]
     [web]         enabled, host, port, mdns, token_file (the page, preview and OSCQuery)
     [midi]        enabled, mapping, api = alsa|jack
+    [audio]       enabled, input (device, sound file or "source"), mapping (file or shipped name),
+                  bands = [edges in Hz], attack_ms, release_ms, average_s, gate_db, sensitivity,
+                  min_bpm, max_bpm, link
     [presets]     directory, start, cycle = [names], cycle_minutes, morph_time
     [schedule]    open = "10:00", close = "18:00", days = ["mon", …], outside = blackout|placeholder|stop
     [idle]        after_minutes, motion_threshold, preset, and [idle.dream] values for the idle look
@@ -69,7 +72,7 @@ MIDI_APIS = ("alsa", "jack")  # as live.control.midi.APIS
 DREAM_PARAMS: dict[str, Param] = {p.name: p for p in LIVE_PARAMS if p.kind != "trigger"}
 # What SIGHUP can change while the show runs; every other section needs a restart.
 LIVE_SECTIONS = frozenset({"dream", "presets", "schedule", "idle", "governor", "log"})
-RESTART_SECTIONS = frozenset({"source", "outputs", "network", "osc", "midi", "calibration", "web"})
+RESTART_SECTIONS = frozenset({"source", "outputs", "network", "osc", "midi", "calibration", "web", "audio"})
 _PRESET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")  # as live.control.presets
 
 
@@ -150,6 +153,18 @@ class MidiSection:
 
 
 @dataclass(frozen=True)
+class AudioSection:
+    """The sound (live/audio): an input, a mapping, and how the sound is analysed (``settings``:
+    the analysis keys given, checked together by live.audio.analysis.AnalysisSettings)."""
+
+    enabled: bool = True
+    input: str | None = None  # a device (index or name), a sound file, or "source"
+    mapping: str | None = None  # a mapping file (relative to this config) or a shipped name
+    link: bool = False
+    settings: Mapping[str, Any] = field(default_factory=_frozen_map)
+
+
+@dataclass(frozen=True)
 class PresetsSection:
     directory: Path | None = None
     start: str | None = None
@@ -219,6 +234,7 @@ class Site:
     osc: OscSection = OscSection()
     web: WebSection = WebSection()
     midi: MidiSection = MidiSection()
+    audio: AudioSection = AudioSection()
     presets: PresetsSection = PresetsSection()
     schedule: ScheduleSection = ScheduleSection()
     idle: IdleSection = IdleSection()
@@ -449,6 +465,16 @@ def _bitrate(value: Any) -> int:
         raise _Bad('bits per second 100k..100M, e.g. "4500k" or "6M"') from None
 
 
+def _edges(value: Any) -> tuple[float, ...]:
+    """Audio band edges: a rising list of 2..17 frequencies in Hz."""
+    if not isinstance(value, list) or not 2 <= len(value) <= 17 or any(
+            isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= 96000 for v in value):
+        raise _Bad("a list of 2 to 17 band edges in Hz, e.g. [20, 200, 2000, 16000]")
+    if any(b <= a for a, b in zip(value, value[1:])):
+        raise _Bad("band edges that rise, e.g. [20, 200, 2000, 16000]")
+    return tuple(float(v) for v in value)
+
+
 def _host(value: Any) -> str:
     if not isinstance(value, str) or not re.fullmatch(r"[A-Za-z0-9.:_-]+", value):
         raise _Bad('an address to listen on, e.g. "127.0.0.1" (this machine only) or "0.0.0.0" (all)')
@@ -474,6 +500,10 @@ SCHEMA: dict[str, dict[str, Check | str]] = {
     "osc": {"enabled": _bool, "host": _host, "port": _int(0, 65535), "allow": _cidrs, "feedback": _hostports},
     "web": {"enabled": _bool, "host": _host, "port": _int(0, 65535), "mdns": _bool, "token_file": PATH},
     "midi": {"enabled": _bool, "mapping": PATH, "api": _choice(*MIDI_APIS)},
+    "audio": {"enabled": _bool, "input": _text, "mapping": _text, "link": _bool, "bands": _edges,
+              "attack_ms": _float(0.1, 5000), "release_ms": _float(0.1, 10000), "average_s": _float(0.5, 600),
+              "gate_db": _float(-120, 0), "sensitivity": _float(0.5, 20), "min_bpm": _float(30, 300),
+              "max_bpm": _float(30, 300)},
     "presets": {
         "directory": PATH, "start": _preset_name, "cycle": _preset_names,
         "cycle_minutes": _float(0, 7 * 24 * 60, open_lo=True), "morph_time": _float(0, 60),
@@ -611,6 +641,7 @@ def parse_site(data: Mapping[str, Any], path: Path | None = None) -> Site:
         osc=build(OscSection, "osc"),
         web=build(WebSection, "web"),
         midi=build(MidiSection, "midi"),
+        audio=_audio_section(parts.get("audio", {}), c, path),
         presets=build(PresetsSection, "presets"),
         schedule=build(ScheduleSection, "schedule"),
         idle=build(IdleSection, "idle"),
@@ -618,6 +649,23 @@ def parse_site(data: Mapping[str, Any], path: Path | None = None) -> Site:
         log=build(LogSection, "log"),
         calibration=build(CalibrationSection, "calibration"),
     )
+
+
+def _audio_section(values: Mapping[str, Any], c: _Checker, path: Path | None) -> AudioSection:
+    """[audio]: the analysis keys are checked together (a tempo range, bands within Nyquist)."""
+    values = dict(values)
+    mapping = values.pop("mapping", None)
+    if mapping is not None and ("/" in mapping or mapping.endswith(".toml")):
+        mapping = str(c.base / Path(mapping).expanduser())  # a file, relative to this config; else a shipped name
+    section = AudioSection(enabled=values.pop("enabled", True), input=values.pop("input", None), mapping=mapping,
+                           link=values.pop("link", False), settings=_frozen_map(values))
+    from live.audio.show import analysis_settings
+
+    try:
+        analysis_settings(section.settings)
+    except UsageError as e:
+        raise UsageError(f"{path or 'site config'}: [audio] {e}") from None
+    return section
 
 
 def load_site(path: Path | str) -> Site:

@@ -319,6 +319,9 @@ class OscServer:
             from the OSC and feedback threads, so it must be thread-safe and quick.
         rcvbuf: requested socket receive buffer (the OS may grant less; the grant is logged).
         status_every: seconds between status pushes to the feedback targets (0: only on request).
+        routes: more addresses below the prefix (``audio/query`` …), each a handler called as
+            ``handler(client, address, args)`` on the OSC thread; a UsageError is refused and
+            answered like any, a returned ``{address: args}`` is the reply.
     """
 
     def __init__(
@@ -333,6 +336,8 @@ class OscServer:
         status: Callable[[], Mapping[str, Any]] | None = None,
         rcvbuf: int = RCVBUF,
         status_every: float = STATUS_EVERY,
+        routes: Mapping[str, Callable[[tuple[str, int], str, tuple[Any, ...]], Mapping[str, list[Any]] | None]]
+        | None = None,
     ) -> None:
         self.registry = registry
         self.host, self.port = host, port
@@ -344,6 +349,7 @@ class OscServer:
         if unknown:
             raise UsageError(f"unknown OSC actions {sorted(unknown)}; known: {', '.join(ACTIONS)}")
         self.status = status
+        self.routes = dict(routes or {})  # more addresses below the prefix (the sound's: live.audio.oscdoor)
         self.rcvbuf = rcvbuf
         self.status_every = status_every
         if not _is_loopback_host(host):
@@ -607,6 +613,8 @@ class OscServer:
         for key in self.actions:
             if STREAM_ENABLE.fullmatch(key):
                 route(f"{PREFIX}/{key}", self._action(key))
+        for key, handler in self.routes.items():
+            route(f"{PREFIX}/{key}", self._extra(handler))
         route(f"{PREFIX}/query", self._on_query)
         route(f"{PREFIX}/dump", self._on_dump)
         route(f"{PREFIX}/status", self._on_status)
@@ -707,6 +715,16 @@ class OscServer:
             except Exception as e:  # a bug in the action must not stop OSC; traceback at debug
                 log.debug("OSC action %s failed", key, exc_info=True)
                 raise _Rejected("action_failed", f"{key} {argument!r} failed: {type(e).__name__}: {e}") from None
+
+        return run
+
+    def _extra(self, handler: Callable[[tuple[str, int], str, tuple[Any, ...]], Mapping[str, list[Any]] | None]
+               ) -> Callable[[tuple[str, int], str, tuple[Any, ...]], None]:
+        """A route given at construction: its refusals are answered like any, its reply goes back."""
+        def run(client: tuple[str, int], address: str, args: tuple[Any, ...]) -> None:
+            reply = handler(client, address, args)
+            if reply:
+                self._reply(client, reply)
 
         return run
 

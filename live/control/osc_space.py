@@ -43,11 +43,21 @@ class Method:
         return f"{PREFIX}/{self.name}"
 
 
-def control_methods(layers: Sequence[catalog.Layer] = catalog.LAYERS, streams: int | None = None) -> tuple[Method, ...]:
+def audio_methods() -> tuple[Method, ...]:
+    """The sound's addresses (:mod:`live.audio.oscdoor`): read-only feature nodes, queries, maps."""
+    from live.audio.oscdoor import AUDIO_METHODS
+
+    return tuple(Method(name, argument, accepts, meaning, tag, readable)
+                 for name, argument, accepts, meaning, tag, readable in AUDIO_METHODS)
+
+
+def control_methods(layers: Sequence[catalog.Layer] = catalog.LAYERS, streams: int | None = None,
+                    audio: bool = True) -> tuple[Method, ...]:
     """Every address besides ``/dream/<param>`` and ``/dream/<param>/norm``, in the README's order.
 
     ``streams``: how many ``--stream`` outputs the show has, one ``stream/<n>/enable`` address
     each; None describes the pattern once (``stream/<n>/enable``), as the README does.
+    ``audio``: with the sound's addresses (a show without ``--audio`` has none).
     """
     stream_names = ["stream/<n>/enable"] if streams is None else [f"stream/{n}/enable" for n in range(1, streams + 1)]
     assert set(ACTIONS) == {"preset/load", "preset/save", "morph", "learn", "record/start", "record/stop"}, (
@@ -72,6 +82,7 @@ def control_methods(layers: Sequence[catalog.Layer] = catalog.LAYERS, streams: i
                "s"),
         Method("dump", "—", "", "replies with every parameter", "N"),
         Method("status", "—", "", f"replies `{PREFIX}/status/<field> <value>` for {', '.join(STATUS_FIELDS)}", "N"),
+        *(audio_methods() if audio else ()),
     )  # fmt: skip
 
 
@@ -86,6 +97,6 @@ def param_addresses(params: Iterable[Param] = LIVE_PARAMS) -> list[str]:
     return out
 
 
-def accepted_addresses(params: Iterable[Param] = LIVE_PARAMS, streams: int = 0) -> list[str]:
-    """Every address the OSC server acts on, parameters first."""
-    return param_addresses(params) + [m.address for m in control_methods(streams=streams)]
+def accepted_addresses(params: Iterable[Param] = LIVE_PARAMS, streams: int = 0, audio: bool = False) -> list[str]:
+    """Every address the OSC server acts on, parameters first (with ``audio``: the sound's too)."""
+    return param_addresses(params) + [m.address for m in control_methods(streams=streams, audio=audio)]

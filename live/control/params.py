@@ -181,6 +181,7 @@ LIVE_PARAMS: tuple[Param, ...] = (
     Param("pause", "bool", False, "pass the camera through undreamed"),
     Param("freeze", "bool", False, "hold the current output frame"),
     Param("reset", "trigger", 0, "clear the carried dream"),
+    Param("tap", "trigger", 0, "tap tempo: the beat of the sound follows your taps"),
     Param("morph_time", "float", 0.0, "cross-fade time for layer and preset changes", 0.0, 60.0, "s"),
 )
 

@@ -33,7 +33,7 @@ from live.tomlfile import read_toml
 log = logging.getLogger(__name__)
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-NOT_PRESET = ("reset", "morph_time")  # an action and a setting about morphing, not part of a look
+NOT_PRESET = ("reset", "tap", "morph_time")  # actions and a setting about morphing, not part of a look
 
 
 def default_presets_dir() -> Path:

@@ -50,11 +50,12 @@ KEYMAP: dict[int, str] = {
     **{code: "prev_layer" for code in _LEFT},
     **{code: "next_layer" for code in _RIGHT},
 }
-for _letter, _action in {"q": "quit", "f": "fullscreen", "n": "next_layer", "p": "prev_layer", "s": "screenshot", "o": "overlay"}.items():
+for _letter, _action in {"q": "quit", "f": "fullscreen", "n": "next_layer", "p": "prev_layer", "s": "screenshot", "o": "overlay",
+                        "t": "tap"}.items():
     # Caps Lock or Shift must not make a key dead on stage; Qt also reports letters in upper case.
     KEYMAP[ord(_letter)] = KEYMAP[ord(_letter.upper())] = _action
 
-ACTIONS = ("quit", "fullscreen", "next_layer", "prev_layer", "freeze", "screenshot", "overlay", "window_closed")
+ACTIONS = ("quit", "fullscreen", "next_layer", "prev_layer", "freeze", "screenshot", "overlay", "tap", "window_closed")
 """Every action ``poll_keys`` can return."""
 
 

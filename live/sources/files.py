@@ -79,6 +79,7 @@ class VideoFileSource(Source):
         self.fps = fps  # None: the file's own rate, read at start
         self._cap: cv2.VideoCapture | None = None
         self._first: np.ndarray | None = None
+        self.position: float | None = None  # seconds into the clip of the frame shown last (its sound follows it)
 
     def describe(self) -> str:
         rate = f" @ {self.fps:g} fps" if self.fps else ""
@@ -115,8 +116,10 @@ class VideoFileSource(Source):
     def _run(self) -> None:
         assert self._cap is not None and self.fps is not None
         pacer, image, shown = Pacer(self.fps), self._first, 0
+        pass_start = 0
         while pacer.wait(self._stop):
             self._publish(image)
+            self.position = (shown - pass_start) / self.fps
             shown += 1
             ok, image = self._cap.read()  # decode the next one while this one is shown
             if ok and image is not None:
@@ -137,6 +140,7 @@ class VideoFileSource(Source):
                 log.error("%s could not be read again to loop it; stopping", self.path)
                 self._set_status(Status.FAILED, f"{self.path.name} unreadable")
                 return
+            pass_start = shown
             log.debug("%s looped after %d frames", self.path, shown)
 
     def _release(self) -> None:

@@ -65,6 +65,8 @@ class Namespace:
         presets: the preset names, for ``/dream/preset/load``'s choices.
         name: the show's name in ``HOST_INFO``.
         streams: how many ``--stream`` outputs the show has (one ``stream/<n>/enable`` each).
+        audio: the sound's feature values by name (``/dream/audio/<feature>``, read-only), or
+            None when the show has no sound (then no audio addresses either).
     """
 
     def __init__(
@@ -77,8 +79,10 @@ class Namespace:
         presets: Callable[[], list[str]] | None = None,
         name: str | None = None,
         streams: int = 0,
+        audio: Callable[[], Mapping[str, float]] | None = None,
     ) -> None:
         self.registry = registry
+        self.audio = audio
         self.streams = streams
         self.catalog = catalog.for_model(model)
         self.osc = osc
@@ -96,11 +100,15 @@ class Namespace:
         dream: dict[str, Any] = {}
         for param in self.registry.params.values():
             self._insert(dream, param.name, self._param_node(param, values))
-        for method in control_methods(catalog.LAYERS, streams=self.streams):
+        sound = dict(self.audio()) if self.audio is not None else {}
+        for method in control_methods(catalog.LAYERS, streams=self.streams, audio=self.audio is not None):
             node = {"FULL_PATH": method.address, "DESCRIPTION": method.meaning, "TYPE": method.type_tag,
                     "ACCESS": READ_WRITE if method.readable else WRITE}
             node.update(self._method_extras(method.name, snap))
-            if method.readable and method.address in values:
+            feature = method.name.removeprefix("audio/")
+            if method.readable and method.name.startswith("audio/"):  # the sound's: read-only
+                node.update(ACCESS=READ, VALUE=[float(sound.get(feature, 0.0))])
+            elif method.readable and method.address in values:
                 node["VALUE"] = [_json_value(method.type_tag, v) for v in values[method.address]]
             self._insert(dream, method.name, node)
         self._insert_status(dream)

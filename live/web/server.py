@@ -131,6 +131,7 @@ class _Client:
         self.values: dict[str, Any] = {}
         self.norms: dict[str, float] = {}
         self.status: dict[str, Any] | None = None
+        self.audio: dict[str, Any] | None = None  # the newest sound meters, not yet sent
         self.presets: list[str] | None = None
         self.preview = False
         self.frame_sent = 0  # number of the last preview frame sent
@@ -203,6 +204,8 @@ class WebServer:
         osc_allow: the OSC allowlist; those networks may read OSCQuery without the token.
         mdns: advertise ``_oscjson._tcp`` and ``_osc._udp`` over mDNS.
         stall_seconds, heartbeat: when a page that does not read is dropped.
+        audio: the sound's page side (:class:`live.audio.webdoor.AudioWeb`): meters, tap, the
+            mapping; its ops are ``audio/…``; None when the show has no sound.
     """
 
     def __init__(
@@ -223,6 +226,7 @@ class WebServer:
         streams: int = 0,
         stall_seconds: float = STALL_SECONDS,
         heartbeat: float = HEARTBEAT,
+        audio: Any = None,
     ) -> None:
         if not is_loopback_bind(host) and not token:
             raise UsageError(f"the web page on {host} would let anyone on the network drive the show; "
@@ -239,11 +243,12 @@ class WebServer:
         self.mdns = mdns
         self.stall_seconds = stall_seconds
         self.heartbeat = heartbeat
+        self.audio = audio
         osc_senders = SenderFilter(osc_allow) if osc is not None else None
         self.policy = AccessPolicy(token, osc_senders)
         self.namespace = oscquery.Namespace(registry, model=model, osc=osc, status=self._scalar_status,
                                             presets=self._preset_names, name=name,
-                                            streams=streams)
+                                            streams=streams, audio=audio.values if audio is not None else None)
         self.counts: collections.Counter[str] = collections.Counter()
         self.problems = _RecentProblems()
         self._throttle = _Throttle()
@@ -372,6 +377,8 @@ class WebServer:
         self._apply_wake = asyncio.Event()
         self._preview_wanted = asyncio.Event()
         self._tasks = [asyncio.create_task(coro) for coro in (self._applier(), self._status_ticker(), self._encoder())]
+        if self.audio is not None:
+            self._tasks.append(asyncio.create_task(self._audio_ticker()))
 
     async def _shutdown(self) -> None:
         for task in self._tasks:
@@ -531,6 +538,10 @@ class WebServer:
                 client.wake.set()
             elif op == "ping":
                 client.send({"type": "pong", "t": data.get("t")})
+            elif op.startswith("audio/") and self.audio is not None:
+                reply = self.audio.handle(op, data)  # the sound's ops (live/audio/webdoor.py)
+                if reply is not None:
+                    client.send(reply)
             else:
                 client.error(f"unknown op {op!r}")
         except LiveError as e:
@@ -670,6 +681,9 @@ class WebServer:
         if client.status is not None:
             out.append(json.dumps({"type": "status", "status": client.status}))
             client.status = None
+        if client.audio is not None:
+            out.append(json.dumps({"type": "audio", "audio": client.audio}))
+            client.audio = None
         return out
 
     def _drop_stalled(self, client: _Client, why: str) -> None:
@@ -741,6 +755,7 @@ class WebServer:
                         "aliases": list(layer.aliases)} for layer in self.catalog.layers],
             "values": values, "norms": norms, "presets": self._preset_names(), "status": self._status_payload(),
             "preview": {"width": PREVIEW_WIDTH, "fps": PREVIEW_FPS, "available": self.preview is not None},
+            "audio": self.audio.hello() if self.audio is not None else None,
         }  # fmt: skip
 
     # ----- status and preview (web thread)
@@ -775,6 +790,23 @@ class WebServer:
                 client.status = payload
                 if changed:
                     client.presets = names
+                client.wake.set()
+
+    async def _audio_ticker(self) -> None:
+        """The sound's meters to every page, newest only (live/audio/webdoor.py)."""
+        from live.audio.webdoor import METER_RATE
+
+        while True:
+            await asyncio.sleep(1.0 / METER_RATE)
+            if not self._clients:
+                continue
+            try:
+                payload = _jsonable(self.audio.payload())
+            except Exception:  # noqa: BLE001 - the meters pause; the page and the show go on
+                log.debug("web: audio meters", exc_info=True)
+                continue
+            for client in list(self._clients):
+                client.audio = payload
                 client.wake.set()
 
     def _update_preview_wanted(self) -> None:

@@ -8,6 +8,10 @@
   const SHOW_GROUP = ["pause", "freeze", "reset"];  // drawn as buttons in the Show panel
   const PRESET_GROUP = ["morph_time"];  // drawn beside the presets it affects
   const SKIP = ["objective"];  // has its own panel (layer, channel, objective)
+  const SOUND_GROUP = ["tap"];  // drawn in the Sound panel
+  const METERS = ["level", "low", "mid", "high", "onset", "beat", "phase", "confidence"];
+  const METER_TOP = { level: 0.5, low: 3, mid: 3, high: 3 };  // bands: 1 is "as loud as usual"
+  let sound = null;  // the show's sound description, or null when it has none
 
   let ws = null;
   let retry = 1000;
@@ -74,6 +78,8 @@
       case "presets": renderPresets(msg.names); break;
       case "error": refused(msg.message, msg.about); break;
       case "notice": notice(msg.message); break;
+      case "audio": renderSound(msg.audio); break;
+      case "audio_mapping": renderMapping(msg.mapping); break;
       default: break;
     }
   }
@@ -87,6 +93,7 @@
     applyValues(msg.values, msg.norms);
     renderPresets(msg.presets);
     renderStatus(msg.status);
+    buildSound(msg.audio);
     setConnection("live", `live · ${msg.model}`);
     banner("");
     const wanted = $("preview-on").checked && !document.hidden && msg.preview.available;
@@ -122,7 +129,7 @@
   }
 
   function buildControls(list) {
-    for (const id of ["params", "show-controls", "preset-controls"]) $(id).textContent = "";
+    for (const id of ["params", "show-controls", "preset-controls", "sound-controls"]) $(id).textContent = "";
     for (const key of Object.keys(controls)) delete controls[key];
     for (const p of list) {
       if (SKIP.includes(p.name)) continue;
@@ -130,7 +137,8 @@
         controls[p.name] = showButton(p);
         continue;
       }
-      const parent = PRESET_GROUP.includes(p.name) ? $("preset-controls") : $("params");
+      const parent = PRESET_GROUP.includes(p.name) ? $("preset-controls")
+        : SOUND_GROUP.includes(p.name) ? $("sound-controls") : $("params");
       if (p.kind === "float" || p.kind === "int") controls[p.name] = fader(p, parent);
       else if (p.kind === "bool") controls[p.name] = toggle(p, parent);
       else if (p.kind === "trigger") controls[p.name] = trigger(p, parent);
@@ -288,6 +296,10 @@
       const el = $("preset-message");
       el.textContent = message;
       el.className = "message bad";
+    } else if ((about && about.startsWith("audio/")) || /audio|sound/.test(message)) {
+      const el = $("sound-message");
+      el.textContent = message;
+      el.className = "message bad";
     } else if (about === "objective") {
       const el = $("dream-message");
       el.textContent = message;
@@ -433,6 +445,106 @@
   }
 
   // ----- wiring
+  // ----- the sound: meters, beat light, tap, the mapping
+  function option(select, value, label) {
+    const o = document.createElement("option");
+    o.value = value;
+    o.textContent = label || value;
+    select.append(o);
+  }
+
+  function buildSound(desc) {
+    sound = desc;
+    $("sound-panel").hidden = !desc;
+    if (!desc) return;
+    const meters = $("meters");
+    meters.textContent = "";
+    for (const name of METERS) {
+      const label = document.createElement("span");
+      label.textContent = name;
+      label.title = (desc.features.find((f) => f.name === name) || {}).help || "";
+      const bar = document.createElement("div");
+      bar.className = "meter";
+      bar.setAttribute("role", "meter");
+      bar.setAttribute("aria-label", name);
+      bar.append(document.createElement("span"));
+      const value = document.createElement("span");
+      value.className = "meter-value";
+      value.id = `meter-${name}`;
+      bar.id = `bar-${name}`;
+      meters.append(label, bar, value);
+    }
+    for (const [id, list] of [["map-feature", [...new Set([...desc.bands, ...desc.features.map((f) => f.name)])]],
+      ["map-param", desc.params], ["map-mode", desc.modes], ["sound-mapping", desc.shipped]]) {
+      $(id).textContent = "";
+      for (const v of list) option($(id), v);
+    }
+    $("sound-save").disabled = !desc.saving;
+    $("sound-input").textContent = desc.input;
+    renderMapping(desc.mapping);
+  }
+
+  function renderSound(a) {
+    if (!sound) return;
+    for (const name of METERS) {
+      const v = a.values[name] || 0;
+      const top = METER_TOP[name] || 1;
+      const bar = $(`bar-${name}`);
+      if (!bar) continue;
+      bar.firstChild.style.width = `${Math.min(100, (100 * v) / top)}%`;
+      bar.setAttribute("aria-valuenow", v.toFixed(2));
+      $(`meter-${name}`).textContent = v.toFixed(2);
+    }
+    $("beat-light").classList.toggle("on", (a.values.beat || 0) > 0.05);
+    $("onset-light").classList.toggle("on", (a.values.onset || 0) > 0.05);
+    $("bpm").textContent = a.values.bpm ? `${a.values.bpm.toFixed(1)} BPM` : "— BPM";
+    $("tempo-source").textContent = `${a.tempo_source}${a.input_status && a.input_status !== "live" ? " · input " + a.input_status : ""}`;
+  }
+
+  function renderMapping(m) {
+    const list = $("sound-maps");
+    list.textContent = "";
+    if (!m.maps.length && !m.triggers.length) {
+      const li = document.createElement("li");
+      li.className = "quiet";
+      li.textContent = "nothing mapped";
+      list.append(li);
+    }
+    for (const map of m.maps) {
+      const li = document.createElement("li");
+      li.textContent = `${map.feature} → ${map.param} (${map.mode} ${map.min}..${map.max}) `;
+      const remove = document.createElement("button");
+      remove.type = "button";
+      remove.textContent = "remove";
+      remove.addEventListener("click", () => send({ op: "audio/unmap", param: map.param }));
+      li.append(remove);
+      list.append(li);
+    }
+    for (const t of m.triggers) {
+      const li = document.createElement("li");
+      li.textContent = t;
+      list.append(li);
+    }
+  }
+
+  function soundMessage(text) { $("sound-message").textContent = text; }
+
+  document.addEventListener("DOMContentLoaded", () => {
+    $("tempo-follow").addEventListener("click", () => send({ op: "audio/follow" }));
+    $("sound-load").addEventListener("click", () => send({ op: "audio/mapping", name: $("sound-mapping").value }));
+    $("sound-save").addEventListener("click", () => send({ op: "audio/save" }));
+    $("sound-map-form").addEventListener("submit", (event) => {
+      event.preventDefault();
+      const map = { feature: $("map-feature").value, param: $("map-param").value, mode: $("map-mode").value };
+      if ($("map-min").value !== "" && $("map-max").value !== "") {
+        map.min = Number($("map-min").value);
+        map.max = Number($("map-max").value);
+      }
+      soundMessage("");
+      send({ op: "audio/map", map });
+    });
+  });
+
   document.addEventListener("DOMContentLoaded", () => {
     $("preview-on").addEventListener("change", (e) => setPreview(e.target.checked));
     document.addEventListener("visibilitychange", () => setPreview($("preview-on").checked && !document.hidden));
