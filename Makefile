@@ -47,7 +47,7 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	touch $@
 
 $(VENV)/.installed-test: $(VENV)/.installed
-	$(BIN)/python -m pip install --quiet -e ".[test,midi,ndi]"
+	$(BIN)/python -m pip install --quiet -e ".[test,midi,ndi,cluster]"
 	touch $@
 
 run: system-deps $(VENV)/.installed
