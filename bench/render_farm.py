@@ -7,8 +7,8 @@ frame, feedback 0.9), lossless (CRF 0) so frames compare bit for bit.
 
 - **Overhead** (target: >= 0.95x the throughput of one process): one process (the ordinary
   ``render``, 2 threads) against a local Ray cluster of 2 CPUs running 2 tasks of 1 thread, the
-  same total threads. Runs take turns; wall and CPU time (the driver's plus every task's own) are
-  both given, the CPU figure being the steadier one on a shared machine. Two plans: segments at
+  same total threads. Runs take turns; wall and CPU time (Ray's: the driver's, its daemons' and its
+  workers', every process below the bench) are both given, the CPU figure being the steadier one on a shared machine. Two plans: segments at
   the cut only, and segments every ``--shot-seconds / 2`` with warm-ups (the warm-up frames are
   dreamed twice, and count against the farm).
 - **Ray's own costs**: ``ray.init`` of the local cluster, a first trivial task, and the
@@ -118,15 +118,44 @@ def one_process(s: Setup) -> dict:
             "cpu": time.process_time() - c0, "out": job.target}
 
 
+def tree_cpu() -> float:
+    """CPU seconds (user + system) of every process below this one: Ray's daemons and workers
+    (started by ``ray.init`` here), local workers. Linux /proc; a process that ends in between
+    takes its seconds with it."""
+    tick = os.sysconf("SC_CLK_TCK")
+    parents: dict[int, int] = {}
+    cpu: dict[int, float] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents[int(entry)] = int(fields[1])
+        cpu[int(entry)] = (int(fields[11]) + int(fields[12])) / tick
+    me, total = os.getpid(), 0.0
+    for pid in cpu:
+        p = pid
+        while p in parents and p != me and p > 1:
+            p = parents[p]
+        if p == me and pid != me:
+            total += cpu[pid]
+    return total
+
+
 def farm(s: Setup, name: str, **kw: object) -> dict:
     threads.apply(2)  # the driver's own work (reading the input, joining) as in the one-process run
     fj = FarmJob(s.job(name), **kw)
-    w0, c0 = time.perf_counter(), time.process_time()
+    w0, c0, t0 = time.perf_counter(), time.process_time(), tree_cpu()
     report = render_farm(fj)
-    wall, driver_cpu = time.perf_counter() - w0, time.process_time() - c0
+    wall, driver_cpu, others = time.perf_counter() - w0, time.process_time() - c0, tree_cpu() - t0
     dreamed = sum(seg.frames + seg.warmup + seg.lead for seg in report.plan.segments)
-    tasks_cpu = sum(r.cpu_seconds for r in report.results)
-    return {"frames": report.frames, "dreamed": dreamed, "wall": wall, "cpu": driver_cpu + tasks_cpu,
+    # The driver's CPU and that of every process below it (Ray's daemons and workers); at least
+    # what the tasks themselves reported.
+    cpu = driver_cpu + max(others, sum(r.cpu_seconds for r in report.results))
+    return {"frames": report.frames, "dreamed": dreamed, "wall": wall, "cpu": cpu,
             "out": fj.render.target, "report": report,
             "setup": statistics.mean(r.setup_seconds for r in report.results) if report.results else 0.0}
 
@@ -179,6 +208,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--size", default="320x192", help="clip and dream size, multiples of 32 (default: %(default)s)")
     ap.add_argument("--shot-seconds", type=float, default=5.0, help="length of each of the two shots")
+    ap.add_argument("--turns", type=int, default=2, help="turns of the timed runs (default: %(default)s)")
+    ap.add_argument("--throughput-only", action="store_true", help="only the overhead table and Ray's start-up")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
@@ -205,15 +236,20 @@ def main() -> None:
         t0 = time.perf_counter()
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
         results["ray_init_s"] = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        ray.get(ray.remote(lambda: os.getpid()).options(num_cpus=1).remote())
-        results["first_task_s"] = time.perf_counter() - t0
+        noop = ray.remote(lambda: os.getpid()).options(num_cpus=1)
+        ray.get([noop.remote() for _ in range(4)])  # the workers Ray started with the cluster answer
+        trips = []
+        for _ in range(20):
+            t0 = time.perf_counter()
+            ray.get(noop.remote())
+            trips.append(time.perf_counter() - t0)
+        results["task_round_trip_s"] = statistics.median(trips)
 
         cuts = {"segment_seconds": 10 * args.shot_seconds, "ray": "local", "threads": 1}  # the cut only
         splits = {"segment_seconds": args.shot_seconds / 2, "ray": "local", "threads": 1}
         runs: dict[str, list[dict]] = {"one": [], "cold": [], "cuts": [], "splits": []}
         runs["cold"].append(farm(s, "ray-cold", **cuts))
-        for _ in range(2):  # taking turns, so a load that drifts falls on both
+        for _ in range(args.turns):  # taking turns, so a load that drifts falls on all
             runs["one"].append(one_process(s))
             runs["cuts"].append(farm(s, "ray-cuts", **cuts))
             runs["splits"].append(farm(s, "ray-splits", **splits))
@@ -232,34 +268,35 @@ def main() -> None:
                          "fps": fps, "x_wall": fps / base_wall, "cpu_s": [r["cpu"] for r in rs],
                          "x_cpu": cfps / base_cpu})
         results["throughput"] = rows
+        results["fresh_workers_s"] = runs["cold"][0]["wall"] - statistics.mean(r["wall"] for r in runs["cuts"])
+        if not args.throughput_only:  # the checks: per-segment cost, seams, identity, a killed worker
+            few = farm(s, "ray-2", segments=2, warmup=0, ray="local", threads=1)
+            many = farm(s, "ray-16", segments=16, warmup=0, ray="local", threads=1)
+            results["per_segment_s"] = (many["wall"] - few["wall"]) * 2 / 14
+            results["per_segment_cpu_s"] = (many["cpu"] - few["cpu"]) / 14
+            results["task_setup_s"] = many["setup"]
 
-        few = farm(s, "ray-2", segments=2, warmup=0, ray="local", threads=1)
-        many = farm(s, "ray-16", segments=16, warmup=0, ray="local", threads=1)
-        results["per_segment_s"] = (many["wall"] - few["wall"]) * 2 / 14
-        results["per_segment_cpu_s"] = (many["cpu"] - few["cpu"]) / 14
-        results["task_setup_s"] = many["setup"]
+            split_run = runs["splits"][0]
+            bare = farm(s, "ray-no-warmup", segment_seconds=args.shot_seconds / 2, warmup=0, ray="local", threads=1)
+            results["seams"] = {"default warm-up and fade": seams(decoded(split_run["out"]), split_run["report"], shots),
+                                "no warm-up, no fade": seams(decoded(bare["out"]), bare["report"], shots)}
 
-        split_run = runs["splits"][0]
-        bare = farm(s, "ray-no-warmup", segment_seconds=args.shot_seconds / 2, warmup=0, ray="local", threads=1)
-        results["seams"] = {"default warm-up and fade": seams(decoded(split_run["out"]), split_run["report"], shots),
-                            "no warm-up, no fade": seams(decoded(bare["out"]), bare["report"], shots)}
+            sequential = farm(s, "sequential", segment_seconds=args.shot_seconds / 2, threads=1)
+            a, b = decoded(sequential["out"]), decoded(split_run["out"])
+            results["identity"] = {"frames": len(a), "equal": sum(np.array_equal(x, y) for x, y in zip(a, b)),
+                                   "same_count": len(a) == len(b)}
 
-        sequential = farm(s, "sequential", segment_seconds=args.shot_seconds / 2, threads=1)
-        a, b = decoded(sequential["out"]), decoded(split_run["out"])
-        results["identity"] = {"frames": len(a), "equal": sum(np.array_equal(x, y) for x, y in zip(a, b)),
-                               "same_count": len(a) == len(b)}
-
-        killed_out = work / "killed.mkv"
-        killer = Killer(segment_dir(killed_out))
-        killer.start()
-        lines.lines.clear()
-        job = s.job("killed")
-        job.target = killed_out
-        report = render_farm(FarmJob(job, segments=2, ray="local", threads=1))
-        killer.stop.set()
-        logged = [line for line in lines.lines if "stopped after" in line and "started again" in line]
-        results["fault"] = {"killed": killer.killed, "frames": len(decoded(killed_out)), "expected": 2 * per_shot,
-                            "restarted": report.restarted, "log": logged[:1]}
+            killed_out = work / "killed.mkv"
+            killer = Killer(segment_dir(killed_out))
+            killer.start()
+            lines.lines.clear()
+            job = s.job("killed")
+            job.target = killed_out
+            report = render_farm(FarmJob(job, segments=2, ray="local", threads=1))
+            killer.stop.set()
+            logged = [line for line in lines.lines if "stopped after" in line and "started again" in line]
+            results["fault"] = {"killed": killer.killed, "frames": len(decoded(killed_out)), "expected": 2 * per_shot,
+                                "restarted": report.restarted, "log": logged[:1]}
     finally:
         ray.shutdown()
         shutil.rmtree(work, ignore_errors=True)
@@ -279,9 +316,13 @@ def print_tables(r: dict) -> None:
         cpus = ", ".join(f"{x:.1f}" for x in row["cpu_s"])
         print(f"| {row['run']} | {row['segments']} | {row['dreamed']} | {walls} | {row['fps']:.2f} | "
               f"**{row['x_wall']:.2f}x** | {cpus} | {row['x_cpu']:.2f}x |")
-    print(f"\nRay start-up: ray.init {r['ray_init_s']:.1f} s, first task on a fresh worker {r['first_task_s']:.1f} s; "
-          f"one more segment: {r['per_segment_s']:.2f} s of a worker's wall time ({r['per_segment_cpu_s']:.2f} s "
-          f"CPU; in-task set-up {r['task_setup_s']:.2f} s)\n")
+    print(f"\nRay start-up: ray.init {r['ray_init_s']:.1f} s; a first render on fresh workers (PyTorch imported, "
+          f"the network loaded) {r['fresh_workers_s']:.1f} s longer than on warm ones; an empty task's round trip "
+          f"{1000 * r['task_round_trip_s']:.1f} ms")
+    if "per_segment_cpu_s" not in r:
+        return
+    print(f"One more segment (16 segments against 2, no warm-up): {r['per_segment_cpu_s']:.3f} s of CPU, "
+          f"{r['per_segment_s']:.2f} s of a worker's wall time; set-up inside a task {r['task_setup_s']:.3f} s\n")
     print("| warm-up | shot | seams | largest change at a seam | median change inside | ratio | largest inside |")
     print("|---|---|---|---|---|---|---|")
     for name, per_shot in r["seams"].items():

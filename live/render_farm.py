@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from live.atomic import atomic_write
-from live.errors import InputError, LiveError, SoftwareError, UsageError
+from live.errors import InputError, LiveError, SoftwareError, UnavailableError, UsageError
 from live.render import RenderJob, dream_size, fingerprint
 from live.render_plan import (DEFAULT_SEGMENT_SECONDS, Plan, Scan, load_plan, make_segments, plan_path, scan,
                               segment_dir, settle_frames, status_path)
@@ -419,6 +419,7 @@ class Monitor:
         self.restarts = 0
         self.phase_name = "rendering"
         self._last_progress: dict[int, dict[str, Any]] = {}
+        self._stamps: dict[str, tuple[int, int, int]] = {}
         self._written = 0.0
         self._refreshed = 0.0
         self.bar = tqdm(total=plan.frames, initial=self.kept_frames, desc="rendering", unit="frame",
@@ -450,44 +451,65 @@ class Monitor:
         self.write()
 
     def refresh(self, force: bool = False) -> None:
-        """Read the running segments' progress and attempts; update the bar and (every second) the
-        status file."""
+        """Update the bar and (every second) the status file from the workers' progress and
+        attempts files: one listing of the segment folder, then only the files that changed (a
+        farm's shared storage sees a few reads a second, however many segments wait)."""
         now = time.time()
         if not force and now - self._refreshed < 0.25:
             return
         self._refreshed = now
-        rates = []
-        for index, st in self.state.items():
-            if st["state"] in ("kept", "done", "failed"):
+        changed: list[tuple[int, str]] = []
+        try:
+            with os.scandir(self.folder) as entries:
+                for e in entries:
+                    stem, _, kind = e.name.partition(".")
+                    if kind not in ("attempts", "progress") or not stem.startswith("seg-"):
+                        continue
+                    st = e.stat()
+                    stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
+                    if self._stamps.get(e.name) != stamp:
+                        self._stamps[e.name] = stamp
+                        changed.append((int(stem[4:]) if stem[4:].isdigit() else -1, kind))
+        except OSError as e:
+            log.debug("segment folder %s: %s", self.folder, e)
+        for index, kind in sorted(changed, key=lambda c: (c[0], c[1] != "attempts")):  # attempts first
+            st = self.state.get(index)
+            if st is None or st["state"] in ("kept", "done", "failed"):
                 continue
-            attempts = self._attempts(index)
-            if len(attempts) > st["attempts"]:
-                if st["attempts"] >= 1:
-                    last = self._last_progress.get(index, {})
-                    before = attempts[st["attempts"] - 1]
-                    self.restarts += 1
-                    self.event(f"segment {index}: its worker (pid {before.get('pid')} on {before.get('host')}) stopped "
-                               f"after {last.get('warmup_done', 0)} warm-up and {last.get('frames', 0)} of "
-                               f"{st['end'] - st['start']} frames without finishing; started again by pid "
-                               f"{attempts[-1].get('pid')} on {attempts[-1].get('host')} (attempt {len(attempts)})",
-                               logging.WARNING)
-                st["attempts"] = len(attempts)
-            p = self._progress(index)
-            if p is None or p.get("pid") != (attempts[-1].get("pid") if attempts else None):
-                continue
-            self._last_progress[index] = p
-            st["state"], st["frames"] = "running", p.get("frames", 0)
-            st["worker"] = f"{p.get('host')}:{p.get('pid')}"
-            elapsed = max(1e-6, p["updated"] - p["started"])
-            st["fps"] = round((p.get("frames", 0) + p.get("warmup_done", 0)) / elapsed, 3)
-            rates.append(f"{st['fps']:.2f}")
-        done = sum(st["frames"] for st in self.state.values())
-        self.bar.n = done
+            if kind == "attempts":
+                self._attempts_changed(index, st)
+            else:
+                self._progress_changed(index, st)
+        self.bar.n = sum(st["frames"] for st in self.state.values())
+        rates = [f"{st['fps']:.2f}" for st in self.state.values() if st["state"] == "running" and st.get("fps")]
         if rates:
             self.bar.set_postfix_str(f"{len(rates)} at work, frames/s each: {' '.join(rates)}", refresh=False)
         self.bar.refresh()
         if force or now - self._written >= 1.0:
             self.write()
+
+    def _attempts_changed(self, index: int, st: dict[str, Any]) -> None:
+        attempts = self._attempts(index)
+        if len(attempts) > st["attempts"] >= 1:
+            last = self._last_progress.get(index, {})
+            before = attempts[st["attempts"] - 1]
+            self.restarts += 1
+            self.event(f"segment {index}: its worker (pid {before.get('pid')} on {before.get('host')}) stopped after "
+                       f"{last.get('warmup_done', 0)} warm-up and {last.get('frames', 0)} of {st['end'] - st['start']} "
+                       f"frames without finishing; started again by pid {attempts[-1].get('pid')} on "
+                       f"{attempts[-1].get('host')} (attempt {len(attempts)})", logging.WARNING)
+        st["attempts"] = len(attempts)
+        st["pid"] = attempts[-1].get("pid") if attempts else None
+
+    def _progress_changed(self, index: int, st: dict[str, Any]) -> None:
+        p = self._progress(index)
+        if p is None or p.get("pid") != st.get("pid"):
+            return  # an earlier attempt's, or ahead of its attempts line: read again when it changes
+        self._last_progress[index] = p
+        st["state"], st["frames"] = "running", p.get("frames", 0)
+        st["worker"] = f"{p.get('host')}:{p.get('pid')}"
+        elapsed = max(1e-6, p["updated"] - p["started"])
+        st["fps"] = round((p.get("frames", 0) + p.get("warmup_done", 0)) / elapsed, 3)
 
     def _attempts(self, index: int) -> list[dict[str, Any]]:
         try:
@@ -611,6 +633,7 @@ class ProcessRunner(Runner):
         self.queue: deque[SegmentTask] = deque()
         self.tries: dict[int, int] = {}
         self.workers: list[_Worker] = []
+        self._early: list[Outcome] = []
         self._started = 0
         for _ in range(workers):
             self.workers.append(self._start())
@@ -633,23 +656,29 @@ class ProcessRunner(Runner):
 
     def submit(self, tasks: list[SegmentTask]) -> None:
         self.queue.extend(tasks)
-        self._dispatch()
+        self._early = self._dispatch()
 
-    def _dispatch(self) -> None:
-        for w in self.workers:
+    def _dispatch(self) -> list[Outcome]:
+        outcomes = []
+        for w in list(self.workers):
             if w.task is None and self.queue:
                 w.task = self.queue.popleft()
                 self.tries[w.task.index] = self.tries.get(w.task.index, 0) + 1
-                w.conn.send(w.task)
+                try:
+                    w.conn.send(w.task)
+                except OSError:  # it died while idle: the task goes to its replacement
+                    w.process.join(1)
+                    outcomes += self._died(w)
+        return outcomes
 
     def wait(self, timeout: float) -> list[Outcome]:
         from multiprocessing.connection import wait
 
+        outcomes, self._early = self._early, []
         busy = [w for w in self.workers if w.task is not None]
         if not busy:
-            return []
+            return outcomes
         ready = set(wait([w.conn for w in busy] + [w.process.sentinel for w in busy], timeout))
-        outcomes = []
         for w in busy:
             if w.conn in ready or w.conn.poll():
                 try:
@@ -665,12 +694,16 @@ class ProcessRunner(Runner):
             if w.process.sentinel in ready or not w.process.is_alive():
                 w.process.join(1)
                 outcomes += self._died(w)
-        self._dispatch()
-        return outcomes
+        return outcomes + self._dispatch()
 
     def _died(self, w: _Worker) -> list[Outcome]:
         task, code = w.task, w.process.exitcode
-        how = (f"killed by {signal.Signals(-code).name}" if code is not None and code < 0 else f"exit code {code}")
+        how = f"exit code {code}"
+        if code is not None and code < 0:
+            try:
+                how = f"killed by {signal.Signals(-code).name}"
+            except ValueError:
+                how = f"killed by signal {-code}"
         self.workers[self.workers.index(w)] = self._start(w.device)
         w.conn.close()
         if task is None:
@@ -750,7 +783,7 @@ class RayRunner(Runner):
             try:
                 ray.init(**options)
             except (ConnectionError, RuntimeError, ValueError) as e:
-                raise UsageError(f"cannot reach the Ray cluster at {address}: {e}") from None
+                raise UnavailableError(f"cannot reach the Ray cluster at {address}: {e}") from None
             self.owned = True
             log.info("Ray %s started in %.1f s", "local cluster" if address == "local" else f"at {address}",
                      time.perf_counter() - t0)

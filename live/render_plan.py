@@ -275,6 +275,8 @@ class Plan:
 
     def seconds(self, frame: int) -> float:
         """Presentation time of ``frame``, in seconds from the first frame."""
+        if not self.scan.pts:
+            return 0.0
         return float((self.scan.pts[frame] - self.scan.pts[0]) * self.scan.time_base) if frame < self.frames else (
             float((self.scan.pts[-1] - self.scan.pts[0] + self.scan.last_duration) * self.scan.time_base))
 
@@ -284,9 +286,8 @@ class Plan:
         shots = len(self.scan.cuts) + 1
         rule = (f"at most {self.segment_seconds:g} s each" if self.mode == "auto" else f"{self.mode} asked for")
         lines = [f"plan: {self.frames} frames in {len(self.segments)} segments ({shots} shot{'s' * (shots != 1)}, "
-                 f"{rule}; warm-up {self.warmup} frames at splits, dreamed on both sides: {warm} frames dreamed and "
-                 f"thrown away, "
-                 f"{100 * warm / max(1, self.frames):.0f}%; {self.threads} thread{'s' * (self.threads != 1)} a "
+                 f"{rule}; warm-up {self.warmup} frames at splits, dreamed on both sides: {warm} extra frames "
+                 f"dreamed, {100 * warm / max(1, self.frames):.0f}%; {self.threads} thread{'s' * (self.threads != 1)} a "
                  f"segment, {self.codec})"]
         lines.append("    #  frames           time                  starts at  warm-up  fades out")
         for s in self.segments:

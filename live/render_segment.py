@@ -38,7 +38,7 @@ from live.errors import InputError, LiveError
 
 log = logging.getLogger(__name__)
 
-PROGRESS_EVERY = 0.25  # seconds between progress files
+PROGRESS_EVERY = 1.0  # seconds between progress files (a farm's shared storage sees one a second per worker)
 
 
 class SegmentCancelled(LiveError):
