@@ -124,22 +124,31 @@ def render_farm(job: FarmJob) -> FarmReport:
         check_audio(r.source, out)
     except (av.FFmpegError, OSError) as e:
         raise InputError(f"cannot read {r.source}: {e}") from None
-    plan = _plan(job, out, plan_file)
-    for line in plan.describe():
-        log.info("%s", line)
-    folder.mkdir(exist_ok=True)
-    todo, kept = _triage(plan, folder)
-    monitor = Monitor(plan, folder, status_path(out), kept, progress=r.progress)
     stop = threading.Event()
+    # The runner first: a Ray cluster that cannot be reached says so before the input is read, and
+    # local workers start (PyTorch, the network) while it is.
+    ticks: list[Callable[[], None]] = []
+    runner = _runner(job, stop, lambda: ticks[0]() if ticks else None)
+    try:
+        plan = _plan(job, out, plan_file)
+        for line in plan.describe():
+            log.info("%s", line)
+        folder.mkdir(exist_ok=True)
+        todo, kept = _triage(plan, folder)
+        monitor = Monitor(plan, folder, status_path(out), kept, progress=r.progress)
+    except BaseException:
+        runner.cancel()
+        runner.close()
+        raise
+    ticks.append(monitor.refresh)
+    monitor.runner = runner.describe()
     outcomes: dict[int, Outcome] = {}
-    runner: Runner | None = None
     interrupted = False
     try:
         with _Interrupt(stop):
             if todo:
-                runner = _runner(job, plan, stop, monitor)
-                monitor.runner = runner.describe()
                 runner.submit([_task(job, plan, folder, s) for s in todo])
+                monitor.runner = runner.describe()
                 pending = {s.index for s in todo}
                 for s in todo:
                     monitor.queued(s.index)
@@ -161,13 +170,11 @@ def render_farm(job: FarmJob) -> FarmReport:
                 if interrupted:
                     runner.cancel()
     except BaseException as e:
-        if runner is not None:
-            runner.cancel()
+        runner.cancel()
         monitor.close("failed" if not isinstance(e, KeyboardInterrupt) else "interrupted", str(e))
         raise
     finally:
-        if runner is not None:
-            runner.close()
+        runner.close()
         _tidy(folder)
     rendered = sum(1 for o in outcomes.values() if o.error is None)
     results = tuple(o.result for _, o in sorted(outcomes.items()) if o.result is not None)
@@ -505,11 +512,15 @@ class Monitor:
         p = self._progress(index)
         if p is None or p.get("pid") != st.get("pid"):
             return  # an earlier attempt's, or ahead of its attempts line: read again when it changes
+        try:
+            frames, warm = int(p.get("frames", 0)), int(p.get("warmup_done", 0))
+            elapsed = max(1e-6, float(p["updated"]) - float(p["started"]))
+        except (KeyError, TypeError, ValueError):
+            return  # not a progress file this version wrote
         self._last_progress[index] = p
-        st["state"], st["frames"] = "running", p.get("frames", 0)
-        st["worker"] = f"{p.get('host')}:{p.get('pid')}"
-        elapsed = max(1e-6, p["updated"] - p["started"])
-        st["fps"] = round((p.get("frames", 0) + p.get("warmup_done", 0)) / elapsed, 3)
+        st["state"], st["frames"] = "running", max(0, min(frames, st["end"] - st["start"]))
+        st["worker"] = f"{str(p.get('host'))[:64]}:{p.get('pid')}"
+        st["fps"] = round((frames + warm) / elapsed, 3)
 
     def _attempts(self, index: int) -> list[dict[str, Any]]:
         try:
@@ -519,16 +530,19 @@ class Monitor:
         out = []
         for line in text.splitlines():
             try:
-                out.append(json.loads(line))
+                entry = json.loads(line)
             except ValueError:
                 continue  # a line cut short by a worker killed as it wrote
+            if isinstance(entry, dict):
+                out.append(entry)
         return out
 
     def _progress(self, index: int) -> dict[str, Any] | None:
         try:
-            return json.loads((self.folder / f"seg-{index:04d}.progress").read_text())
+            p = json.loads((self.folder / f"seg-{index:04d}.progress").read_text())
         except (OSError, ValueError):
             return None
+        return p if isinstance(p, dict) else None
 
     def status(self, state: str | None = None, error: str | None = None) -> dict[str, Any]:
         """The status file's content: what a farm's dashboard reads."""
@@ -767,8 +781,7 @@ class RayRunner(Runner):
     dies (``max_retries``); an error the segment itself raises (an unreadable frame) is not
     retried. Tasks carry numbers, never frames."""
 
-    def __init__(self, address: str, *, gpus_per_task: float | None, threads: int, device: str,
-                 init: dict[str, Any]) -> None:
+    def __init__(self, address: str, *, gpus_per_task: float | None, device: str, init: dict[str, Any]) -> None:
         ray = _import_ray(address == "local")
         self.ray = ray
         self.owned = False
@@ -791,10 +804,7 @@ class RayRunner(Runner):
         if gpus_per_task is None:
             gpus_per_task = 1.0 if device != "cpu" and resources.get("GPU", 0) > 0 else 0.0
         self.gpus = gpus_per_task
-        self.cpus = 1 if gpus_per_task > 0 else threads
-        if self.cpus > resources.get("CPU", 0):
-            raise UsageError(f"a segment asks for {self.cpus} CPUs; the Ray cluster has {resources.get('CPU', 0):g}: "
-                             "use --threads with fewer")
+        self.cpus = 1  # with a GPU; on the CPU, the plan's threads (submit)
         self.device = "cpu" if gpus_per_task == 0 else device
         self.refs: dict[Any, int] = {}
         self.resources = resources
@@ -805,6 +815,11 @@ class RayRunner(Runner):
                 f"{'s' * (self.cpus != 1)}{f' and {self.gpus:g} GPU' if self.gpus else ''})")
 
     def submit(self, tasks: list[SegmentTask]) -> None:
+        if tasks and self.gpus == 0:
+            self.cpus = tasks[0].threads
+        if self.cpus > self.resources.get("CPU", 0):
+            raise UsageError(f"a segment asks for {self.cpus} CPUs; the Ray cluster has "
+                             f"{self.resources.get('CPU', 0):g}: use --threads with fewer")
         remote = self.ray.remote(run_segment)
         for task in tasks:
             task = dataclasses.replace(task, device=self.device)
@@ -844,14 +859,13 @@ class RayRunner(Runner):
             self.ray.shutdown()
 
 
-def _runner(job: FarmJob, plan: Plan, stop: threading.Event, monitor: Monitor) -> Runner:
+def _runner(job: FarmJob, stop: threading.Event, tick: Callable[[], None]) -> Runner:
     r = job.render
     if job.ray is not None:
-        return RayRunner(job.ray, gpus_per_task=job.gpus_per_task, threads=plan.threads, device=r.device,
-                         init=job.ray_init)
+        return RayRunner(job.ray, gpus_per_task=job.gpus_per_task, device=r.device, init=job.ray_init)
     if job.workers:
         return ProcessRunner(job.workers, _local_devices(r.device, job.workers), logging.getLogger().level)
-    return SequentialRunner(stop, monitor.refresh)
+    return SequentialRunner(stop, tick)
 
 
 def _local_devices(device: str, workers: int) -> list[str | None]:

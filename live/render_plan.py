@@ -41,6 +41,7 @@ DEFAULT_SEGMENT_SECONDS = 10.0
 # The carried dream's memory of where it started has shrunk below this share (see settle_frames).
 SETTLED = 0.05
 MAX_WARMUP = 240
+MAX_PLAN_BYTES = 64 << 20  # a plan holds every frame's time: about 10 bytes a frame
 
 
 def plan_path(target: Path) -> Path:
@@ -310,12 +311,40 @@ class Plan:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Plan:
+        """A plan from its JSON form, checked (ValueError saying what is wrong): a plan file is read
+        back from shared storage, and every number in it becomes a frame range a worker reads."""
         s = data["scan"]
-        scan_ = Scan(s["frames"], s["width"], s["height"], Fraction(*s["rate"]), Fraction(*s["time_base"]),
-                     tuple(s["pts"]), s["last_duration"], tuple(s["cuts"]), s["unreadable"], s["reason"])
-        segments = tuple(Segment(**x) for x in data["segments"])
-        return cls(data["source"], data["fingerprint"], scan_, segments, data["mode"], data["segment_seconds"],
-                   data["warmup"], data["threads"], data["codec"], data.get("settings", {}))
+        scan_ = Scan(_int(s["frames"]), _int(s["width"]), _int(s["height"]), Fraction(*map(_int, s["rate"])),
+                     Fraction(*map(_int, s["time_base"])), tuple(map(_int, s["pts"])), _int(s["last_duration"]),
+                     tuple(map(_int, s["cuts"])), None if s["unreadable"] is None else _int(s["unreadable"]),
+                     str(s["reason"]))
+        segments = tuple(Segment(_int(x["index"]), _int(x["start"]), _int(x["end"]), _int(x["warmup"]),
+                                 str(x["boundary"]), _int(x.get("lead", 0)), _int(x.get("fade", 0)))
+                         for x in data["segments"])
+        mode = data["mode"] if data["mode"] == "auto" else _int(data["mode"])
+        plan = cls(str(data["source"]), str(data["fingerprint"]), scan_, segments, mode,
+                   float(data["segment_seconds"]), _int(data["warmup"]), _int(data["threads"]), str(data["codec"]),
+                   dict(data.get("settings", {})))
+        plan.check()
+        return plan
+
+    def check(self) -> None:
+        """ValueError unless the segments cover the readable frames in order, each within its
+        bounds, and the frame times rise."""
+        sc = self.scan
+        if sc.frames != len(sc.pts) or any(b <= a for a, b in zip(sc.pts, sc.pts[1:])):
+            raise ValueError("the frame times do not match the frame count or do not rise")
+        if not 1 <= self.threads <= 256 or sc.time_base <= 0 or sc.rate <= 0:
+            raise ValueError("threads, time base or rate out of range")
+        at = 0
+        for i, seg in enumerate(self.segments):
+            if seg.index != i or seg.start != at or seg.end <= seg.start or seg.first < 0:
+                raise ValueError(f"segment {i} does not follow the one before it")
+            if min(seg.warmup, seg.lead, seg.fade) < 0 or seg.fade > min(seg.lead, seg.frames):
+                raise ValueError(f"segment {i}: warm-up, lead or fade out of range")
+            at = seg.end
+        if at != sc.frames:
+            raise ValueError(f"the segments cover {at} frames of {sc.frames}")
 
     def save(self, path: Path) -> None:
         """Write the plan atomically (a reader sees the old plan or the whole new one)."""
@@ -323,14 +352,22 @@ class Plan:
             f.write(json.dumps(self.to_json(), indent=1).encode())
 
 
+def _int(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"expected a whole number, got {value!r:.40}")
+    return value
+
+
 def load_plan(path: Path) -> Plan:
-    """A saved plan; DataError when the file is not one this version wrote."""
+    """A saved plan; DataError when the file is not one this version wrote, or does not hold together."""
     try:
+        if path.stat().st_size > MAX_PLAN_BYTES:
+            raise ValueError(f"{path.stat().st_size} bytes, more than a plan of {MAX_PLAN_BYTES >> 20} MiB")
         data = json.loads(path.read_text())
         if data.get("version") != PLAN_VERSION:
             raise ValueError(f"version {data.get('version')!r}, expected {PLAN_VERSION}")
         return Plan.from_json(data)
-    except (OSError, ValueError, KeyError, TypeError) as e:
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, ZeroDivisionError, RecursionError) as e:
         raise DataError(f"cannot read the render plan {path}: {e}; delete it and render again without --resume") from None
 
 

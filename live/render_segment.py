@@ -141,6 +141,8 @@ def finished(folder: Path, index: int, key: str, frames: int) -> tuple[bool, str
         info = json.loads(meta.read_text())
     except (OSError, ValueError):
         return False, "no readable checksum file"
+    if not isinstance(info, dict):
+        return False, "no readable checksum file"
     if info.get("key") != key or info.get("frames") != frames:
         return False, "made for another plan"
     if not video.exists():

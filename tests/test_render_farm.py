@@ -322,3 +322,42 @@ def test_ray_not_installed_says_how_to_install_it_and_exits_64(two_shots: Path, 
     err = capsys.readouterr().err
     assert code == 64, err
     assert "pip install 'deepdream-live[cluster]'" in err and not list(tmp_path.iterdir())
+
+
+@pytest.fixture(scope="module")
+def saved_plan(two_shots: Path, checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The plan file of a finished render of ``two_shots`` in 2 segments."""
+    out = tmp_path_factory.mktemp("plan") / "out.mkv"
+    render_farm(farm(two_shots, out, checkpoint, segments=2, segment_seconds=None))
+    return plan_path(out).read_text()
+
+
+@pytest.mark.parametrize("damage", ["not json {", "[]", '{"version": 1}', "truncate", "segments overlap",
+                                    "frames beyond the input", "negative warm-up", "a string for a number"])
+def test_a_damaged_plan_is_refused_in_one_line(two_shots: Path, tmp_path: Path, checkpoint: Path, capsys,
+                                                 saved_plan: str, damage: str) -> None:
+    """A plan is read back from shared storage on --resume: what does not hold together is
+    refused before any worker reads a frame range from it."""
+    out = tmp_path / "out.mkv"
+    path = plan_path(out)
+    text = saved_plan
+    data = json.loads(text)
+    if damage == "truncate":
+        text = text[: len(text) // 2]
+    elif damage == "segments overlap":
+        data["segments"][1]["start"] = 5
+    elif damage == "frames beyond the input":
+        data["segments"][-1]["end"] = 10**9
+    elif damage == "negative warm-up":
+        data["segments"][1]["warmup"] = -3
+    elif damage == "a string for a number":
+        data["scan"]["pts"][3] = "3; rm -rf /"
+    else:
+        text = damage
+    path.write_text(text if damage in ("truncate", "not json {", "[]", '{"version": 1}') else json.dumps(data))
+    capsys.readouterr()  # what the first render said
+    code = main(["render", str(two_shots), str(out), "--weights", str(checkpoint), "--backend", "torch", "--device",
+                 "cpu", "--segments", "2", "--threads", "1", "--resume", "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 65, err
+    assert err.count("deepdream-live: error: cannot read the render plan") == 1 and "Traceback" not in err
