@@ -8,9 +8,10 @@ frame, feedback 0.9), lossless (CRF 0) so frames compare bit for bit.
 - **Overhead** (target: >= 0.95x the throughput of one process): one process (the ordinary
   ``render``, 2 threads) against a local Ray cluster of 2 CPUs running 2 tasks of 1 thread, the
   same total threads. Runs take turns; wall and CPU time (Ray's: the driver's, its daemons' and its
-  workers', every process below the bench) are both given, the CPU figure being the steadier one on a shared machine. Two plans: segments at
-  the cut only, and segments every ``--shot-seconds / 2`` with warm-ups (the warm-up frames are
-  dreamed twice, and count against the farm).
+  workers', every process below the bench) are both given, the CPU figure being the steadier one
+  on a shared machine. Two plans: segments at the cut only, and segments every
+  ``--shot-seconds / 2`` with warm-ups (the warm-up frames are dreamed twice, and count against
+  the farm).
 - **Ray's own costs**: ``ray.init`` of the local cluster, a first trivial task, and the
   cost of one more segment, from the same clip cut into 2 and into 16 segments without warm-up.
 - **Seams** (target: the change from frame to frame at a split <= 1.2x the median change inside
@@ -65,7 +66,8 @@ def photo(name: str, width: int) -> np.ndarray:
     from importlib.resources import files
 
     picture = cv2.imread(str(files("skimage") / "data" / name))
-    return cv2.resize(picture, (width, round(picture.shape[0] * width / picture.shape[1])), interpolation=cv2.INTER_AREA)
+    size = (width, round(picture.shape[0] * width / picture.shape[1]))
+    return cv2.resize(picture, size, interpolation=cv2.INTER_AREA)
 
 
 def write_clip(path: Path, w: int, h: int, frames: int) -> Path:
@@ -214,8 +216,8 @@ def main() -> None:
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
     lines = Lines()
-    logging.getLogger("live.render_farm").addHandler(lines)
-    logging.getLogger("live.render_farm").setLevel(logging.INFO)
+    logging.getLogger("live").addHandler(lines)
+    logging.getLogger("live").setLevel(logging.INFO)
     os.environ["RAY_USAGE_STATS_ENABLED"] = "0"  # before Ray is imported: it reads these once
     os.environ["RAY_AUTH_MODE"] = "token"
     os.environ.setdefault("RAY_AUTH_TOKEN", secrets.token_hex(32))
@@ -259,7 +261,8 @@ def main() -> None:
         for key, name in (("one", "one process, `render`, 2 threads"),
                           ("cold", "Ray, 2 tasks x 1 thread, cut only, workers starting"),
                           ("cuts", "Ray, 2 tasks x 1 thread, cut only, warm workers"),
-                          ("splits", f"Ray, 2 tasks x 1 thread, split every {args.shot_seconds / 2:g} s, warm workers")):
+                          ("splits",
+                           f"Ray, 2 tasks x 1 thread, split every {args.shot_seconds / 2:g} s, warm workers")):
             rs = runs[key]
             fps = statistics.mean(r["frames"] / r["wall"] for r in rs)
             cfps = statistics.mean(r["frames"] / r["cpu"] for r in rs)
@@ -278,7 +281,8 @@ def main() -> None:
 
             split_run = runs["splits"][0]
             bare = farm(s, "ray-no-warmup", segment_seconds=args.shot_seconds / 2, warmup=0, ray="local", threads=1)
-            results["seams"] = {"default warm-up and fade": seams(decoded(split_run["out"]), split_run["report"], shots),
+            results["seams"] = {"default warm-up and fade":
+                                seams(decoded(split_run["out"]), split_run["report"], shots),
                                 "no warm-up, no fade": seams(decoded(bare["out"]), bare["report"], shots)}
 
             sequential = farm(s, "sequential", segment_seconds=args.shot_seconds / 2, threads=1)

@@ -288,8 +288,8 @@ class Plan:
         rule = (f"at most {self.segment_seconds:g} s each" if self.mode == "auto" else f"{self.mode} asked for")
         lines = [f"plan: {self.frames} frames in {len(self.segments)} segments ({shots} shot{'s' * (shots != 1)}, "
                  f"{rule}; warm-up {self.warmup} frames at splits, dreamed on both sides: {warm} extra frames "
-                 f"dreamed, {100 * warm / max(1, self.frames):.0f}%; {self.threads} thread{'s' * (self.threads != 1)} a "
-                 f"segment, {self.codec})"]
+                 f"dreamed, {100 * warm / max(1, self.frames):.0f}%; {self.threads} "
+                 f"thread{'s' * (self.threads != 1)} a segment, {self.codec})"]
         lines.append("    #  frames           time                  starts at  warm-up  fades out")
         for s in self.segments:
             lines.append(f"  {s.index:3d}  {s.start:6d}-{s.end - 1:<6d}  {_clock(self.seconds(s.start))}-"
@@ -368,7 +368,8 @@ def load_plan(path: Path) -> Plan:
             raise ValueError(f"version {data.get('version')!r}, expected {PLAN_VERSION}")
         return Plan.from_json(data)
     except (OSError, ValueError, KeyError, TypeError, AttributeError, ZeroDivisionError, RecursionError) as e:
-        raise DataError(f"cannot read the render plan {path}: {e}; delete it and render again without --resume") from None
+        raise DataError(f"cannot read the render plan {path}: {e}; delete it and render again without "
+                        "--resume") from None
 
 
 def _clock(seconds: float) -> str:

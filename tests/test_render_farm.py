@@ -76,7 +76,8 @@ def film(path: Path, shots: list[tuple[str, int, int]], *, sound: bool = True, c
 @pytest.fixture(scope="module")
 def two_shots(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 4-second film: a pan across the cat (20 frames), a cut, the coffee held still (12)."""
-    return film(tmp_path_factory.mktemp("film") / "two-shots.mkv", [("chelsea.png", SHOT1, 1), ("coffee.png", SHOT2, 0)])
+    return film(tmp_path_factory.mktemp("film") / "two-shots.mkv",
+                [("chelsea.png", SHOT1, 1), ("coffee.png", SHOT2, 0)])
 
 
 def job(source: Path, target: Path, checkpoint: Path, **kw: object) -> RenderJob:
@@ -274,6 +275,7 @@ def test_ctrl_c_keeps_finished_segments_and_resume_redoes_only_missing_or_damage
     assert 2 <= len(finished) < 5, "the finished segments are kept"
     status = json.loads(status_path(out).read_text())
     assert status["state"] == "interrupted" and status["segments_done"] == len(finished)
+    assert status["frames_done"] == sum(json.loads(p.read_text())["frames"] for p in finished), "finished work only"
     assert not list(folder.glob("*.part")), "nothing half-written is left to look finished"
 
     with pytest.raises(UsageError, match="add --resume to keep them"):  # a plain rerun does not throw them away
