@@ -221,6 +221,7 @@ def main() -> None:
     os.environ["RAY_USAGE_STATS_ENABLED"] = "0"  # before Ray is imported: it reads these once
     os.environ["RAY_AUTH_MODE"] = "token"
     os.environ.setdefault("RAY_AUTH_TOKEN", secrets.token_hex(32))
+    os.environ["RAY_worker_niceness"] = str(os.nice(0))  # as `render --ray` starts its cluster (Ray's default: 15)
     import ray
 
     w, h = (int(x) for x in args.size.split("x"))

@@ -35,12 +35,15 @@ class Outcome(NamedTuple):
 
 def import_ray(local: bool) -> Any:
     """Ray, or UsageError saying how to install it. ``local``: the embedded cluster, started here.
-    Ray reads these settings once, when it is imported: no usage statistics sent, and the
-    embedded cluster takes a token (Ray >= 2.52 makes one in ~/.ray), because Ray's ports listen on
-    every interface; a user's own RAY_AUTH_MODE stands."""
+    Ray reads these settings once, when it is imported: no usage statistics sent; the embedded
+    cluster takes a token (Ray >= 2.52 makes one in ~/.ray), because Ray's ports listen on every
+    interface, and starts its workers at the render's own priority (Ray's default is nice 15: on a
+    busy machine its workers then get a fraction of what a one-process render gets). A user's own
+    RAY_AUTH_MODE and RAY_worker_niceness stand."""
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     if local:
         os.environ.setdefault("RAY_AUTH_MODE", "token")
+        os.environ.setdefault("RAY_worker_niceness", str(os.nice(0)))
     try:
         import ray
     except ImportError:

@@ -156,6 +156,7 @@ def ray_cluster() -> object:
     os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
     os.environ["RAY_AUTH_MODE"] = "token"
     os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(32)
+    os.environ["RAY_worker_niceness"] = str(os.nice(0))  # the tests' own priority, not Ray's nice 15
     ray = pytest.importorskip("ray", reason="Ray is the optional cluster extra: pip install -e '.[cluster]'")
     temp = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # Ray's socket paths must stay short
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING,
