@@ -11,8 +11,8 @@ video tools do, with the live show's own building blocks.
 - **Repeatable**: a fixed seed (``--seed``, default 0) gives the same frames on the same machine
   (CPU; a captured CUDA graph draws its jitter from the device's generator). Each frame draws
   its jitter from the seed and its own frame number (:func:`frame_seed`), so what a frame gets
-  does not depend on where dreaming began: a segment of a farm render (``live/render_farm.py``)
-  dreams the frames a whole run dreams, once its warm-up has carried the feedback in.
+  does not depend on where dreaming began: a segment of a farm render that starts at a scene cut
+  dreams exactly the frames a whole run dreams (docs/architecture.md, *Renders across machines*).
 - **Sound kept**: audio streams are copied packet for packet, never decoded.
 - **Interruptible**: Ctrl-C finishes the frame in hand and closes the file, playable; a state
   file beside it (``OUT.render-state``) lets ``--resume`` go on from there: the finished frames
