@@ -9,8 +9,8 @@ TORCH ?= torch==2.13.0
 # The tested set: every other package at the exact version the suite last passed with (pip
 # constraints; pyproject.toml keeps the ranges users install from). `make lock` refreshes it.
 LOCK := constraints.txt
-# The extras the tests need (test tools, MIDI, NDI, sound, Ableton Link).
-TEST_EXTRAS := test,midi,ndi,audio,link
+# The extras the tests need (test tools, MIDI, NDI, sound, Ableton Link, Ray).
+TEST_EXTRAS := test,midi,ndi,audio,link,cluster
 # The main job: the live show. Camera 0, or the built-in test scene when there is none; a
 # window when there is a display, else headless with status lines. `--weights auto` downloads
 # the ImageNet weights, or falls back to (announced) random weights when offline. Ctrl-C stops.

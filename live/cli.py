@@ -69,6 +69,19 @@ def _number(kind: type, lo: float | None = None, hi: float | None = None, *, abo
 ANY_PORT = _number(int, 0, 65535, what="(a port; 0 = any free one, named in the log)")
 
 
+def _segments(text: str) -> str | int:
+    """``render --segments``: auto, or a number of segments (1 or more)."""
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not auto or a number of segments") from None
+    if not 1 <= value <= 100000:
+        raise argparse.ArgumentTypeError(f"{value} is out of range; allowed: auto, or 1..100000 segments")
+    return value
+
+
 def _max_side(text: str) -> int:
     """``image --max-side``: 0 (no limit) or at least 32 (the smallest picture the network takes)."""
     allowed = "0 (no limit) or 32 or more pixels"
@@ -288,8 +301,26 @@ def _build_parser() -> argparse.ArgumentParser:
     ren.add_argument("--no-progress", action="store_true", help="no progress bar")
     ren.add_argument("--audio-map", default=None, metavar="FILE|NAME",
                      help="the input's own sound drives parameters through this audio mapping (or a shipped one)")
+    farm = ren.add_argument_group("in segments, on several processes or machines (README: Renders across machines)")
+    farm.add_argument("--segments", type=_segments, default=None, metavar="auto|N",
+                      help="split at scene cuts and at most every --segment-seconds (auto), or into N segments; "
+                      "the plan is printed and saved as OUT.plan.json (default: auto with --workers or --ray)")
+    farm.add_argument("--segment-seconds", type=_number(float, above=0), default=None, metavar="S",
+                      help="longest segment inside a shot (default: 10)")
+    farm.add_argument("--warmup", type=_number(int, 0, 10000), default=None, metavar="FRAMES",
+                      help="frames dreamed before a segment that starts inside a shot, so the dream has built up "
+                      "(default: enough for the feedback to settle, from --feedback)")
+    farm.add_argument("--workers", type=_number(int, 1, 256), default=None, metavar="N",
+                      help="render segments in N local processes (one per GPU, else a share of the cores each)")
+    farm.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
+                      help="render segments as Ray tasks: no ADDRESS starts a local cluster, 'auto' joins the one "
+                      "running here, or ray://HOST:10001 (needs pip install 'deepdream-live[cluster]')")
+    farm.add_argument("--gpus-per-task", type=_number(float, 0, 64), default=None, metavar="F",
+                      help="GPUs a Ray task asks for (default: 1 where the cluster has GPUs, else 0)")
+    farm.add_argument("--keep-segments", action="store_true", help="keep OUT.segments/ after joining")
     _add_model_options(ren, default_weights=None, defaults=False)
     add_param_flags(ren)
+    _add_threads_option(ren)
     ren.set_defaults(handler=_cmd_render)
 
     bench = sub.add_parser("bench", help="frames per second of the live loop here, against ordinary PyTorch loops",
@@ -631,12 +662,25 @@ def _cmd_render(args: argparse.Namespace) -> int:
         bitrate=parse_bitrate(args.bitrate) if args.bitrate else None, crf=args.crf, resume=args.resume,
         progress=False if args.no_progress else None,
     )  # fmt: skip
+    in_segments = args.segments is not None or args.workers is not None or args.ray is not None
     if audio_map is not None:
+        if in_segments:
+            from live.errors import UsageError
+
+            raise UsageError("a render driven by its sound (--audio-map, or [audio] in the config) runs in one "
+                             "process for now: drop --segments, --workers and --ray")
         from live.audio.timeline import audio_look
 
         job.look = audio_look(args.input, audio_map, registry, audio_settings, PresetStore(registry, presets_dir))
-    report = render(job)
-    return 130 if report.interrupted else 0
+    if not in_segments:
+        report = render(job)
+        return 130 if report.interrupted else 0
+    from live.render_farm import FarmJob, render_farm
+
+    farm = FarmJob(job, segments=args.segments or "auto", segment_seconds=args.segment_seconds, warmup=args.warmup,
+                   workers=args.workers, ray=args.ray, threads=args.threads, gpus_per_task=args.gpus_per_task,
+                   keep_segments=args.keep_segments)
+    return 130 if render_farm(farm).interrupted else 0
 
 
 def _dream_limit(args: argparse.Namespace, site, profile, registry):

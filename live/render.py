@@ -9,7 +9,10 @@ video tools do, with the live show's own building blocks.
   The dream runs at the registry's size (fitted to the input's aspect); its residual is laid over
   the full-resolution frame, as ``image`` does, so the output keeps the input's resolution.
 - **Repeatable**: a fixed seed (``--seed``, default 0) gives the same frames on the same machine
-  (CPU; a captured CUDA graph draws its jitter from the device's generator).
+  (CPU; a captured CUDA graph draws its jitter from the device's generator). Each frame draws
+  its jitter from the seed and its own frame number (:func:`frame_seed`), so what a frame gets
+  does not depend on where dreaming began: a segment of a farm render that starts at a scene cut
+  dreams exactly the frames a whole run dreams (docs/architecture.md, *Renders across machines*).
 - **Sound kept**: audio streams are copied packet for packet, never decoded.
 - **Interruptible**: Ctrl-C finishes the frame in hand and closes the file, playable; a state
   file beside it (``OUT.render-state``) lets ``--resume`` go on from there: the finished frames
@@ -92,14 +95,22 @@ def state_path(target: Path) -> Path:
     return target.with_name(target.name + STATE_SUFFIX)
 
 
-def _dream_size(snap: Snapshot, width: int, height: int) -> tuple[int, int]:
+def frame_seed(seed: int, index: int) -> int:
+    """The jitter seed of frame ``index`` of a render seeded ``seed``: a function of the two
+    alone, so a frame is dreamed alike whichever process or segment dreams it."""
+    digest = hashlib.sha256(f"{seed}:{index}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & (2**63 - 1)
+
+
+def dream_size(snap: Snapshot, width: int, height: int) -> tuple[int, int]:
     """The registry's size fitted to the input's aspect, in multiples of 32, never above the input."""
     scale = min(snap.width / width, snap.height / height, 1.0)
     return max(32, round(width * scale / 32) * 32), max(32, round(height * scale / 32) * 32)
 
 
-def _fingerprint(job: RenderJob, snap: Snapshot, size: tuple[int, int]) -> str:
-    """What must not change between a render and its --resume."""
+def fingerprint(job: RenderJob, snap: Snapshot, size: tuple[int, int]) -> str:
+    """What must not change between a render and its --resume (the input, the look, the seed,
+    the weights, the encoder), for the dream size ``size``."""
     stat = job.source.stat()
     values = {k: str(snap[k]) for k in sorted(snap) if k not in ("reset", "freeze", "pause", "fps_cap", "morph_time")}
     parts = [str(job.source.resolve()), str(stat.st_size), str(int(stat.st_mtime)), json.dumps(values),
@@ -163,20 +174,18 @@ def render(job: RenderJob) -> RenderReport:
         rate = vin.average_rate or vin.guessed_rate or Fraction(30)
         total = vin.frames or None
         snap = job.registry.snapshot()
-        dw, dh = _dream_size(snap, width, height)
-        fingerprint = _fingerprint(job, snap, (dw, dh))
+        dw, dh = dream_size(snap, width, height)
+        key = fingerprint(job, snap, (dw, dh))
 
         model = load_model(job.weights, model=job.model, progress=job.progress is not False)
         backend = open_backend(job.backend, model, job.device)
-        dreamer = Dreamer(backend, model.space, seed=job.seed)
-        flows = temporal.FlowEstimator(job.flow_preset, repeatable=True)
-        feedback = temporal.TemporalFeedback()
+        path = FramePath(model, backend, snap, (dw, dh), job.seed, job.flow_preset, look=job.look)
         settings = EncoderSettings(codec=job.codec, bitrate=job.bitrate, crf=job.crf, keyframe_seconds=job.keyframe_seconds)
 
         start, copied_audio = 0, 0
         resumed_from: Path | None = None
         if job.resume:
-            start, copied = _load_resume(job, fingerprint, dreamer, flows, feedback, backend.device)
+            start, copied = _load_resume(job, key, path)
             resumed_from = copied
         out = av.open(str(target.path), "w", format=target.format, container_options=target.container_options)
         try:
@@ -192,8 +201,8 @@ def render(job: RenderJob) -> RenderReport:
             if resumed_from is not None:
                 resume_time = _frame_time(job.source, start)
                 copied_audio = _copy_finished(resumed_from, job.source, out, vout, audio_out, start, resume_time)
-            report = _run(job, source, vin, audio_in, out, vout, encoder, audio_out, model, dreamer, flows, feedback,
-                          backend.device, snap, (dw, dh), size, start, resume_time, total, fingerprint)
+            report = _run(job, source, vin, audio_in, out, vout, encoder, audio_out, path, size, start, resume_time,
+                          total, key)
         finally:
             try:
                 out.close()
@@ -212,11 +221,13 @@ def render(job: RenderJob) -> RenderReport:
     return report
 
 
-def _configure(cc: Any, codec: str, settings: EncoderSettings, size: tuple[int, int], vin: Any, rate: Fraction) -> None:
-    """Encoder settings for a render (the stream's own encoder, or a standalone one on resume)."""
+def configure_encoder(cc: Any, codec: str, settings: EncoderSettings, size: tuple[int, int], time_base: Fraction,
+                      rate: Fraction) -> None:
+    """Encoder settings for a render (the stream's own encoder, a standalone one on resume, or a
+    farm segment's: every keyframe an IDR with its parameter sets, no B-frames, so pieces join)."""
     cc.width, cc.height = size
     cc.pix_fmt = "yuv420p"
-    cc.time_base = vin.time_base
+    cc.time_base = time_base
     cc.framerate = rate
     cc.colorspace, cc.color_primaries, cc.color_trc, cc.color_range = 1, 1, 1, 1
     cc.gop_size = max(1, round(settings.keyframe_seconds * rate))
@@ -242,14 +253,14 @@ def _video_stream(out: Any, settings: EncoderSettings, size: tuple[int, int], vi
     if partial is None:
         stream = out.add_stream(codec, rate=rate)
         stream.time_base = vin.time_base
-        _configure(stream.codec_context, codec, settings, size, vin, rate)
+        configure_encoder(stream.codec_context, codec, settings, size, vin.time_base, rate)
         return stream, stream.codec_context
     with av.open(str(partial)) as old:
         stream = out.add_stream_from_template(old.streams.video[0])
     stream.time_base = vin.time_base
     stream.codec_context.framerate = rate  # a template copies the codec's parameters, not the stream's rate
     encoder = av.CodecContext.create(codec, "w")
-    _configure(encoder, codec, settings, size, vin, rate)
+    configure_encoder(encoder, codec, settings, size, vin.time_base, rate)
     return stream, encoder
 
 
@@ -303,16 +314,12 @@ def _copy_finished(old: Path, source: Path, out: Any, vout: Any, audio_out: dict
     return len(audio)
 
 
-def _run(job, source, vin, audio_in, out, vout, encoder, audio_out, model, dreamer, flows, feedback, device, snap, dream_size,
-         size, start, resume_time, total, fingerprint) -> RenderReport:
+def _run(job, source, vin, audio_in, out, vout, encoder, audio_out, path, size, start, resume_time, total,
+         key) -> RenderReport:
     import av
     from tqdm import tqdm
 
-    dw, dh = dream_size
     w, h = size
-    lo, hi = model.space.bounds(torch.zeros(1, 3, 1, 1, device=device))
-    compositor = make_compositor(model.space, device)
-    settings = DreamSettings(snap.steps, snap.step_size, snap.octaves, snap.octave_scale, snap.jitter)
     interval = max(1, round(job.keyframe_seconds * float(vin.average_rate or vin.guessed_rate or 30)))
     frame_ticks = max(1, round(1 / (float(vin.average_rate or vin.guessed_rate or 30) * vin.time_base)))
     checkpoints: list[dict[str, Any]] = _read_checkpoints(job.target) if job.resume else []
@@ -320,7 +327,6 @@ def _run(job, source, vin, audio_in, out, vout, encoder, audio_out, model, dream
     index, dreamed, audio_packets, interrupted = 0, 0, 0, False
     started = time.monotonic()
     first_audio_pts = resume_time if resume_time is not None else float("-inf")
-    last_reset = snap.reset
     rate = vin.average_rate or vin.guessed_rate or 30
     with _Interrupt() as stop, tqdm(total=total, initial=start, desc="rendering", unit="frame",
                                     disable=None if job.progress is None else not job.progress) as bar:
@@ -341,18 +347,9 @@ def _run(job, source, vin, audio_in, out, vout, encoder, audio_out, model, dream
                 if stop.asked.is_set():
                     interrupted = True
                     break
-                state = _capture(index, dreamer, flows, feedback) if index % interval == 0 or index == start else None
-                if job.look is not None:  # the sound's look at this frame's time (live/audio/timeline.py)
-                    snap = job.look(float(frame.pts * vin.time_base) if frame.pts is not None else index / float(rate))
-                    settings = DreamSettings(snap.steps, snap.step_size, snap.octaves, snap.octave_scale, snap.jitter)
-                    if index == start and start > 0:
-                        last_reset = snap.reset  # resumed: a reset before this frame is in the saved state
-                    if snap.reset != last_reset:
-                        last_reset = snap.reset
-                        flows.reset()
-                        feedback.reset()
-                bgr = _dream(frame.to_ndarray(format="bgr24")[:h, :w], flows, feedback, dreamer, compositor, snap,
-                             settings, dw, dh, lo, hi, device)
+                state = _capture(index, path) if index % interval == 0 or index == start else None
+                at = float(frame.pts * vin.time_base) if frame.pts is not None else index / float(rate)
+                bgr = path.dream(frame.to_ndarray(format="bgr24")[:h, :w], index, at)
                 out_frame = av.VideoFrame.from_ndarray(bgr, format="bgr24").reformat(format="yuv420p", dst_colorspace="ITU709")
                 out_frame.pts = frame.pts
                 out_frame.time_base = vin.time_base
@@ -361,7 +358,7 @@ def _run(job, source, vin, audio_in, out, vout, encoder, audio_out, model, dream
                     out_frame.pict_type = av.video.frame.PictureType.I  # a checkpoint starts a fragment
                 _mux(out, vout, encoder.encode(out_frame))
                 if pending is not None:  # the keyframe after it is muxed: the frames before it are out
-                    checkpoints = _save_checkpoint(job.target, fingerprint, checkpoints, pending)
+                    checkpoints = _save_checkpoint(job.target, key, checkpoints, pending)
                 pending = state
                 index += 1
                 dreamed += 1
@@ -373,7 +370,7 @@ def _run(job, source, vin, audio_in, out, vout, encoder, audio_out, model, dream
         _mux(out, vout, encoder.encode(None))
         if interrupted:
             # Everything before `index` is in the file now: the exact place to go on from.
-            _save_checkpoint(job.target, fingerprint, checkpoints, _capture(index, dreamer, flows, feedback))
+            _save_checkpoint(job.target, key, checkpoints, _capture(index, path))
     return RenderReport(index, dreamed, total, audio_packets, time.monotonic() - started, interrupted)
 
 
@@ -381,6 +378,45 @@ def _mux(out: Any, stream: Any, packets: list[Any]) -> None:
     for packet in packets:
         packet.stream = stream
         out.mux(packet)
+
+
+class FramePath:
+    """One process's frame path, as the live loop dreams a frame (flow, feedback, zoom, ascent),
+    its residual laid over the full-size frame with the loop's compositor. Frames go in order;
+    :meth:`dream` takes each with its frame number (its jitter seed, :func:`frame_seed`). Used by
+    :func:`render` and by each segment of a farm render (``live/render_segment.py``)."""
+
+    def __init__(self, model: Any, backend: Any, snap: Snapshot, dream_size: tuple[int, int], seed: int,
+                 flow_preset: str, look: Callable[[float], Snapshot] | None = None) -> None:
+        self.snap = snap
+        self.look = look  # the look per frame time (RenderJob.look), else ``snap`` for every frame
+        self._last_reset: int | None = None
+        self.seed = seed
+        self.device: torch.device = backend.device
+        self.dream_size = dream_size
+        self.dreamer = Dreamer(backend, model.space, seed=seed)
+        self.flows = temporal.FlowEstimator(flow_preset, repeatable=True)
+        self.feedback = temporal.TemporalFeedback()
+        self.compositor: Compositor = make_compositor(model.space, self.device)
+        self.settings = DreamSettings(snap.steps, snap.step_size, snap.octaves, snap.octave_scale, snap.jitter)
+        self.bounds = model.space.bounds(torch.zeros(1, 3, 1, 1, device=self.device))
+
+    def dream(self, bgr: np.ndarray, index: int, at: float = 0.0) -> np.ndarray:
+        """Frame ``index`` (uint8 BGR, even size), shown at ``at`` seconds, dreamed; the same size."""
+        snap, settings = self.snap, self.settings
+        if self.look is not None:  # the sound's look at this frame's time (live/audio/timeline.py)
+            snap = self.look(at)
+            settings = DreamSettings(snap.steps, snap.step_size, snap.octaves, snap.octave_scale, snap.jitter)
+            # A reset the look asks for clears the carried dream, as a scene cut does. The first
+            # frame (a start, or a resume whose saved state already holds earlier resets) is the
+            # baseline: a reset there has nothing to clear.
+            if self._last_reset is not None and snap.reset != self._last_reset:
+                self.flows.reset()
+                self.feedback.reset()
+            self._last_reset = snap.reset
+        self.dreamer.generator.manual_seed(frame_seed(self.seed, index))
+        return _dream(bgr, self.flows, self.feedback, self.dreamer, self.compositor, snap, settings,
+                      *self.dream_size, *self.bounds, self.device)
 
 
 def _dream(bgr: np.ndarray, flows: temporal.FlowEstimator, feedback: temporal.TemporalFeedback, dreamer: Dreamer,
@@ -403,9 +439,9 @@ def _dream(bgr: np.ndarray, flows: temporal.FlowEstimator, feedback: temporal.Te
     return compositor.download(compositor.compose(cam, dreamed, snap.mix))
 
 
-def _capture(index: int, dreamer: Dreamer, flows: temporal.FlowEstimator, feedback: temporal.TemporalFeedback) -> dict[str, Any]:
-    residual = feedback.residual
-    return {"frame": index, "generator": dreamer.generator.get_state(), "flow": flows.state(),
+def _capture(index: int, path: FramePath) -> dict[str, Any]:
+    residual = path.feedback.residual
+    return {"frame": index, "generator": path.dreamer.generator.get_state(), "flow": path.flows.state(),
             "residual": None if residual is None else residual.detach().cpu().clone()}
 
 
@@ -425,16 +461,15 @@ def _save_checkpoint(target: Path, fingerprint: str, checkpoints: list[dict[str,
     return checkpoints
 
 
-def _load_resume(job: RenderJob, fingerprint: str, dreamer: Dreamer, flows: temporal.FlowEstimator,
-                 feedback: temporal.TemporalFeedback, device: torch.device) -> tuple[int, Path]:
+def _load_resume(job: RenderJob, fingerprint: str, path: FramePath) -> tuple[int, Path]:
     """Restore the newest checkpoint the broken-off file holds; returns its frame and the file
     renamed aside (its finished frames are copied into the new one)."""
     import av
 
-    path = state_path(job.target)
-    if not path.exists() or not job.target.exists():
-        raise UsageError(f"nothing to resume: {path.name} or {job.target.name} is missing; render without --resume")
-    saved = torch.load(path, weights_only=False)
+    saved_at = state_path(job.target)
+    if not saved_at.exists() or not job.target.exists():
+        raise UsageError(f"nothing to resume: {saved_at.name} or {job.target.name} is missing; render without --resume")
+    saved = torch.load(saved_at, weights_only=False)
     if saved.get("fingerprint") != fingerprint:
         raise UsageError(f"cannot resume {job.target}: the input, the settings, the seed or the weights differ from "
                          "the broken-off render; use the same ones, or render again without --resume")
@@ -447,9 +482,9 @@ def _load_resume(job: RenderJob, fingerprint: str, dreamer: Dreamer, flows: temp
     if not usable:
         raise UsageError(f"cannot resume: {job.target} holds {in_file} frames, before any checkpoint; render again")
     state = usable[-1]
-    dreamer.generator.set_state(state["generator"])
-    flows.restore(state["flow"])
-    feedback.residual = None if state["residual"] is None else state["residual"].to(device)
+    path.dreamer.generator.set_state(state["generator"])
+    path.flows.restore(state["flow"])
+    path.feedback.residual = None if state["residual"] is None else state["residual"].to(path.device)
     aside = job.target.with_name(job.target.name + ".resuming")
     os.replace(job.target, aside)
     log.info("resuming %s at frame %d", job.target, state["frame"])

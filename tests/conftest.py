@@ -137,3 +137,32 @@ class Collect(Output):
 
     def close(self) -> None:
         pass
+
+
+@pytest.fixture(scope="session")
+def ray_cluster() -> object:
+    """One local Ray cluster for the whole test session (its start-up is paid once): 2 CPUs, no
+    dashboard, no usage statistics, token authentication with a token of its own (Ray's ports
+    listen on every interface; the token is passed in the environment, so nothing is written to
+    ~/.ray), its files in a short temporary folder; shut down at the end, so no Ray process
+    outlives the tests. Skips where Ray (the cluster extra) is not installed."""
+    import logging
+    import os
+    import secrets
+    import shutil
+    import tempfile
+
+    # Before Ray is imported: it reads its authentication mode once, then.
+    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+    os.environ["RAY_AUTH_MODE"] = "token"
+    os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(32)
+    os.environ["RAY_worker_niceness"] = str(os.nice(0))  # the tests' own priority, not Ray's nice 15
+    ray = pytest.importorskip("ray", reason="Ray is the optional cluster extra: pip install -e '.[cluster]'")
+    temp = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # Ray's socket paths must stay short
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING,
+             object_store_memory=80 * 1024 * 1024, _temp_dir=temp)
+    try:
+        yield ray
+    finally:
+        ray.shutdown()
+        shutil.rmtree(temp, ignore_errors=True)

@@ -110,6 +110,22 @@ CASES: list[tuple[str, list[str], int, str]] = [
     ("engine precision", ["build-engines", "--sizes", "640x352", "--precision", "fp8"], USAGE, "invalid choice"),
     # (a bad --weights file for build-engines surfaces only where TensorRT is installed: without it there
     # is nothing to build and the command says so before loading anything)
+    # render in segments: refused before anything is read or written
+    ("render segments word", ["render", "in.mkv", "out/x.mkv", "--segments", "many"], USAGE,
+     "'many' is not auto or a number of segments"),
+    ("render no segments", ["render", "in.mkv", "out/x.mkv", "--segments", "0"], USAGE,
+     "allowed: auto, or 1..100000 segments"),
+    ("render segment seconds", ["render", "in.mkv", "out/x.mkv", "--segment-seconds", "0"], USAGE,
+     "allowed: a number above 0"),
+    ("render workers 0", ["render", "in.mkv", "out/x.mkv", "--workers", "0"], USAGE, "allowed: an integer 1..256"),
+    ("render workers and ray", ["render", "in.mkv", "out/x.mkv", "--workers", "2", "--ray"], USAGE,
+     "give one of them"),
+    ("render missing input, in segments", ["render", "nope.mkv", "out/x.mkv", "--workers", "2"], NO_INPUT,
+     "no such file"),
+    ("render segments, missing output directory", ["render", "in.mkv", "nowhere/x.mkv", "--segments", "2"],
+     CANT_CREATE, "does not exist"),
+    ("resume what never started", ["render", "{photo}", "out/x.mkv", "--segments", "auto", "--resume"], USAGE,
+     "nothing to resume"),
     # layers, and the command line itself
     ("layers model", ["layers", "--model", "alexnet"], USAGE, "invalid choice: 'alexnet'"),
     ("no command", [], USAGE, "the following arguments are required: COMMAND"),
