@@ -118,6 +118,8 @@ CASES: list[tuple[str, list[str], int, str]] = [
     ("render segment seconds", ["render", "in.mkv", "out/x.mkv", "--segment-seconds", "0"], USAGE,
      "allowed: a number above 0"),
     ("render workers 0", ["render", "in.mkv", "out/x.mkv", "--workers", "0"], USAGE, "allowed: an integer 1..256"),
+    ("render by its sound, in segments", ["render", "in.mkv", "out/x.mkv", "--audio-map", "bass-zoom", "--workers", "2"],
+     USAGE, "runs in one process for now: drop --segments, --workers and --ray"),
     ("render workers and ray", ["render", "in.mkv", "out/x.mkv", "--workers", "2", "--ray"], USAGE,
      "give one of them"),
     ("render missing input, in segments", ["render", "nope.mkv", "out/x.mkv", "--workers", "2"], NO_INPUT,
