@@ -55,8 +55,8 @@ import torch  # noqa: E402
 from live.control.params import Registry  # noqa: E402
 from live.model.weights import random_reference  # noqa: E402
 from live.render import RenderJob, render  # noqa: E402
-from live.render_farm import FarmJob, render_farm  # noqa: E402
-from live.render_plan import segment_dir, settle_frames  # noqa: E402
+from live.render.farm import FarmJob, render_farm  # noqa: E402
+from live.render.plan import segment_dir, settle_frames  # noqa: E402
 
 FPS = 24
 log = logging.getLogger("bench.render_farm")

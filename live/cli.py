@@ -675,7 +675,7 @@ def _cmd_render(args: argparse.Namespace) -> int:
     if not in_segments:
         report = render(job)
         return 130 if report.interrupted else 0
-    from live.render_farm import FarmJob, render_farm
+    from live.render.farm import FarmJob, render_farm
 
     farm = FarmJob(job, segments=args.segments or "auto", segment_seconds=args.segment_seconds, warmup=args.warmup,
                    workers=args.workers, ray=args.ray, threads=args.threads, gpus_per_task=args.gpus_per_task,

@@ -27,8 +27,8 @@ from live.cli import main
 from live.control.params import Registry
 from live.errors import InputError, UsageError
 from live.render import RenderJob, render
-from live.render_farm import FarmJob, render_farm
-from live.render_plan import load_plan, plan_path, segment_dir, split, status_path
+from live.render.farm import FarmJob, render_farm
+from live.render.plan import load_plan, plan_path, segment_dir, split, status_path
 from tests.conftest import photo_path
 
 W, H, FPS = 64, 48, 8
@@ -135,7 +135,7 @@ class Killer(threading.Thread):
 
 def test_plan_cuts_at_scene_cuts_and_every_segment_seconds_with_warmups(two_shots: Path, tmp_path: Path,
                                                                          checkpoint: Path, caplog) -> None:
-    caplog.set_level(logging.INFO, logger="live.render_farm")
+    caplog.set_level(logging.INFO, logger="live.render.farm")
     out = tmp_path / "out.mkv"
     report = render_farm(farm(two_shots, out, checkpoint, keep_segments=True))
     plan = report.plan

@@ -1,7 +1,7 @@
 """``render`` in segments, on several processes or machines (docs/architecture.md, *Renders across
 machines*): plan, run, join.
 
-1. **Plan** (:mod:`live.render_plan`): segments at scene cuts and at most every
+1. **Plan** (:mod:`live.render.plan`): segments at scene cuts and at most every
    ``--segment-seconds``, warm-ups at splits; printed, and saved beside the output.
 2. **Run** the segments not already finished, on one of three runners, all rendering the same plan
    to the same frames:
@@ -15,14 +15,14 @@ machines*): plan, run, join.
      starts a local cluster for the render; ``auto`` joins the one running here; Ray is the
      optional extra ``deepdream-live[cluster]``.
 
-   (:mod:`live.render_runners`; progress and the status file: :mod:`live.render_status`.)
+   (:mod:`live.render.runners`; progress and the status file: :mod:`live.render.status`.)
 
-   A segment is finished once its file and checksum are in the folder (:mod:`live.render_segment`):
+   A segment is finished once its file and checksum are in the folder (:mod:`live.render.segment`):
    any machine, the driver included, can die without losing finished work, and ``--resume``
    renders only what is missing or damaged. Ctrl-C abandons the segments in hand and keeps the
    rest. Progress: a bar (frames of the whole film, ETA, each worker's rate) and a JSON status file
    beside the output for a farm's dashboard.
-3. **Join** (:mod:`live.render_join`): packets copied, the input's timestamps and sound.
+3. **Join** (:mod:`live.render.join`): packets copied, the input's timestamps and sound.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ from typing import Any
 
 from live.errors import InputError, LiveError, SoftwareError, UsageError
 from live.render import RenderJob, dream_size, fingerprint
-from live.render_plan import (
+from live.render.plan import (
     DEFAULT_SEGMENT_SECONDS,
     Plan,
     Scan,
@@ -52,9 +52,9 @@ from live.render_plan import (
     settle_frames,
     status_path,
 )
-from live.render_runners import Outcome, ProcessRunner, RayRunner, Runner, SequentialRunner, import_ray, local_devices
-from live.render_segment import SegmentCancelled, SegmentResult, SegmentTask, finished
-from live.render_status import Monitor
+from live.render.runners import Outcome, ProcessRunner, RayRunner, Runner, SequentialRunner, import_ray, local_devices
+from live.render.segment import SegmentCancelled, SegmentResult, SegmentTask, finished
+from live.render.status import Monitor
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +117,7 @@ def render_farm(job: FarmJob) -> FarmReport:
 
     import av
 
-    from live.render_join import check_audio, join
+    from live.render.join import check_audio, join
 
     try:
         check_audio(r.source, out)

@@ -55,7 +55,7 @@ class SegmentTask:
     start: int
     end: int
     warmup: int
-    lead: int  # the next segment's warm-up, dreamed here too (live/render_plan.py, Segment)
+    lead: int  # the next segment's warm-up, dreamed here too (live/render/plan.py, Segment)
     fade: int  # last frames cross-faded into it
     key: str
     source: str

@@ -20,7 +20,7 @@ from typing import Any
 
 from live.errors import DataError, OutputError, UsageError
 from live.outputs.targets import parse_target
-from live.render_plan import Plan
+from live.render.plan import Plan
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """Progress of a farm render (docs/architecture.md, *Renders across machines*): the bar (frames
 done of the whole film, ETA, each worker's rate) and ``OUT.status.json`` for a farm's dashboard,
 both from the progress and attempts files the workers leave beside their segments
-(``live/render_segment.py``). A segment started again means its worker died: logged here.
+(``live/render/segment.py``). A segment started again means its worker died: logged here.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from live.atomic import atomic_write
-from live.render_plan import Plan
-from live.render_segment import SegmentResult
+from live.render.plan import Plan
+from live.render.segment import SegmentResult
 
 log = logging.getLogger(__name__)
 

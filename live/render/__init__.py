@@ -384,7 +384,7 @@ class FramePath:
     """One process's frame path, as the live loop dreams a frame (flow, feedback, zoom, ascent),
     its residual laid over the full-size frame with the loop's compositor. Frames go in order;
     :meth:`dream` takes each with its frame number (its jitter seed, :func:`frame_seed`). Used by
-    :func:`render` and by each segment of a farm render (``live/render_segment.py``)."""
+    :func:`render` and by each segment of a farm render (``live/render/segment.py``)."""
 
     def __init__(self, model: Any, backend: Any, snap: Snapshot, dream_size: tuple[int, int], seed: int,
                  flow_preset: str, look: Callable[[float], Snapshot] | None = None) -> None:

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from live.errors import LiveError, SoftwareError, UnavailableError, UsageError
-from live.render_segment import SegmentResult, SegmentTask, run_segment
+from live.render.segment import SegmentResult, SegmentTask, run_segment
 
 log = logging.getLogger(__name__)
 
