@@ -98,3 +98,32 @@ def test_an_all_zero_objective_is_accepted_with_one_warning(caplog) -> None:
     assert Objective.parse("inception4c - inception4c").is_zero
     lines = [r.getMessage() for r in caplog.records if "all its weights at zero" in r.getMessage()]
     assert len(lines) == 2 and "leave the picture unchanged" in lines[0]  # one per objective
+
+
+def test_the_weight_limit_holds_for_each_layer_after_the_terms_are_merged() -> None:
+    with pytest.raises(UsageError, match="add up to 2000; a layer's weights add up to at most 1000"):
+        Objective.parse("+".join(["1000*inception4c:0"] * 30))
+    with pytest.raises(UsageError, match="at most 1000"):
+        Objective.parse("600*inception4c + 600*inception4c:3")
+    with pytest.raises(UsageError, match="add up to"):  # however it is made
+        Objective.layer("conv1") * 800 + Objective.layer("conv1") * 800
+    assert Objective.parse("1000*inception4c + 1000*inception3b")  # each layer at the limit is fine
+    assert Objective.parse("1000*inception4c").lerp(Objective.parse("1000*inception4c:7"), 0.5)
+
+
+def test_the_work_a_channel_list_can_cause_is_bounded() -> None:
+    import time
+
+    ranges = ",".join(["0..511"] * 256)
+    started = time.process_time()
+    assert Objective.parse(f"inception4c:{ranges}") == Objective.layer("inception4c")  # 256 ranges: cheap
+    assert time.process_time() - started < 0.05
+    with pytest.raises(UsageError, match="lists 257 channels and ranges; at most 256"):
+        Objective.parse(f"inception4c:{ranges},1")
+    with pytest.raises(UsageError, match="33 terms; at most 32"):
+        Objective.parse(" + ".join(["inception4c"] * 33))
+    with pytest.raises(UsageError, match="at most 2048"):
+        Objective.parse("inception4c:" + ",".join(["0..511"] * 1000))
+    with pytest.raises(UsageError) as e:
+        Objective.parse("inception4c:" + "9" * 1500)  # int() of so many digits would raise ValueError
+    assert len(str(e.value)) < 300  # the error quotes a long text in part
