@@ -165,7 +165,8 @@ def test_event_loop_errors_are_one_line_not_a_traceback_each(serve, caplog) -> N
 
 
 # ----------------------------------------------------------------------------- credentials and logs
-def test_overlong_requests_never_put_the_token_in_the_log(serve, caplog) -> None:
+def test_overlong_requests_never_put_the_token_in_the_log(serve, caplog, monkeypatch) -> None:
+    monkeypatch.setattr(connections, "OPENS_PER_SECOND", 1e6)  # a hundred connections at once: all answered
     server = serve(token=TOKEN)
     port = server.address[1]
     attacks = [
@@ -189,6 +190,7 @@ def test_overlong_requests_never_put_the_token_in_the_log(serve, caplog) -> None
 
 
 def test_credentials_that_are_not_text_get_401_not_500(serve, monkeypatch, caplog) -> None:
+    monkeypatch.setattr(connections, "OPENS_PER_SECOND", 1e6)
     policy = AccessPolicy(TOKEN)
     assert not policy.token_valid("\udcff\udcfe" + TOKEN) and not policy.token_valid("é" * 20)
     monkeypatch.setattr("live.web.security.is_loopback", lambda host: False)  # as if from the venue network
@@ -325,3 +327,54 @@ def test_the_token_can_come_from_a_file_and_the_flag_warns_it_shows_in_ps(tmp_pa
         opts, _, _ = _show_setup(_build_parser().parse_args(["run", "--web-token", TOKEN]))
     assert opts.web_token == TOKEN and "shows the web token to every user of this machine" in caplog.text
     assert TOKEN not in caplog.text
+
+
+def test_a_client_reconnecting_in_a_loop_is_held_not_served(serve, monkeypatch) -> None:
+    monkeypatch.setattr(connections, "OPENS_PER_SECOND", 5.0)
+    monkeypatch.setattr(connections, "HEADER_TIMEOUT", 1.0)
+    server = serve()
+    socks = [socket.create_connection(("127.0.0.1", server.address[1])) for _ in range(40)]
+    try:
+        time.sleep(0.3)
+        counts = server.connections.counts
+        assert counts["refused"] >= 25 and counts["accepted"] <= 15  # a burst of 10, then 5 a second
+        assert server.connections.held == counts["refused"]  # held unread: the reconnect loop waits on them
+        held = socks[-1]
+        held.settimeout(0.2)
+        with pytest.raises(TimeoutError):
+            held.recv(1)  # not closed at once (that would invite the next try)
+        assert _closed_by_server(held, 5.0) and server.connections.held == 0  # closed at the head timeout
+        assert _get(server.address[1])[0] == 200  # and the budget refilled meanwhile
+    finally:
+        for s in socks:
+            s.close()
+
+
+def test_making_room_is_budgeted_so_many_addresses_cannot_churn_the_server() -> None:
+    guard = ConnectionGuard(max_total=8, max_per_client=8, open_files=1 << 16)
+
+    class Transport:
+        def __init__(self, client: str) -> None:
+            self.client = client
+
+        def get_extra_info(self, key: str, default: Any = None) -> Any:
+            return (self.client, 1234) if key == "peername" else default
+
+        def abort(self) -> None:
+            pass
+
+        def get_write_buffer_size(self) -> int:
+            return 0
+
+    admitted = 0
+    for i in range(200):  # 200 addresses, each opening once: none is over its own rate
+        client = f"10.0.{i // 250}.{i % 250}"
+        sock = socket.socket()
+        if guard._admit(client, sock):
+            admitted += 1
+            assert guard._opened(Transport(client)) is not None
+        else:
+            assert guard.held or sock.fileno() < 0
+    assert guard.open == 8 and 8 + 30 <= admitted <= 8 + 45  # 8 places, then a burst of 40 evictions
+    guard.close_all()
+    assert guard.held == 0

@@ -91,6 +91,7 @@ RCVBUF = 4 * 1024 * 1024  # a few thousand queued datagrams: a fader burst while
 MAX_PACKET = osc_wire.MAX_PACKET  # controllers send tens of bytes; anything bigger is counted as oversized
 FEEDBACK_INTERVAL = 0.02  # s between feedback flushes: 50 Hz is smoother than any touch screen
 LOG_EVERY = 10.0  # s between two log lines of the same error kind
+LINES_PER_CLIENT = 1.0  # log lines a second about one sender's refused datagrams, all kinds together
 MAX_LOG_LINE = 400  # characters of one log line about a datagram (a quoted 8 KB string is cut)
 MAX_REASON = 200  # characters of the reason in a /dream/error reply
 REPORTS_PER_SECOND = 2.0  # dumps and status replies a sender may ask for (a burst of 4), each many datagrams
@@ -148,7 +149,8 @@ class SenderFilter:
 
 
 class _Throttle:
-    """Log the first problem of each kind, then at most one line per kind every ``every`` seconds."""
+    """Log the first problem of each kind, then at most one line per kind every ``every`` seconds,
+    and at most ``LINES_PER_CLIENT`` lines a second (a burst of three) about any one sender."""
 
     def __init__(self, every: float = LOG_EVERY, clock: Callable[[], float] = time.monotonic) -> None:
         self.every = every
@@ -156,12 +158,13 @@ class _Throttle:
         self._last: dict[str, float] = {}
         self._suppressed: Counter[str] = Counter()
         self._lock = threading.Lock()
+        self._senders = PerClient(LINES_PER_CLIENT, 3 * LINES_PER_CLIENT, clock=clock)
 
-    def __call__(self, kind: str, fmt: str, *args: Any, exc_info: bool = False) -> None:
+    def __call__(self, kind: str, fmt: str, *args: Any, exc_info: bool = False, client: str | None = None) -> None:
         now = self.clock()
         with self._lock:
             last = self._last.get(kind)
-            if last is not None and now - last < self.every:
+            if last is not None and now - last < self.every or client is not None and not self._senders.take(client):
                 self._suppressed[kind] += 1
                 return
             self._last[kind] = now
@@ -522,24 +525,26 @@ class OscServer:
         with self._count_lock:
             self._counts[key] += n
 
-    def _count_error(self, kind: str, fmt: str, *args: Any, exc_info: bool = False) -> None:
+    def _count_error(self, kind: str, fmt: str, *args: Any, exc_info: bool = False, client: str | None = None) -> None:
         with self._count_lock:
             self._errors[kind] += 1
-        self._throttle(kind, fmt, *args, exc_info=exc_info)
+        self._throttle(kind, fmt, *args, exc_info=exc_info, client=client)
 
     # ----- receiving (server thread)
     def _sender_allowed(self, client_address: Any) -> bool:
         if self.senders(client_address[0]):
             return True
         self._count("rejected_senders")
-        self._throttle("rejected_senders", "ignored a datagram from %s (not in the OSC allowlist)", client_address[0])
+        self._throttle("rejected_senders", "ignored a datagram from %s (not in the OSC allowlist)", client_address[0],
+                       client=client_address[0])
         return False
 
     def _handle_datagram(self, data: bytes, client: tuple[str, int]) -> None:
         self._count("received")
         if len(data) > MAX_PACKET:
             self._count_error(
-                "oversized", "dropped a %d-byte datagram from %s (limit %d)", len(data), client[0], MAX_PACKET
+                "oversized", "dropped a %d-byte datagram from %s (limit %d)", len(data), client[0], MAX_PACKET,
+                client=client[0],
             )
             return
         try:
@@ -549,10 +554,11 @@ class OscServer:
             # a bundle's timetag: a far-future one would stall every fader behind it).
             messages = [OscMessage(data[start:end]) for start, end in osc_wire.split(data)]
         except osc_wire.WireError as e:
-            self._count_error("malformed", "dropped a malformed datagram from %s: %s", client[0], e)
+            self._count_error("malformed", "dropped a malformed datagram from %s: %s", client[0], e, client=client[0])
             return
         except Exception as e:  # noqa: BLE001 - python-osc refusing what the checks passed: still not fatal
-            self._count_error("malformed", "dropped a datagram python-osc cannot parse from %s: %s", client[0], e)
+            self._count_error("malformed", "dropped a datagram python-osc cannot parse from %s: %s", client[0], e,
+                              client=client[0])
             return
         for message in messages:
             self._dispatch(message, client)
@@ -586,7 +592,7 @@ class OscServer:
     # ----- refusals (server thread; other sources' from their own threads)
     def _refuse(self, kind: str, address: str, client: tuple[str, int], reason: str) -> None:
         """A message not applied: counted, logged (rate-limited), answered on /dream/error."""
-        self._count_error(kind, "%s from %s: %s", address, client[0], reason)
+        self._count_error(kind, "%s from %s: %s", address, client[0], reason, client=client[0])
         self._answer_error(client, address, reason)
 
     def _answer_error(self, client: tuple[str, int], address: str, reason: str) -> None:
@@ -651,7 +657,7 @@ class OscServer:
         answer would reflect the flood at whoever the datagrams claim to come from."""
         if not self._reports.take(client[0]):
             self._count_error("rate_limited", "%s from %s: over %g a second, not answered", address, client[0],
-                              REPORTS_PER_SECOND)
+                              REPORTS_PER_SECOND, client=client[0])
             raise _Limited
 
     def _setter(self, param: Param) -> Callable[[tuple[str, int], str, tuple[Any, ...]], None]:

@@ -13,7 +13,14 @@ connection passes through a :class:`ConnectionGuard` before aiohttp sees it:
   the process's open-file limit). When a limit is reached, the *oldest idle* connection (of that
   client, or of anyone) makes room; only when none is idle is the new one refused. So a flood of
   idle sockets cannot keep the operator's page out: each new connection pushes out the oldest
-  silent one, and the page, once it has sent its request, is not idle.
+  silent one, and the page, once it has sent its request, is not idle;
+- a client opening more than ``OPENS_PER_SECOND`` connections a second (beyond a burst) has the
+  rest refused, and a refused connection never reaches asyncio or aiohttp: it is *held*, unread,
+  until ``header_timeout`` (at most ``max_held`` of them, then closed at once). An attacker that
+  reconnects as soon as it is closed would otherwise cost the show an accept and a close in a
+  tight loop (measured: 9,000 a second, 0.15 of a core); held, its sockets wait, and so does it.
+  Making room by eviction is limited the same way (``EVICTIONS_PER_SECOND`` in all): an attacker
+  on many addresses, each under its opening rate, is held rather than served in a churn.
 
 The guard wraps aiohttp's protocol (:meth:`ConnectionGuard.protocol`) and is told by the
 server's middleware when a request starts and ends (:meth:`started`, :meth:`finished`).
@@ -23,14 +30,18 @@ Everything runs on the server's event loop thread.
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import resource
+import socket
 import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
+
+from live.ratelimit import Bucket, PerClient
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +50,9 @@ MAX_PER_CLIENT = 16  # a browser opens six per host, plus the page's websocket
 HEADER_TIMEOUT = 10.0  # s from opening to a complete request head
 IDLE_TIMEOUT = 15.0  # s from an answer to the next request head
 SWEEP_EVERY = 1.0  # s between two looks for connections past their time
+OPENS_PER_SECOND = 20.0  # new connections a client may open a second, beyond a burst of twice that
+EVICTIONS_PER_SECOND = 20.0  # connections closed to make room, in all, beyond a burst of twice that
+MAX_HELD = 1024  # refused sockets held unread (a reconnect loop waits on them); beyond, closed at once
 FILES_PER_CONNECTION = 4  # of the open-file limit: the rest is for cameras, recordings, presets, models
 
 
@@ -70,15 +84,17 @@ class _Connection:
 
 
 class _Guarded(asyncio.Protocol):
-    """aiohttp's protocol behind the guard: a refused connection never reaches aiohttp."""
+    """aiohttp's protocol behind the guard, made only for an accepted connection."""
 
-    def __init__(self, guard: ConnectionGuard, inner: asyncio.Protocol) -> None:
-        self.guard, self.inner = guard, inner
+    def __init__(self, guard: ConnectionGuard, factory: Callable[[], asyncio.Protocol]) -> None:
+        self.guard, self.factory = guard, factory
+        self.inner: asyncio.Protocol = asyncio.Protocol()
         self.connection: _Connection | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.connection = self.guard._opened(transport)  # type: ignore[arg-type]
         if self.connection is not None:
+            self.inner = self.factory()
             self.inner.connection_made(transport)
 
     def data_received(self, data: bytes) -> None:
@@ -126,12 +142,17 @@ class ConnectionGuard:
         self.idle_timeout = IDLE_TIMEOUT if idle_timeout is None else idle_timeout
         self.on_refuse = on_refuse
         self.counts: Counter[str] = Counter()
+        self._opens = PerClient(OPENS_PER_SECOND, 2 * OPENS_PER_SECOND)
+        self._evictions = Bucket(EVICTIONS_PER_SECOND, 2 * EVICTIONS_PER_SECOND)
+        self.max_held = max(8, min(MAX_HELD, files // FILES_PER_CONNECTION))
+        self._held: collections.deque[tuple[float, socket.socket]] = collections.deque()  # oldest first
         self._all: OrderedDict[int, _Connection] = OrderedDict()  # oldest first
         self._by_client: dict[str, OrderedDict[int, _Connection]] = {}
 
-    def protocol(self, inner: asyncio.Protocol) -> asyncio.Protocol:
-        """``inner`` (aiohttp's protocol for one connection) behind this guard."""
-        return _Guarded(self, inner)
+    def protocol(self, factory: Callable[[], asyncio.Protocol]) -> asyncio.Protocol:
+        """A protocol for one new connection: ``factory()`` (aiohttp's) behind this guard, made
+        only if the connection is accepted."""
+        return _Guarded(self, factory)
 
     @property
     def open(self) -> int:
@@ -155,6 +176,26 @@ class ConnectionGuard:
         mine[id(transport)] = conn
         self.counts["accepted"] += 1
         return conn
+
+    def _admit(self, client: str, sock: socket.socket) -> bool:
+        """Whether ``client`` may open one more connection now (its opening rate, and the eviction
+        budget when every place is taken). A refused
+        socket is held unread until ``header_timeout`` (or closed at once when ``max_held`` are
+        held already) and counted."""
+        full = len(self._all) >= self.max_total
+        if self._opens.take(client) and (not full or self._evictions.take()):
+            return True
+        if len(self._held) < self.max_held:
+            self._held.append((time.monotonic() + self.header_timeout, sock))
+        else:
+            sock.close()
+        self._report("refused", client)
+        return False
+
+    @property
+    def held(self) -> int:
+        """Refused sockets held unread now."""
+        return len(self._held)
 
     def _refuse(self, transport: asyncio.Transport, client: str,
                 mine: OrderedDict[int, _Connection]) -> None:
@@ -217,6 +258,8 @@ class ConnectionGuard:
     def sweep(self, now: float | None = None) -> int:
         """Close every idle connection past its time; returns how many."""
         now = time.monotonic() if now is None else now
+        while self._held and self._held[0][0] <= now:
+            self._held.popleft()[1].close()
         late = [c for c in self._all.values()
                 if c.busy == 0 and c.deadline is not None and now >= c.deadline and not _writing(c.transport)]
         for conn in late:
@@ -229,7 +272,17 @@ class ConnectionGuard:
             await asyncio.sleep(min(SWEEP_EVERY, self.header_timeout / 4))
             self.sweep()
 
+    def close_idle(self) -> int:
+        """Close every connection with no request in hand (a stop: nothing to wait for there)."""
+        idle = [c for c in self._all.values() if c.busy == 0]
+        for conn in idle:
+            self._forget(conn)
+            conn.transport.abort()
+        return len(idle)
+
     def close_all(self) -> None:
+        while self._held:
+            self._held.popleft()[1].close()
         for conn in list(self._all.values()):
             self._forget(conn)
             conn.transport.abort()
@@ -243,19 +296,85 @@ def _writing(transport: asyncio.BaseTransport) -> bool:
         return False
 
 
+class _Listener:
+    """What aiohttp's runner needs of a site's server (its ``sockets`` and ``close``), for sockets
+    this module accepts on itself."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, sockets: list[socket.socket]) -> None:
+        self.loop, self.sockets = loop, sockets
+
+    def close(self) -> None:
+        for sock in self.sockets:
+            try:
+                self.loop.remove_reader(sock)
+            except (ValueError, RuntimeError):  # closed already, or the loop is
+                pass
+            sock.close()
+
+    async def wait_closed(self) -> None:
+        return None
+
+
 class GuardedSite(web.TCPSite):
-    """aiohttp's TCP site with every connection's protocol wrapped by a :class:`ConnectionGuard`."""
+    """aiohttp's TCP site, accepting connections itself: a client over its opening rate is closed
+    straight after ``accept`` (no asyncio transport, no aiohttp protocol: a few microseconds, so a
+    reconnect loop costs the show little), every other connection is handed to asyncio with its
+    protocol behind the :class:`ConnectionGuard`."""
 
     def __init__(self, runner: web.BaseRunner, host: str, port: int, guard: ConnectionGuard) -> None:
         super().__init__(runner, host, port)
         self.guard = guard
+        self._handing: set[asyncio.Task] = set()
 
     async def start(self) -> None:
         await web.BaseSite.start(self)  # registers the site with the runner
         loop = asyncio.get_running_loop()
+        sockets = []
+        try:
+            infos = socket.getaddrinfo(self._host, self._port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+            for family, kind, proto, _, address in dict.fromkeys(infos):
+                sock = socket.socket(family, kind, proto)
+                sockets.append(sock)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                if family == socket.AF_INET6:
+                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                sock.bind(address)
+                sock.listen(self._backlog)
+                sock.setblocking(False)
+        except OSError:
+            for sock in sockets:
+                sock.close()
+            raise
+        self._server = _Listener(loop, sockets)  # type: ignore[assignment]
+        for sock in sockets:
+            loop.add_reader(sock, self._accept, loop, sock)
+
+    def _accept(self, loop: asyncio.AbstractEventLoop, listening: socket.socket) -> None:
         server = self._runner.server
         assert server is not None
-        self._server = await loop.create_server(
-            lambda: self.guard.protocol(server()), self._host, self._port,
-            backlog=self._backlog, reuse_address=self._reuse_address, reuse_port=self._reuse_port,
-        )
+        for _ in range(self._backlog):
+            try:
+                conn, peer = listening.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as e:  # out of file descriptors or memory: stop accepting for a second
+                self.guard._report("accept_failed", f"{e.strerror or e}")
+                loop.remove_reader(listening)
+                loop.call_later(1.0, self._resume, loop, listening)
+                return
+            client = str(peer[0]) if peer else "?"
+            if not self.guard._admit(client, conn):
+                continue
+            conn.setblocking(False)
+            task = loop.create_task(loop.connect_accepted_socket(lambda: self.guard.protocol(server), conn))
+            self._handing.add(task)
+            task.add_done_callback(self._handed)
+
+    def _resume(self, loop: asyncio.AbstractEventLoop, listening: socket.socket) -> None:
+        if listening.fileno() >= 0:
+            loop.add_reader(listening, self._accept, loop, listening)
+
+    def _handed(self, task: asyncio.Task) -> None:
+        self._handing.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.debug("a connection closed before it was set up: %s", task.exception())

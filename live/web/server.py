@@ -96,6 +96,7 @@ SLICE = 0.002  # s of handling messages before the web thread lets other threads
 RECENT_PROBLEMS = 20
 COOKIE_DAYS = 30
 LOG_EVERY = 10.0
+LINES_PER_CLIENT = 1.0  # log lines a second about one client's refused requests and messages
 
 CONTENT_SECURITY_POLICY = (
     "default-src 'self'; img-src 'self' blob: data:; connect-src 'self'; style-src 'self'; "
@@ -202,7 +203,9 @@ class _RecentProblems(logging.Handler):
 
 
 class _Throttle:
-    """One log line per kind every ``every`` seconds; the lines held back are counted into the next."""
+    """One log line per kind every ``every`` seconds, and at most ``LINES_PER_CLIENT`` a second (a
+    burst of three) about one client, all kinds together; the lines held back are counted into
+    the next of their kind."""
 
     MAX_KINDS = 1024  # kinds carry a client address: forget them all rather than grow without end
 
@@ -210,10 +213,11 @@ class _Throttle:
         self.every = every
         self.last: dict[str, float] = {}
         self.held: collections.Counter[str] = collections.Counter()
+        self.clients = PerClient(LINES_PER_CLIENT, 3 * LINES_PER_CLIENT)
 
-    def __call__(self, kind: str, fmt: str, *args: Any) -> None:
+    def __call__(self, kind: str, fmt: str, *args: Any, client: str | None = None) -> None:
         now = time.monotonic()
-        if now - self.last.get(kind, -math.inf) < self.every:
+        if now - self.last.get(kind, -math.inf) < self.every or client is not None and not self.clients.take(client):
             self.held[kind] += 1
             return
         if len(self.last) >= self.MAX_KINDS:
@@ -415,7 +419,7 @@ class WebServer:
     def _connection_refused(self, kind: str, client: str) -> None:
         self.counts[f"connections_{kind}"] += 1
         self._throttle(f"conn:{kind}:{client}", "web: %s a connection from %s (%s)", kind.replace("_", " "), client,
-                       "over the connection limits" if kind != "timed_out" else "no request in time")
+                       "over the connection limits" if kind != "timed_out" else "no request in time", client=client)
 
     async def _startup(self) -> None:
         app = web.Application(middlewares=[self._guard], client_max_size=MAX_MESSAGE)
@@ -452,6 +456,8 @@ class WebServer:
     async def _shutdown(self) -> None:
         for task in self._tasks:
             task.cancel()
+        if self.connections is not None:
+            self.connections.close_idle()  # a flood of idle sockets must not hold up a stop
         for client in list(self._clients):
             client.closed = True
             try:
@@ -460,6 +466,8 @@ class WebServer:
                 self._abort(client)
         if self._runner is not None:
             await self._runner.cleanup()
+        if self.connections is not None:
+            self.connections.close_all()  # the refused sockets held unread, and any left
 
     # ----- requests
     @web.middleware
@@ -483,12 +491,12 @@ class WebServer:
         except Exception as e:  # noqa: BLE001 - a request too odd to judge is refused, never a 500
             self.counts["refused_400"] += 1
             self._throttle(f"malformed:{request.remote}", "web: refused a malformed request from %s: %s",
-                           request.remote, type(e).__name__)
+                           request.remote, type(e).__name__, client=request.remote)
             return web.Response(status=400, text="malformed request\n", headers=self._headers())
         if not verdict.allowed:
             self.counts[f"refused_{verdict.status}"] += 1
             self._throttle(f"refused{verdict.status}:{request.remote}", "web: refused %s %s from %s: %s",
-                           request.method, _cut(request.path), request.remote, verdict.reason)
+                           request.method, _cut(request.path), request.remote, verdict.reason, client=request.remote)
             return web.Response(status=verdict.status, text=verdict.reason + "\n", headers=self._headers())
         if verdict.keep_token:
             # keep the token in a cookie, and send the browser to the same address without it
@@ -544,13 +552,13 @@ class WebServer:
             self.counts["screenshots_cross_site"] += 1
             self._throttle(f"shot-site:{request.remote}", "web: refused a %s screenshot request (%s, %s) from %s",
                            _quote(site, 20), _quote(request.headers.get("Sec-Fetch-Mode", ""), 20),
-                           _quote(request.headers.get("Sec-Fetch-Dest", ""), 20), request.remote)
+                           _quote(request.headers.get("Sec-Fetch-Dest", ""), 20), request.remote, client=request.remote)
             return web.Response(status=403, text="screenshots are for this show's own page, not other sites\n")
         if not self._screenshots.take(request.remote or "?") or \
                 self._screenshots_in_flight >= SCREENSHOTS_IN_FLIGHT:
             self.counts["screenshots_limited"] += 1
             self._throttle(f"shot-rate:{request.remote}", "web: screenshot from %s refused: over %g a second",
-                           request.remote, SCREENSHOTS_PER_SECOND)
+                           request.remote, SCREENSHOTS_PER_SECOND, client=request.remote)
             return web.Response(status=429, text="one screenshot a second; try again in a moment\n",
                                 headers={"Retry-After": "1"})
         frame = self.preview.latest()[1] if self.preview is not None else None
@@ -598,7 +606,7 @@ class WebServer:
                 elif message.type == WSMsgType.ERROR:  # a frame over MAX_MESSAGE, a broken frame
                     self.counts["refused_messages"] += 1
                     self._throttle(f"ws-error:{client.remote}", "web: closed the page of %s: %s", client.remote,
-                                   _quote(str(ws.exception()), 120))
+                                   _quote(str(ws.exception()), 120), client=client.remote)
                 if time.perf_counter() - started > SLICE:
                     await asyncio.sleep(SLICE)  # let the frame loop's thread have the GIL
                     started = time.perf_counter()
@@ -615,7 +623,8 @@ class WebServer:
         every ``LOG_EVERY`` seconds."""
         self.counts["refused_messages"] += 1
         client.error(reason)
-        self._throttle(f"ws-{kind}:{client.remote}", "web: refused a message from %s: %s", client.remote, reason)
+        self._throttle(f"ws-{kind}:{client.remote}", "web: refused a message from %s: %s", client.remote, reason,
+                       client=client.remote)
 
     def _handle(self, client: _Client, text: str) -> None:
         # bounded before json.loads walks it: 60,000 '[' made it raise RecursionError
