@@ -20,9 +20,9 @@ Web servers quote requests in their error lines, and a request carries credentia
 :func:`redact_credentials` masks the value after each of those keys whatever it is, and the
 :class:`LogGuard` filter, installed on the web server's loggers and its libraries'
 (:func:`guard_loggers`), runs every record through both, cuts each line to ``MAX_LINE``
-characters, and lets at most one warning a second through per logger (a burst of five; the
-rest are counted and the count said on the next line): a flood of bad requests costs the log
-a line a second, not a traceback each.
+characters, and lets at most one warning every two seconds through per logger (a burst of
+three; the rest are counted and the count said on the next line): a flood of bad requests costs
+the log a line now and then, not a traceback each.
 """
 
 from __future__ import annotations
@@ -181,11 +181,12 @@ class LogGuard(logging.Filter):
     redacted line of at most ``MAX_LINE`` characters; its traceback, if any, is redacted and cut
     to ``MAX_TRACEBACK_LINES`` lines of at most ``MAX_LINE``; an aiohttp client error (a request
     that was refused as malformed) keeps its one-line reason and loses its traceback. Warnings
-    and worse pass at most ``rate`` a second (``burst`` at once); the ones held back are counted
-    and the count is added to the next line that passes.
+    and worse pass at most ``rate`` a second (``burst`` at once; ``rate=None``: all, for a logger
+    whose writer limits itself); the ones held back are counted and the count is added to the
+    next line that passes.
     """
 
-    def __init__(self, rate: float = 1.0, burst: float = 5.0) -> None:
+    def __init__(self, rate: float | None = 0.5, burst: float = 3.0) -> None:
         super().__init__()
         self.rate, self.burst = rate, burst
         self._level = burst
@@ -207,7 +208,7 @@ class LogGuard(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         held = 0
-        if record.levelno >= logging.WARNING:
+        if record.levelno >= logging.WARNING and self.rate is not None:
             allowed, held = self._allow()
             if not allowed:
                 return False
@@ -240,9 +241,9 @@ def _client_error(exc: BaseException) -> bool:
                for cls in type(exc).__mro__)
 
 
-def guard_loggers(names: Iterable[str]) -> None:
+def guard_loggers(names: Iterable[str], rate: float | None = 0.5) -> None:
     """Put a :class:`LogGuard` on each named logger (once; a second call adds nothing)."""
     for name in names:
         logger = logging.getLogger(name)
         if not any(isinstance(f, LogGuard) for f in logger.filters):
-            logger.addFilter(LogGuard())
+            logger.addFilter(LogGuard(rate))

@@ -232,7 +232,7 @@ def test_osc_raw_bytes(osc_server, watch: LogWatch, data: bytes) -> None:
     _osc_case(osc_server, watch, data)
 
 
-@budget(2000)
+@budget(1500)
 @given(data=st.one_of(osc_datagrams, corrupted()))
 def test_osc_structured_messages_and_bundles(osc_server, watch: LogWatch, data: bytes) -> None:
     _osc_case(osc_server, watch, data)
@@ -309,7 +309,7 @@ def _on_loop(server: WebServer, fn, *args: Any) -> float:
     return cpu
 
 
-@budget(2500)
+@budget(1500)
 @given(text=st.one_of(page_messages, raw_texts))
 def test_websocket_messages(web_server, watch: LogWatch, text: str) -> None:
     server, reg, client = web_server

@@ -186,7 +186,7 @@ def test_overlong_requests_never_put_the_token_in_the_log(serve, caplog, monkeyp
     assert TOKEN not in text and TOKEN[:8] not in text
     assert all(len(line) <= MAX_LINE + 200 for line in text.splitlines())
     aiohttp_lines = [r for r in caplog.records if r.name.startswith("aiohttp")]
-    assert 1 <= len(aiohttp_lines) <= 8  # a burst of five, then one a second: not a hundred tracebacks
+    assert len(aiohttp_lines) <= 8  # a burst of three, then one every two seconds: not a hundred tracebacks
 
 
 def test_credentials_that_are_not_text_get_401_not_500(serve, monkeypatch, caplog) -> None:

@@ -91,7 +91,7 @@ RCVBUF = 4 * 1024 * 1024  # a few thousand queued datagrams: a fader burst while
 MAX_PACKET = osc_wire.MAX_PACKET  # controllers send tens of bytes; anything bigger is counted as oversized
 FEEDBACK_INTERVAL = 0.02  # s between feedback flushes: 50 Hz is smoother than any touch screen
 LOG_EVERY = 10.0  # s between two log lines of the same error kind
-LINES_PER_CLIENT = 1.0  # log lines a second about one sender's refused datagrams, all kinds together
+LINES_PER_CLIENT = 0.5  # log lines a second about one sender's refused datagrams, all kinds together
 MAX_LOG_LINE = 400  # characters of one log line about a datagram (a quoted 8 KB string is cut)
 MAX_REASON = 200  # characters of the reason in a /dream/error reply
 REPORTS_PER_SECOND = 2.0  # dumps and status replies a sender may ask for (a burst of 4), each many datagrams
@@ -150,7 +150,7 @@ class SenderFilter:
 
 class _Throttle:
     """Log the first problem of each kind, then at most one line per kind every ``every`` seconds,
-    and at most ``LINES_PER_CLIENT`` lines a second (a burst of three) about any one sender."""
+    and at most ``LINES_PER_CLIENT`` lines a second (a burst of two) about any one sender."""
 
     def __init__(self, every: float = LOG_EVERY, clock: Callable[[], float] = time.monotonic) -> None:
         self.every = every
@@ -158,7 +158,7 @@ class _Throttle:
         self._last: dict[str, float] = {}
         self._suppressed: Counter[str] = Counter()
         self._lock = threading.Lock()
-        self._senders = PerClient(LINES_PER_CLIENT, 3 * LINES_PER_CLIENT, clock=clock)
+        self._senders = PerClient(LINES_PER_CLIENT, 2.0, clock=clock)
 
     def __call__(self, kind: str, fmt: str, *args: Any, exc_info: bool = False, client: str | None = None) -> None:
         now = self.clock()

@@ -83,9 +83,11 @@ MAX_BRACKETS = 16  # '[' and '{' in one message: a page's are flat objects, nest
 SCREENSHOTS_PER_SECOND = 1.0  # per client, with a burst of 3; a PNG of a 720p frame is ~150 ms of CPU
 SCREENSHOTS_IN_FLIGHT = 2  # encodes queued or running, from every client together
 MAX_QUOTE = 60  # characters of a page's own text quoted back to it
-GUARDED_LOGGERS = ("aiohttp.access", "aiohttp.client", "aiohttp.internal", "aiohttp.server", "aiohttp.web",
-                   "aiohttp.websocket", "asyncio", "live.web.server", "live.web.security", "live.web.oscquery",
-                   "live.web.mdns", "live.web.preview", "live.web.connections")
+# every line redacted and bounded; the libraries' warnings also rate-limited (ours limit themselves)
+LIBRARY_LOGGERS = ("aiohttp.access", "aiohttp.client", "aiohttp.internal", "aiohttp.server", "aiohttp.web",
+                   "aiohttp.websocket", "asyncio")
+OWN_LOGGERS = ("live.web.server", "live.web.security", "live.web.oscquery", "live.web.mdns", "live.web.preview",
+               "live.web.connections")
 FLOOD_RATE = 2000.0  # messages a second a page may keep up (a fader sends about 60)
 FLOOD_BURST = 10_000  # messages a page may send at once above that rate (5 s at the limit)
 APPLY_INTERVAL = 0.01  # s between two rounds of registry writes from pages: 100 Hz
@@ -96,7 +98,8 @@ SLICE = 0.002  # s of handling messages before the web thread lets other threads
 RECENT_PROBLEMS = 20
 COOKIE_DAYS = 30
 LOG_EVERY = 10.0
-LINES_PER_CLIENT = 1.0  # log lines a second about one client's refused requests and messages
+LINES_PER_CLIENT = 0.5  # log lines a second about one client's refused requests and messages (aiohttp's own
+# lines about the same requests pass at most 0.5 a second too: live.redact.LogGuard)
 
 CONTENT_SECURITY_POLICY = (
     "default-src 'self'; img-src 'self' blob: data:; connect-src 'self'; style-src 'self'; "
@@ -204,7 +207,7 @@ class _RecentProblems(logging.Handler):
 
 class _Throttle:
     """One log line per kind every ``every`` seconds, and at most ``LINES_PER_CLIENT`` a second (a
-    burst of three) about one client, all kinds together; the lines held back are counted into
+    burst of two) about one client, all kinds together; the lines held back are counted into
     the next of their kind."""
 
     MAX_KINDS = 1024  # kinds carry a client address: forget them all rather than grow without end
@@ -213,7 +216,7 @@ class _Throttle:
         self.every = every
         self.last: dict[str, float] = {}
         self.held: collections.Counter[str] = collections.Counter()
-        self.clients = PerClient(LINES_PER_CLIENT, 3 * LINES_PER_CLIENT)
+        self.clients = PerClient(LINES_PER_CLIENT, 2.0)
 
     def __call__(self, kind: str, fmt: str, *args: Any, client: str | None = None) -> None:
         now = time.monotonic()
@@ -332,7 +335,8 @@ class WebServer:
         """Bind and serve on the ``web-server`` thread; raises UsageError if the port is taken."""
         if self._thread is not None or self._closed:
             raise RuntimeError("a WebServer starts once")
-        guard_loggers(GUARDED_LOGGERS)
+        guard_loggers(LIBRARY_LOGGERS)
+        guard_loggers(OWN_LOGGERS, rate=None)
         self._encode_pool = ThreadPoolExecutor(1, thread_name_prefix="web-encode")
         self._thread = threading.Thread(target=self._run, name="web-server", daemon=True)
         self._thread.start()
