@@ -409,6 +409,13 @@ class WebServer:
         try:
             loop.run_forever()
         finally:
+            # connections still being set up or answered when the loop stopped: cancelled here
+            # rather than destroyed pending (which asyncio reports as an error)
+            pending = [t for t in asyncio.all_tasks(loop) if not t.done()]
+            for task in pending:
+                task.cancel()
+            if pending:
+                loop.run_until_complete(asyncio.wait(pending, timeout=1.0))
             loop.close()
 
     def _loop_error(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
