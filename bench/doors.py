@@ -204,14 +204,17 @@ def http_request(rng: random.Random) -> bytes:
                         "?%ff%fe=%00", f"?token={TOKEN[:12]}" + "q" * 9000])
     lines = [method + b" " + (path + query).encode("ascii", "replace") + b" HTTP/1.1"]
     headers = [(b"Host", rng.choice([b"localhost", b"127.0.0.1", b"evil.example", b""]))]
+    token = TOKEN.encode()
     for _ in range(rng.randrange(6)):
+        repeat = rng.randrange(1, 300)
+        name = b"X-" + rng.randbytes(4).hex().encode()
+        junk = rng.randbytes(rng.randrange(200)).replace(b"\r", b"").replace(b"\n", b"")
         headers.append(rng.choice([
-            (b"Cookie", b"ddl_token=" + TOKEN.encode()), (b"Cookie", b"x=" + b"y" * 8170 + b"; ddl_token=" + TOKEN.encode()),
-            (b"Authorization", b"Bearer " + TOKEN.encode() * rng.randrange(1, 300)), (b"Authorization", b"Bearer \xff\xfe"),
+            (b"Cookie", b"ddl_token=" + token), (b"Cookie", b"x=" + b"y" * 8170 + b"; ddl_token=" + token),
+            (b"Authorization", b"Bearer " + token * repeat), (b"Authorization", b"Bearer \xff\xfe"),
             (b"Cookie", b"ddl_token=\xc3\x28"), (b"Origin", b"http://evil.example"), (b"Upgrade", b"websocket"),
             (b"Sec-Fetch-Site", b"cross-site"), (b"Sec-Fetch-Dest", b"image"), (b"Content-Length", b"99999999"),
-            (b"Transfer-Encoding", b"chunked"), (b"X-" + rng.randbytes(4).hex().encode(), rng.randbytes(rng.randrange(200))
-                                                  .replace(b"\r", b"").replace(b"\n", b"")),
+            (b"Transfer-Encoding", b"chunked"), (name, junk),
         ]))
     lines += [k + b": " + v for k, v in headers]
     return b"\r\n".join(lines) + b"\r\n\r\n"

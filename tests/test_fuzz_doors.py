@@ -147,7 +147,8 @@ _pattern_chars = st.sampled_from(list("*?[]{},!-/abcdefghijklmnopqrstuvwxyz_0123
 hostile_addresses = st.one_of(
     st.sampled_from(ADDRESSES),
     st.sampled_from(ADDRESSES).map(lambda a: a[: len(a) // 2] + "*" + a[len(a) // 2 + 1 :]),
-    st.builds(lambda n, tail: "/dream/" + "*" * n + tail, st.integers(0, 200), st.sampled_from(["!", "", "x", "/norm"])),
+    st.builds(lambda n, tail: "/dream/" + "*" * n + tail, st.integers(0, 200),
+              st.sampled_from(["!", "", "x", "/norm"])),
     st.text(_pattern_chars, max_size=60).map(lambda t: "/" + t),
     st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7E), min_size=1, max_size=300).map(lambda t: "/" + t),
 )
@@ -263,7 +264,8 @@ json_values = st.recursive(
 )
 page_messages = st.one_of(
     st.fixed_dictionaries({"op": st.sampled_from(OPS)},
-                          optional={"name": st.one_of(st.sampled_from([p.name for p in LIVE_PARAMS]), st.text(max_size=80)),
+                          optional={"name": st.one_of(st.sampled_from([p.name for p in LIVE_PARAMS]),
+                                                      st.text(max_size=80)),
                                     "value": json_values, "norm": json_values, "on": json_values,
                                     "t": json_values}),
     st.dictionaries(st.text(max_size=10), json_values, max_size=5),

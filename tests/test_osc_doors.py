@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 import re
-import socket
 import struct
 import time
 
@@ -50,7 +49,7 @@ def test_well_formed_messages_and_bundles_pass_whole() -> None:
     ("datagram", "why"),
     [
         (NEGATIVE_ELEMENT, "size -4"),
-        (_bundle(b"") , "size 0"),
+        (_bundle(b""), "size 0"),
         (_bundle(STEPS_9)[:-4], "longer than what is left"),
         (b"#bundle\x00\x00\x00", "cut off before its timetag"),
         (_bundle(STEPS_9 + b"\x00\x00"), "positive multiple of 4"),
@@ -252,8 +251,3 @@ def test_a_datagram_flood_is_refused_in_microseconds_per_datagram() -> None:
                 pass
     assert (time.process_time() - started) / 400 < 0.002  # CPU seconds per datagram
     assert osc_wire.MAX_PACKET == osc.MAX_PACKET
-
-
-def _raw_socket_send(port: int, data: bytes) -> None:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.sendto(data, ("127.0.0.1", port))

@@ -28,7 +28,7 @@ from live.web.connections import ConnectionGuard
 from live.web.preview import PreviewOutput
 from live.web.security import AccessPolicy, read_or_create_token, resolve_token
 from live.web.server import WebServer
-from tests.test_web_security import PHONE, TOKEN, _request
+from tests.test_web_security import PHONE, TOKEN
 
 NETWORK_HOST = {"Host": "192.168.1.5:8080"}
 
@@ -171,7 +171,8 @@ def test_overlong_requests_never_put_the_token_in_the_log(serve, caplog, monkeyp
     port = server.address[1]
     attacks = [
         b"GET /?token=" + TOKEN.encode() + b"&" + b"a" * 9000 + b" HTTP/1.1\r\nHost: localhost\r\n\r\n",
-        b"GET / HTTP/1.1\r\nHost: localhost\r\nCookie: x=" + b"y" * 8170 + b"; ddl_token=" + TOKEN.encode() + b"\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: localhost\r\nCookie: x=" + b"y" * 8170 + b"; ddl_token=" + TOKEN.encode()
+        + b"\r\n\r\n",
         b"GET / HTTP/1.1\r\nHost: localhost\r\nCookie: ddl_token=" + TOKEN.encode() + b"z" * 9000 + b"\r\n\r\n",
         b"GET / HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer " + TOKEN.encode() * 300 + b"\r\n\r\n",
         b"GET /?token=" + TOKEN[:12].encode() + b"a" * 9000 + b" HTTP/1.1\r\n\r\n",  # cut inside the token
@@ -180,7 +181,7 @@ def test_overlong_requests_never_put_the_token_in_the_log(serve, caplog, monkeyp
         for raw in attacks * 20:
             with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
                 s.sendall(raw)
-                assert s.recv(12).startswith(b"HTTP/1.") 
+                assert s.recv(12).startswith(b"HTTP/1.")
         time.sleep(0.2)
     text = caplog.text
     assert TOKEN not in text and TOKEN[:8] not in text
