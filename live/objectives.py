@@ -17,7 +17,9 @@ String form, as typed on the command line or sent over OSC::
 Checked at the edge, whoever types it (command line, config, OSC, a preset): a weight must be a
 finite number of at most ``MAX_WEIGHT`` in size (``1e999*inception4c`` is infinity and would
 turn the dream black), and so must each layer's weights added up after the terms are merged
-(``1000*inception4c:0`` a hundred times is 100,000 on one channel); a channel range must run
+(``1000*inception4c:0`` a hundred times is 100,000 on one channel). The constructor, whoever
+calls it, refuses non-finite weights and any one channel's weight above ``MAX_WEIGHT``; a channel
+range must run
 upwards (``inception4c:1..9``), and an objective whose weights are all zero (``0*inception4c``)
 is accepted with a warning, once per objective: the dream leaves the picture as it is.
 
@@ -73,10 +75,9 @@ class Objective:
                 raise UsageError(f"weights for {layer.name} must be finite numbers; got NaN or infinity")
             checked[layer.name] = checked.get(layer.name, 0) + w
         for name, w in checked.items():
-            total = float(np.abs(w, dtype=np.float64).sum())
-            if total > MAX_WEIGHT * _WEIGHT_SLACK:
-                raise UsageError(f"the weights for {name} add up to {total:g}; a layer's weights add up to at most "
-                                 f"{MAX_WEIGHT:g} (only their ratios matter), e.g. 2*inception4c + inception3b")
+            largest = float(np.abs(w).max(initial=0.0))
+            if largest > MAX_WEIGHT * _WEIGHT_SLACK:
+                raise UsageError(f"a weight for {name} is {largest:g}; weights are at most {MAX_WEIGHT:g}")
         self._terms = dict(sorted(checked.items(), key=lambda kv: catalog.depth(kv[0])))
 
     # ----- construction
@@ -269,8 +270,9 @@ def _parse(text: str) -> Objective:
         term = atom * coef
         try:
             total = term if total is None else total + term
-        except UsageError as e:  # the merged layer's weights add up past the limit
-            raise UsageError(f"objective {text!r}: {e}") from None
+        except UsageError as e:  # one channel's merged weight past the limit
+            raise UsageError(f"objective {text!r}: {e} (a layer's weights add up to at most {MAX_WEIGHT:g})") from None
+        _check_merged(total, text)
         if i < len(tokens):
             op = tokens[i]["op"]
             if op not in ("+", "-"):
@@ -281,6 +283,17 @@ def _parse(text: str) -> Objective:
             i += 1
     assert total is not None
     return total
+
+
+def _check_merged(objective: Objective, text: str) -> None:
+    """Each layer's weights added up (what a single term's coefficient is) at most ``MAX_WEIGHT``:
+    ``1000*inception4c:0`` repeated stays within the per-term limit but not within this one."""
+    for name, w in objective._terms.items():
+        total = float(np.abs(w, dtype=np.float64).sum())
+        if total > MAX_WEIGHT * _WEIGHT_SLACK:
+            raise UsageError(f"objective {text!r}: the weights for {name} add up to {total:g}; a layer's weights "
+                             f"add up to at most {MAX_WEIGHT:g} (only their ratios matter), e.g. 2*inception4c + "
+                             "inception3b")
 
 
 def _atom(name: str, channel_text: str | None, source: str) -> Objective:

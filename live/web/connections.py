@@ -50,7 +50,9 @@ MAX_PER_CLIENT = 16  # a browser opens six per host, plus the page's websocket
 HEADER_TIMEOUT = 10.0  # s from opening to a complete request head
 IDLE_TIMEOUT = 15.0  # s from an answer to the next request head
 SWEEP_EVERY = 1.0  # s between two looks for connections past their time
-OPENS_PER_SECOND = 20.0  # new connections a client may open a second, beyond a burst of twice that
+# new connections a client may open a second, beyond a burst of twice that: an OSCQuery browser asks
+# for each node's value on a connection of its own, a hundred at once
+OPENS_PER_SECOND = 100.0
 EVICTIONS_PER_SECOND = 20.0  # connections closed to make room, in all, beyond a burst of twice that
 MAX_HELD = 1024  # refused sockets held unread (a reconnect loop waits on them); beyond, closed at once
 FILES_PER_CONNECTION = 4  # of the open-file limit: the rest is for cameras, recordings, presets, models
