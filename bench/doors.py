@@ -235,7 +235,8 @@ def _summary(name: str, times: list[float], errors: int, watch: LogWatch, second
             "over_50ms_without_gc": over_without_gc,
             "p50_ms": 1e3 * times[len(times) // 2], "p99_ms": 1e3 * times[int(len(times) * 0.99)],
             "max_ms": 1e3 * times[-1], "clock": clock, "log_lines_over_bound": watch.long, "token_leaks": watch.leaks,
-            "longest_line": watch.longest, "warnings_per_s": watch.warnings / seconds, "seconds": seconds}
+            "longest_line": watch.longest, "warnings": watch.warnings, "warnings_per_s": watch.warnings / seconds,
+            "seconds": seconds}
 
 
 def fuzz_osc(n: int, watch: LogWatch, seed: int = 1) -> dict:
@@ -562,8 +563,8 @@ def main() -> None:
         for r in results["fuzz"]:
             print(f"{r['door']:>20} {r['inputs']:>7} {r['clock']:>17} {r['p50_ms']:>7.2f} {r['p99_ms']:>7.2f} "
                   f"{r['max_ms']:>8.1f} {r['over_50ms']:>10} {r['escaped']:>8} {r['log_lines_over_bound']:>13} "
-                  f"{r['token_leaks']:>12} {r['warnings_per_s']:>10.2f}  ({r['over_50ms_without_gc']} over 50 ms "
-                  "less the garbage collector's pauses)")
+                  f"{r['token_leaks']:>12} {r['warnings_per_s']:>10.2f}  ({r['warnings']} warning lines in "
+                  f"{r['seconds']:.1f} s; {r['over_50ms_without_gc']} over 50 ms less the garbage collector's pauses)")
         h = results["fuzz"][2]
         print(f"HTTP statuses: {h['statuses']}; round trip (wall clock, the client's side included): p50 "
               f"{h['wall_p50_ms']:.2f} ms, p99 {h['wall_p99_ms']:.2f} ms, max {h['wall_max_ms']:.1f} ms, "

@@ -34,6 +34,7 @@ from __future__ import annotations
 import logging
 import math
 import re
+import time
 from collections.abc import Mapping
 
 import numpy as np
@@ -54,6 +55,8 @@ MAX_DIGITS = 12  # digits in one number (a channel, a range end, a weight)
 _WEIGHT_SLACK = 1.0 + 1e-4  # float32 sums of a layer's 1/C weights land a hair above their total
 _ZERO_WARNED: set[str] = set()  # objectives already warned about (bounded: see _warn_if_zero)
 _ZERO_WARNED_MAX = 256
+_ZERO_WARN_EVERY = 10.0  # s between two such warnings about different texts: a sender cycling them is not a log flood
+_zero_warned_at = [-math.inf]
 
 
 class Objective:
@@ -202,6 +205,10 @@ def _warn_if_zero(objective: Objective, text: str) -> None:
     if len(_ZERO_WARNED) >= _ZERO_WARNED_MAX:  # a controller cycling through typos must not grow this forever
         _ZERO_WARNED.clear()
     _ZERO_WARNED.add(key)
+    now = time.monotonic()
+    if now - _zero_warned_at[0] < _ZERO_WARN_EVERY:
+        return
+    _zero_warned_at[0] = now
     log.warning("objective %r has all its weights at zero: the dream will leave the picture unchanged "
                 "(give a layer a non-zero weight, e.g. inception4c)", text)
 

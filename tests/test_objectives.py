@@ -89,7 +89,10 @@ def test_non_finite_weights_are_refused_however_they_are_made() -> None:
         Objective.layer("conv1") * float("inf")
 
 
-def test_an_all_zero_objective_is_accepted_with_one_warning(caplog) -> None:
+def test_an_all_zero_objective_is_accepted_with_one_warning(caplog, monkeypatch) -> None:
+    from live import objectives
+
+    monkeypatch.setattr(objectives, "_ZERO_WARN_EVERY", 0.0)  # two texts in a row: both said
     caplog.set_level(logging.WARNING, logger="live.objectives")
     for _ in range(3):  # a controller sending it again and again: one line, not three
         zero = Objective.parse("0*inception4c:3")
@@ -127,3 +130,13 @@ def test_the_work_a_channel_list_can_cause_is_bounded() -> None:
     with pytest.raises(UsageError) as e:
         Objective.parse("inception4c:" + "9" * 1500)  # int() of so many digits would raise ValueError
     assert len(str(e.value)) < 300  # the error quotes a long text in part
+
+
+def test_cycling_zero_objectives_is_not_a_log_flood(caplog, monkeypatch) -> None:
+    from live import objectives
+
+    monkeypatch.setattr(objectives, "_zero_warned_at", [float("-inf")])
+    caplog.set_level(logging.WARNING, logger="live.objectives")
+    for i in range(200):  # a sender making each one different
+        assert Objective.parse(f"0*inception4c:{i}").is_zero
+    assert len([r for r in caplog.records if "all its weights at zero" in r.getMessage()]) == 1
