@@ -26,7 +26,7 @@ RUN_ARGS ?= run --weights auto
 APT_PACKAGES := libgl1 libglib2.0-0 libsrt1.5-gnutls libportaudio2
 APT_TEST_PACKAGES := xvfb systemd chromium nginx-light libnginx-mod-rtmp jackd2 espeak-ng sox
 
-.PHONY: run test lock bench bench-audio bench-steps bench-threads layers clean system-deps test-system-deps install-service gpu-check wheels
+.PHONY: run test lock fuzz bench bench-audio bench-doors bench-steps bench-threads layers clean system-deps test-system-deps install-service gpu-check wheels
 
 # $(call apt-ensure,PACKAGES): apt-get install those not yet installed (sudo when not root).
 define apt-ensure
@@ -81,6 +81,15 @@ lock: test-system-deps
 	mv $(LOCK).new $(LOCK)
 	rm -rf $(LOCK_VENV)
 	@echo "$(LOCK) written: the suite passed on these versions"
+
+# The doors' fuzz tests with fifty times the examples of `make test` (about an hour on 2 cores),
+# randomised rather than the suite's fixed sequence.
+fuzz: $(VENV)/.installed-test
+	DDL_FUZZ=long $(BIN)/python -m pytest tests/test_fuzz_doors.py -q
+
+# The README's doors table: fuzz volumes and the show under an idle-connection and OSC flood.
+bench-doors: $(VENV)/.installed-test
+	$(BIN)/python bench/doors.py
 
 # The benchmarks pan a real photograph from scikit-image (the test extra) as their camera.
 bench: $(VENV)/.installed-test

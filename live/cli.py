@@ -238,9 +238,12 @@ def _build_parser() -> argparse.ArgumentParser:
     web.add_argument("--web-port", type=ANY_PORT, default=None,
                      help="TCP port 1..65535, or 0 for any free one, named in the log (default: 8080, or a free "
                      "one when 8080 is taken)")
+    web.add_argument("--web-token-file", type=Path, default=None, metavar="FILE",
+                     help="where the token devices on the network must give is kept (made there, 0600, when "
+                     "missing; default: $DEEPDREAM_LIVE_WEB_TOKEN, else web-token beside the site config)")
     web.add_argument("--web-token", default=None, metavar="TOKEN",
-                     help="the token devices on the network must give (default: $DEEPDREAM_LIVE_WEB_TOKEN, else "
-                     "made once, printed once and kept in web-token beside the site config)")
+                     help="the token itself; every user of this machine can read it in ps: prefer --web-token-file "
+                     "or $DEEPDREAM_LIVE_WEB_TOKEN")
     web.add_argument("--mdns", action=argparse.BooleanOptionalAction, default=None,
                      help="advertise OSCQuery (_oscjson._tcp) and OSC (_osc._udp) over mDNS (default: on)")
     ctl.add_argument("--midi", action=argparse.BooleanOptionalAction, default=None,
@@ -571,6 +574,7 @@ def _show_setup(args: argparse.Namespace):
         "midi": args.midi, "midi_map": args.midi_map, "presets_dir": presets_dir, "target_fps": args.target_fps,
         "web": args.web, "web_host": args.web_host, "web_port": args.web_port, "mdns": args.mdns,
         "web_token": args.web_token or os.environ.get(TOKEN_ENV) or None,
+        "web_token_path": args.web_token_file,
         **_encoder_fields(args),
         "precision": args.precision, "no_build": args.no_build,
         "midi_api": args.midi_api,
@@ -583,6 +587,9 @@ def _show_setup(args: argparse.Namespace):
 
         cli["output_size"] = check_output_size(_parse_size(args.output_size, "--output-size"))
     fields.update({k: v for k, v in cli.items() if v is not None})
+    if args.web_token:
+        log.warning("--web-token shows the web token to every user of this machine (ps, /proc); keep it in a file "
+                    "(--web-token-file FILE, 0600) or pass it in $%s instead", TOKEN_ENV)
     if args.governor is False:
         fields["target_fps"] = None
     elif args.governor and not fields.get("target_fps"):

@@ -16,9 +16,17 @@ String form, as typed on the command line or sent over OSC::
 
 Checked at the edge, whoever types it (command line, config, OSC, a preset): a weight must be a
 finite number of at most ``MAX_WEIGHT`` in size (``1e999*inception4c`` is infinity and would
-turn the dream black), a channel range must run upwards (``inception4c:1..9``), and an
-objective whose weights are all zero (``0*inception4c``) is accepted with a warning, once per
-objective: the dream leaves the picture as it is.
+turn the dream black), and so must each layer's weights added up after the terms are merged
+(``1000*inception4c:0`` a hundred times is 100,000 on one channel). The constructor, whoever
+calls it, refuses non-finite weights and any one channel's weight above ``MAX_WEIGHT``; a channel
+range must run
+upwards (``inception4c:1..9``), and an objective whose weights are all zero (``0*inception4c``)
+is accepted with a warning, once per objective: the dream leaves the picture as it is.
+
+The work a text can cause is bounded before it is read (docs/architecture.md, *Doors*): at most
+``MAX_TEXT`` characters, ``MAX_TERMS`` terms, ``MAX_CHANNEL_ITEMS`` channels and ranges in all
+(each range at most a layer's width, marked in a weight vector without building a list) and
+numbers of at most ``MAX_DIGITS`` digits.
 """
 
 from __future__ import annotations
@@ -26,6 +34,7 @@ from __future__ import annotations
 import logging
 import math
 import re
+import time
 from collections.abc import Mapping
 
 import numpy as np
@@ -39,8 +48,15 @@ log = logging.getLogger(__name__)
 # a weight of a thousand already drowns every other term. Larger ones are typos (or attacks on
 # fp16, whose largest number is 65504).
 MAX_WEIGHT = 1000.0
+MAX_TEXT = 2048  # characters of an objective's text; a long channel list is a few hundred
+MAX_TERMS = 32  # weighted terms (layers or channel sets) in one objective
+MAX_CHANNEL_ITEMS = 256  # channels and ranges in all the terms' lists together
+MAX_DIGITS = 12  # digits in one number (a channel, a range end, a weight)
+_WEIGHT_SLACK = 1.0 + 1e-4  # float32 sums of a layer's 1/C weights land a hair above their total
 _ZERO_WARNED: set[str] = set()  # objectives already warned about (bounded: see _warn_if_zero)
 _ZERO_WARNED_MAX = 256
+_ZERO_WARN_EVERY = 10.0  # s between two such warnings about different texts: a sender cycling them is not a log flood
+_zero_warned_at = [-math.inf]
 
 
 class Objective:
@@ -61,6 +77,10 @@ class Objective:
             if not np.isfinite(w).all():
                 raise UsageError(f"weights for {layer.name} must be finite numbers; got NaN or infinity")
             checked[layer.name] = checked.get(layer.name, 0) + w
+        for name, w in checked.items():
+            largest = float(np.abs(w).max(initial=0.0))
+            if largest > MAX_WEIGHT * _WEIGHT_SLACK:
+                raise UsageError(f"a weight for {name} is {largest:g}; weights are at most {MAX_WEIGHT:g}")
         self._terms = dict(sorted(checked.items(), key=lambda kv: catalog.depth(kv[0])))
 
     # ----- construction
@@ -168,9 +188,10 @@ class Objective:
         return f"Objective({str(self)!r})"
 
 
+_N = r"\d{1,%d}" % MAX_DIGITS  # a number's digits, bounded: int() of 5000 digits raises ValueError
 _TOKEN = re.compile(
-    r"\s*(?:(?P<num>\d+(?:\.\d*)?(?:[eE][-+]?\d+)?|\.\d+(?:[eE][-+]?\d+)?)"
-    r"|(?P<name>[A-Za-z][A-Za-z0-9_/]*)(?::(?P<ch>\d+(?:\.\.\d+)?(?:,\d+(?:\.\.\d+)?)*))?"
+    rf"\s*(?:(?P<num>{_N}(?:\.\d{{0,{MAX_DIGITS}}})?(?:[eE][-+]?\d{{1,4}})?|\.{_N}(?:[eE][-+]?\d{{1,4}})?)"
+    rf"|(?P<name>[A-Za-z][A-Za-z0-9_/]{{0,63}})(?::(?P<ch>{_N}(?:\.\.{_N})?(?:,{_N}(?:\.\.{_N})?)*))?"
     r"|(?P<op>[-+*]))"
 )
 
@@ -184,6 +205,10 @@ def _warn_if_zero(objective: Objective, text: str) -> None:
     if len(_ZERO_WARNED) >= _ZERO_WARNED_MAX:  # a controller cycling through typos must not grow this forever
         _ZERO_WARNED.clear()
     _ZERO_WARNED.add(key)
+    now = time.monotonic()
+    if now - _zero_warned_at[0] < _ZERO_WARN_EVERY:
+        return
+    _zero_warned_at[0] = now
     log.warning("objective %r has all its weights at zero: the dream will leave the picture unchanged "
                 "(give a layer a non-zero weight, e.g. inception4c)", text)
 
@@ -200,18 +225,34 @@ def _weight(text: str, source: str) -> float:
     return value
 
 
+def _quote(text: str, limit: int = 60) -> str:
+    """``text`` quoted for an error message, cut to about ``limit`` characters."""
+    return repr(text) if len(text) <= limit else repr(text[:limit]) + f"… ({len(text)} characters)"
+
+
 def _parse(text: str) -> Objective:
     expected = "expected e.g. 'inception4c', 'inception4c:97', '0.5*inception3b + inception4c'"
+    if len(text) > MAX_TEXT:
+        raise UsageError(f"objective of {len(text)} characters; at most {MAX_TEXT}, {expected}")
     pos, tokens = 0, []
     stripped = text.rstrip()
     while pos < len(stripped):
         m = _TOKEN.match(stripped, pos)
         if not m or m.end() == pos:
-            raise UsageError(f"cannot read objective {text!r} at {stripped[pos:]!r}; {expected}")
+            raise UsageError(f"cannot read objective {_quote(text)} at {_quote(stripped[pos:], 20)}; {expected}")
         tokens.append(m)
         pos = m.end()
     if not tokens:
         raise UsageError(f"empty objective; {expected}")
+    names = sum(1 for m in tokens if m["name"] is not None)
+    if names > MAX_TERMS:
+        raise UsageError(f"objective {_quote(text)} has {names} terms; at most {MAX_TERMS}")
+    items = sum(m["ch"].count(",") + 1 for m in tokens if m["ch"] is not None)
+    if items > MAX_CHANNEL_ITEMS:
+        raise UsageError(f"objective {_quote(text)} lists {items} channels and ranges; at most {MAX_CHANNEL_ITEMS} "
+                         "(a range such as inception4c:0..99 counts once)")
+    if len(text) > 60:  # errors below quote it; a long one in part
+        text = f"{text[:60]}… ({len(text)} characters)"
 
     total: Objective | None = None
     i, sign = 0, 1.0
@@ -234,7 +275,11 @@ def _parse(text: str) -> Objective:
         if abs(coef) > MAX_WEIGHT:  # 1000*inception4c*1000
             raise UsageError(f"objective {text!r}: a term's weight is {coef:g}; weights are at most {MAX_WEIGHT:g}")
         term = atom * coef
-        total = term if total is None else total + term
+        try:
+            total = term if total is None else total + term
+        except UsageError as e:  # one channel's merged weight past the limit
+            raise UsageError(f"objective {text!r}: {e} (a layer's weights add up to at most {MAX_WEIGHT:g})") from None
+        _check_merged(total, text)
         if i < len(tokens):
             op = tokens[i]["op"]
             if op not in ("+", "-"):
@@ -247,18 +292,31 @@ def _parse(text: str) -> Objective:
     return total
 
 
+def _check_merged(objective: Objective, text: str) -> None:
+    """Each layer's weights added up (what a single term's coefficient is) at most ``MAX_WEIGHT``:
+    ``1000*inception4c:0`` repeated stays within the per-term limit but not within this one."""
+    for name, w in objective._terms.items():
+        total = float(np.abs(w, dtype=np.float64).sum())
+        if total > MAX_WEIGHT * _WEIGHT_SLACK:
+            raise UsageError(f"objective {text!r}: the weights for {name} add up to {total:g}; a layer's weights "
+                             f"add up to at most {MAX_WEIGHT:g} (only their ratios matter), e.g. 2*inception4c + "
+                             "inception3b")
+
+
 def _atom(name: str, channel_text: str | None, source: str) -> Objective:
     if channel_text is None:
         return Objective.layer(name)
     layer = catalog.resolve(name)
-    channels: list[int] = []
+    chosen = np.zeros(layer.channels, bool)  # marked in place: a list of 0..511 repeated would cost 100 MB
     for part in channel_text.split(","):
         lo, _, hi = part.partition("..")
         if hi and int(hi) < int(lo):
             raise UsageError(f"objective {source!r}: the channel range {part} runs backwards; write it "
                              f"low to high, e.g. {layer.name}:{hi}..{lo}")
         first, last = int(lo), int(hi) if hi else int(lo)
-        if last >= layer.channels:  # before expanding: inception4c:0..999999999 must not build a list
+        if last >= layer.channels:
             raise UsageError(f"{layer.name} has {layer.channels} channels (0..{layer.channels - 1}); got {last}")
-        channels.extend(range(first, last + 1))
-    return Objective.channels(name, channels)
+        chosen[first : last + 1] = True
+    w = np.zeros(layer.channels, np.float32)
+    w[chosen] = 1.0 / int(chosen.sum())
+    return Objective({layer.name: w})

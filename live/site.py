@@ -428,7 +428,7 @@ def _hostports(value: Any) -> tuple[tuple[str, int], ...]:
 
 
 def _preset_name(value: Any) -> str:
-    if not isinstance(value, str) or not _PRESET_NAME.match(value):
+    if not isinstance(value, str) or not _PRESET_NAME.fullmatch(value):
         raise _Bad("a preset name: letters, digits, '-', '_' or '.', up to 64 characters")
     return value
 

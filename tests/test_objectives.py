@@ -89,7 +89,10 @@ def test_non_finite_weights_are_refused_however_they_are_made() -> None:
         Objective.layer("conv1") * float("inf")
 
 
-def test_an_all_zero_objective_is_accepted_with_one_warning(caplog) -> None:
+def test_an_all_zero_objective_is_accepted_with_one_warning(caplog, monkeypatch) -> None:
+    from live import objectives
+
+    monkeypatch.setattr(objectives, "_ZERO_WARN_EVERY", 0.0)  # two texts in a row: both said
     caplog.set_level(logging.WARNING, logger="live.objectives")
     for _ in range(3):  # a controller sending it again and again: one line, not three
         zero = Objective.parse("0*inception4c:3")
@@ -98,3 +101,42 @@ def test_an_all_zero_objective_is_accepted_with_one_warning(caplog) -> None:
     assert Objective.parse("inception4c - inception4c").is_zero
     lines = [r.getMessage() for r in caplog.records if "all its weights at zero" in r.getMessage()]
     assert len(lines) == 2 and "leave the picture unchanged" in lines[0]  # one per objective
+
+
+def test_the_weight_limit_holds_for_each_layer_after_the_terms_are_merged() -> None:
+    with pytest.raises(UsageError, match="a weight for inception4c is 2000; .* add up to at most 1000"):
+        Objective.parse("+".join(["1000*inception4c:0"] * 30))
+    with pytest.raises(UsageError, match="at most 1000"):
+        Objective.parse("600*inception4c + 600*inception4c:3")
+    with pytest.raises(UsageError, match="a weight for conv1 is 15625; weights are at most 1000"):
+        Objective.layer("conv1") * 1e6  # made in code: one channel's weight is still bounded
+    assert Objective.parse("1000*inception4c + 1000*inception3b")  # each layer at the limit is fine
+    assert Objective.parse("1000*inception4c").lerp(Objective.parse("1000*inception4c:7"), 0.5)
+
+
+def test_the_work_a_channel_list_can_cause_is_bounded() -> None:
+    import time
+
+    ranges = ",".join(["0..511"] * 256)
+    started = time.process_time()
+    assert Objective.parse(f"inception4c:{ranges}") == Objective.layer("inception4c")  # 256 ranges: cheap
+    assert time.process_time() - started < 0.05
+    with pytest.raises(UsageError, match="lists 257 channels and ranges; at most 256"):
+        Objective.parse(f"inception4c:{ranges},1")
+    with pytest.raises(UsageError, match="33 terms; at most 32"):
+        Objective.parse(" + ".join(["inception4c"] * 33))
+    with pytest.raises(UsageError, match="at most 2048"):
+        Objective.parse("inception4c:" + ",".join(["0..511"] * 1000))
+    with pytest.raises(UsageError) as e:
+        Objective.parse("inception4c:" + "9" * 1500)  # int() of so many digits would raise ValueError
+    assert len(str(e.value)) < 300  # the error quotes a long text in part
+
+
+def test_cycling_zero_objectives_is_not_a_log_flood(caplog, monkeypatch) -> None:
+    from live import objectives
+
+    monkeypatch.setattr(objectives, "_zero_warned_at", [float("-inf")])
+    caplog.set_level(logging.WARNING, logger="live.objectives")
+    for i in range(200):  # a sender making each one different
+        assert Objective.parse(f"0*inception4c:{i}").is_zero
+    assert len([r for r in caplog.records if "all its weights at zero" in r.getMessage()]) == 1

@@ -100,7 +100,7 @@ def test_the_namespace_follows_the_proposal_and_names_every_address_the_show_acc
             arity = len(node["TYPE"])
             assert len(node.get("VALUE", [None] * arity)) == arity and len(node.get("RANGE", [{}] * arity)) == arity
 
-    routed = set(osc._dispatcher._map)  # every address the OSC server acts on
+    routed = set(osc.routes)  # every address the OSC server acts on
     assert routed == set(accepted_addresses(reg.params.values()))
     for address in routed:
         node = nodes.get(address)

@@ -8,7 +8,7 @@ import pytest
 
 from live.control.params import Registry
 from live.control.presets import Morpher, PresetStore
-from live.errors import DataError, InputError, UsageError
+from live.errors import DataError, InputError, OutputError, UsageError
 from live.objectives import Objective
 
 
@@ -131,3 +131,45 @@ def test_no_morph_time_means_no_fade() -> None:
     reg.set("objective", "inception5a")
     assert morph.view(reg.snapshot()).objective == Objective.parse("inception5a")
     assert not morph.active
+
+
+def test_a_name_with_a_trailing_newline_is_refused(tmp_path: Path) -> None:
+    store = PresetStore(Registry(), tmp_path)
+    for bad in ("evil\n", "evil\r\n", "ok\nsecond"):
+        with pytest.raises(UsageError, match="preset name"):
+            store.save(bad)
+    assert list(tmp_path.iterdir()) == []  # no file with a newline in its name
+    (tmp_path / "evil\n.toml").write_text("steps = 3\n")  # one put there by hand is not listed either
+    assert store.names() == []
+
+
+def test_the_number_of_presets_is_capped_but_overwriting_one_is_fine(tmp_path: Path, monkeypatch) -> None:
+    from live.control import presets
+
+    monkeypatch.setattr(presets, "MAX_PRESETS", 5)
+    store = PresetStore(Registry(), tmp_path)
+    for i in range(5):
+        store.save(f"look{i}")
+    with pytest.raises(OutputError, match="holds 5 presets already"):
+        store.save("one-more")
+    store.save("look3", {"steps": 9})  # overwriting an existing one is not a new preset
+    assert store.names() == [f"look{i}" for i in range(5)] and not (tmp_path / "one-more.toml").exists()
+
+
+def test_saves_are_rate_limited(tmp_path: Path) -> None:
+    store = PresetStore(Registry(), tmp_path)
+    refused = 0
+    for i in range(60):
+        try:
+            store.save("same")
+        except OutputError as e:
+            assert "saves a second" in str(e)
+            refused += 1
+    assert refused >= 30  # a burst of 20, then 5 a second
+
+
+def test_an_oversized_preset_file_is_refused_unread(tmp_path: Path) -> None:
+    store = PresetStore(Registry(), tmp_path)
+    (tmp_path / "huge.toml").write_text("# padding\n" * 10_000 + "steps = 3\n")
+    with pytest.raises(DataError, match="is 100010 bytes; a preset is at most 65536"):
+        store.load("huge")

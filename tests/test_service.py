@@ -99,6 +99,7 @@ def test_show_unit_has_the_promised_settings() -> None:
         "PartOf=graphical-session.target", "WantedBy=graphical-session.target", "Wants=deepdream-live-engines.service",
         "ExecStart=%h/.local/bin/deepdream-live run --config %h/.config/deepdream-live/site.toml",
         "Environment=PYTHONUNBUFFERED=1",
+        "LimitNOFILE=8192",  # room for the web server's connection cap and the show's own files
     ):  # fmt: skip
         assert line in text.splitlines(), line
     assert "options v4l2loopback devices=1 video_nr=10" in (SYSTEMD / "modprobe.d/v4l2loopback.conf").read_text()

@@ -31,7 +31,14 @@ datagrams and the last value always goes out.
 
 Hostile input (wrong types, unknown addresses, malformed or oversized datagrams, senders
 outside the allowlist) is counted in :attr:`OscServer.stats` and logged at most once per kind
-every ``LOG_EVERY`` seconds; nothing a client sends stops the server.
+every ``LOG_EVERY`` seconds, each line at most ``MAX_LOG_LINE`` characters; nothing a client
+sends stops the server. No library parser walks a datagram before it is checked: every
+datagram is walked by :mod:`live.control.osc_wire` first (sizes, nesting, element counts), only
+then is each message parsed by python-osc, and addresses are matched by
+:mod:`live.control.osc_match` (bounded patterns, no backtracking), never by python-osc's
+dispatcher (docs/architecture.md, *Doors*). Replies that are larger than what asked for them
+(``/dream/dump``, ``/dream/status``) are limited per sender (``REPORTS_PER_SECOND``), so the
+show cannot be used to reflect a flood at someone else.
 
 Refusals are answered. A message the server or the registry refuses (a value out of range, a
 wrong type, an unknown address, an action that failed) is not applied, is counted and logged as
@@ -48,7 +55,6 @@ so is the ``sysctl`` that raises ``net.core.rmem_max`` (see :func:`enlarge_recei
 
 from __future__ import annotations
 
-import inspect
 import ipaddress
 import logging
 import math
@@ -65,14 +71,16 @@ import numpy as np
 from pythonosc.dispatcher import Dispatcher
 from pythonosc.osc_message import OscMessage
 from pythonosc.osc_message_builder import build_msg
-from pythonosc.osc_packet import OscPacket
 from pythonosc.osc_server import BlockingOSCUDPServer
 from pythonosc.udp_client import SimpleUDPClient
 
+from live.control import osc_wire
+from live.control.osc_match import AddressSpace, PatternError
 from live.control.params import OutOfRange, Param, Registry
 from live.errors import LiveError, UnavailableError, UsageError
 from live.model import catalog
 from live.objectives import Objective
+from live.ratelimit import PerClient
 
 log = logging.getLogger(__name__)
 
@@ -80,9 +88,13 @@ PREFIX = "/dream"
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 9000
 RCVBUF = 4 * 1024 * 1024  # a few thousand queued datagrams: a fader burst while the thread is busy
-MAX_PACKET = 8192  # controllers send tens of bytes; anything bigger is counted as oversized
+MAX_PACKET = osc_wire.MAX_PACKET  # controllers send tens of bytes; anything bigger is counted as oversized
 FEEDBACK_INTERVAL = 0.02  # s between feedback flushes: 50 Hz is smoother than any touch screen
 LOG_EVERY = 10.0  # s between two log lines of the same error kind
+LINES_PER_CLIENT = 0.5  # log lines a second about one sender's refused datagrams, all kinds together
+MAX_LOG_LINE = 400  # characters of one log line about a datagram (a quoted 8 KB string is cut)
+MAX_REASON = 200  # characters of the reason in a /dream/error reply
+REPORTS_PER_SECOND = 2.0  # dumps and status replies a sender may ask for (a burst of 4), each many datagrams
 STATUS_EVERY = 1.0  # s between status pushes to the feedback targets
 STATUS_FIELDS = ("fps", "layer", "backend", "size", "outputs")  # what the app's status() is expected to return
 ACTIONS = ("preset/load", "preset/save", "morph", "learn", "record/start", "record/stop")
@@ -101,6 +113,10 @@ class _Rejected(Exception):
     def __init__(self, kind: str, message: str) -> None:
         super().__init__(message)
         self.kind = kind
+
+
+class _Limited(Exception):
+    """A message over its sender's rate limit: already counted and logged, not answered."""
 
 
 class SenderFilter:
@@ -133,7 +149,8 @@ class SenderFilter:
 
 
 class _Throttle:
-    """Log the first problem of each kind, then at most one line per kind every ``every`` seconds."""
+    """Log the first problem of each kind, then at most one line per kind every ``every`` seconds,
+    and at most ``LINES_PER_CLIENT`` lines a second (a burst of two) about any one sender."""
 
     def __init__(self, every: float = LOG_EVERY, clock: Callable[[], float] = time.monotonic) -> None:
         self.every = every
@@ -141,19 +158,21 @@ class _Throttle:
         self._last: dict[str, float] = {}
         self._suppressed: Counter[str] = Counter()
         self._lock = threading.Lock()
+        self._senders = PerClient(LINES_PER_CLIENT, 2.0, clock=clock)
 
-    def __call__(self, kind: str, fmt: str, *args: Any, exc_info: bool = False) -> None:
+    def __call__(self, kind: str, fmt: str, *args: Any, exc_info: bool = False, client: str | None = None) -> None:
         now = self.clock()
         with self._lock:
             last = self._last.get(kind)
-            if last is not None and now - last < self.every:
+            if last is not None and now - last < self.every or client is not None and not self._senders.take(client):
                 self._suppressed[kind] += 1
                 return
             self._last[kind] = now
             hidden = self._suppressed.pop(kind, 0)
+        text = _shorten(fmt % args if args else fmt, MAX_LOG_LINE)
         if hidden:
-            fmt += f" ({hidden} more {kind} since the last report)"
-        log.warning("OSC " + fmt, *args, exc_info=exc_info)
+            text += f" ({hidden} more {kind} since the last report)"
+        log.warning("OSC %s", text, exc_info=exc_info)
 
     def flush(self) -> None:
         """Report what was suppressed since each kind's last log line."""
@@ -161,6 +180,12 @@ class _Throttle:
             hidden, self._suppressed = dict(self._suppressed), Counter()
         for kind, n in hidden.items():
             log.warning("OSC: %d more %s were not logged", n, kind)
+
+
+def _shorten(text: str, limit: int) -> str:
+    """``text`` on one line and at most ``limit`` characters (a hostile string is quoted in part)."""
+    text = " ".join(text.splitlines())
+    return text if len(text) <= limit else text[: limit - 25] + f"… ({len(text)} characters)"
 
 
 def enlarge_receive_buffer(sock: socket.socket, size: int = RCVBUF) -> tuple[int, str]:
@@ -282,14 +307,15 @@ def value_messages(param: Param, value: Any, *, triggers: bool = False) -> dict[
 
 
 class _Server(BlockingOSCUDPServer):
-    """python-osc's blocking server with our allowlist, size limit, parser and error counting."""
+    """python-osc's blocking server (its socket and loop only) with our allowlist, checks, routing
+    and error counting; its dispatcher is never asked to parse or match anything."""
 
-    def __init__(self, address: tuple[str, int], dispatcher: Dispatcher, owner: OscServer) -> None:
+    def __init__(self, address: tuple[str, int], owner: OscServer) -> None:
         self._owner = owner
         # read whole datagrams (up to the UDP maximum), so an oversized one is seen and counted
         # instead of being cut to socketserver's default 8 KiB and parsed as garbage
         self.max_packet_size = 65536
-        super().__init__(address, dispatcher)
+        super().__init__(address, Dispatcher())
 
     def verify_request(self, request: Any, client_address: Any) -> bool:
         return self._owner._sender_allowed(client_address)
@@ -367,7 +393,9 @@ class OscServer:
         self._errors: Counter[str] = Counter()
         self._count_lock = threading.Lock()
         self._throttle = _Throttle()
-        self._dispatcher = self._build_dispatcher()
+        self.routes = self._build_routes()
+        self._space = AddressSpace(self.routes)
+        self._reports = PerClient(REPORTS_PER_SECOND, 2 * REPORTS_PER_SECOND)
         self._server: _Server | None = None
         self._serve_thread: threading.Thread | None = None
         self._feedback_thread: threading.Thread | None = None
@@ -386,7 +414,7 @@ class OscServer:
         if self._server is not None or self._closed:
             raise RuntimeError("an OscServer starts once")
         try:
-            self._server = _Server((self.host, self.port), self._dispatcher, self)
+            self._server = _Server((self.host, self.port), self)
         except OSError as e:
             # Unavailable (exit 69), not a usage error: the port's holder may go away, the address
             # may come up with the network, and the service tries again until then.
@@ -478,8 +506,8 @@ class OscServer:
     def stats(self) -> dict[str, Any]:
         """Counters: datagrams received, messages, applied, replies, error replies (sent and held
         back by the rate limit), rejected senders, feedback sent/dropped, and ``errors`` by kind
-        (out_of_range, bad_args, unknown_address, malformed, oversized, unsupported,
-        action_failed, status_failed, internal)."""
+        (out_of_range, bad_args, unknown_address, bad_pattern, malformed, oversized, unsupported,
+        rate_limited, action_failed, status_failed, internal)."""
         with self._count_lock:
             out: dict[str, Any] = {
                 key: self._counts[key]
@@ -503,33 +531,40 @@ class OscServer:
         with self._count_lock:
             self._counts[key] += n
 
-    def _count_error(self, kind: str, fmt: str, *args: Any, exc_info: bool = False) -> None:
+    def _count_error(self, kind: str, fmt: str, *args: Any, exc_info: bool = False, client: str | None = None) -> None:
         with self._count_lock:
             self._errors[kind] += 1
-        self._throttle(kind, fmt, *args, exc_info=exc_info)
+        self._throttle(kind, fmt, *args, exc_info=exc_info, client=client)
 
     # ----- receiving (server thread)
     def _sender_allowed(self, client_address: Any) -> bool:
         if self.senders(client_address[0]):
             return True
         self._count("rejected_senders")
-        self._throttle("rejected_senders", "ignored a datagram from %s (not in the OSC allowlist)", client_address[0])
+        self._throttle("rejected_senders", "ignored a datagram from %s (not in the OSC allowlist)", client_address[0],
+                       client=client_address[0])
         return False
 
     def _handle_datagram(self, data: bytes, client: tuple[str, int]) -> None:
         self._count("received")
         if len(data) > MAX_PACKET:
             self._count_error(
-                "oversized", "dropped a %d-byte datagram from %s (limit %d)", len(data), client[0], MAX_PACKET
+                "oversized", "dropped a %d-byte datagram from %s (limit %d)", len(data), client[0], MAX_PACKET,
+                client=client[0],
             )
             return
         try:
-            # parsed here rather than by Dispatcher.call_handlers_for_packet, which drops parse
-            # errors silently and may sleep until a bundle's timetag: a hostile far-future
-            # timetag would stall every fader behind it
-            messages = [timed.message for timed in OscPacket(data).messages]
-        except Exception as e:  # noqa: BLE001 - ParseError, or whatever a fuzzed packet trips in the parser
-            self._count_error("malformed", "dropped a malformed datagram from %s: %s", client[0], e)
+            # Walked by our own checks first: python-osc's bundle parser loops forever on an
+            # element of size -4 or 0 (docs/architecture.md, *Doors*). Each message is then parsed
+            # alone, never the bundle (Dispatcher.call_handlers_for_packet would also sleep until
+            # a bundle's timetag: a far-future one would stall every fader behind it).
+            messages = [OscMessage(data[start:end]) for start, end in osc_wire.split(data)]
+        except osc_wire.WireError as e:
+            self._count_error("malformed", "dropped a malformed datagram from %s: %s", client[0], e, client=client[0])
+            return
+        except Exception as e:  # noqa: BLE001 - python-osc refusing what the checks passed: still not fatal
+            self._count_error("malformed", "dropped a datagram python-osc cannot parse from %s: %s", client[0], e,
+                              client=client[0])
             return
         for message in messages:
             self._dispatch(message, client)
@@ -538,17 +573,18 @@ class OscServer:
         self._count("messages")
         address = message.address
         try:
-            handlers = list(self._dispatcher.handlers_for_address(address))
-        except Exception as e:  # noqa: BLE001 - a pattern python-osc cannot translate
-            self._count_error("unknown_address", "unusable address pattern %r from %s: %s", address, client[0], e)
+            addresses = self._space.match(address)
+        except PatternError as e:
+            self._refuse("bad_pattern", address, client, f"address pattern refused: {e}")
             return
-        if not handlers:  # python-osc matches nothing, not even the default, for a broken pattern like "/dream/["
-            self._count_error("unknown_address", "%s from %s: not a valid address pattern", address, client[0])
-            return
+        handlers = [self.routes[a] for a in addresses] or [self._unknown]
+        args = tuple(message.params)
         for handler in handlers:
             try:
-                handler.invoke(client, message)
+                handler(client, address, args)
                 self._count("applied")
+            except _Limited:
+                pass
             except _Rejected as e:
                 self._refuse(e.kind, address, client, str(e))
             except OutOfRange as e:
@@ -562,10 +598,11 @@ class OscServer:
     # ----- refusals (server thread; other sources' from their own threads)
     def _refuse(self, kind: str, address: str, client: tuple[str, int], reason: str) -> None:
         """A message not applied: counted, logged (rate-limited), answered on /dream/error."""
-        self._count_error(kind, "%s from %s: %s", address, client[0], reason)
+        self._count_error(kind, "%s from %s: %s", address, client[0], reason, client=client[0])
         self._answer_error(client, address, reason)
 
     def _answer_error(self, client: tuple[str, int], address: str, reason: str) -> None:
+        reason = _shorten(reason, MAX_REASON)
         message = {ERROR_ADDRESS: [address, reason]}
         now = time.monotonic()
         with self._count_lock:
@@ -591,15 +628,13 @@ class OscServer:
             return  # OSC's own refusals are answered where they happen, with the address
         self._queue({ERROR_ADDRESS: [f"{source}: {what}", reason]})
 
-    def _build_dispatcher(self) -> Dispatcher:
-        # strict_timing=False: dispatch at once, whatever a bundle's timetag says (python-osc >= 1.9)
-        if "strict_timing" in inspect.signature(Dispatcher).parameters:
-            dispatcher = Dispatcher(strict_timing=False)
-        else:
-            dispatcher = Dispatcher()
+    def _build_routes(self) -> dict[str, Callable[[tuple[str, int], str, tuple[Any, ...]], None]]:
+        """Every address the server acts on → its handler ``(client, address as sent, args)``.
+        Messages are acted on at once, whatever a bundle's timetag says."""
+        routes: dict[str, Callable[[tuple[str, int], str, tuple[Any, ...]], None]] = {}
 
         def route(address: str, fn: Callable[[tuple[str, int], str, tuple[Any, ...]], None]) -> None:
-            dispatcher.map(address, lambda client, addr, *args: fn(client, addr, args), needs_reply_address=True)
+            routes[address] = fn
 
         for param in self.registry.params.values():
             route(f"{PREFIX}/{param.name}", self._setter(param))
@@ -618,14 +653,20 @@ class OscServer:
         route(f"{PREFIX}/query", self._on_query)
         route(f"{PREFIX}/dump", self._on_dump)
         route(f"{PREFIX}/status", self._on_status)
+        return routes
 
-        def unknown(client: tuple[str, int], address: str, *args: Any) -> None:
-            raise _Rejected(
-                "unknown_address", f"no such address; see the OSC table in the README (e.g. {PREFIX}/steps)"
-            )
+    @staticmethod
+    def _unknown(client: tuple[str, int], address: str, args: tuple[Any, ...]) -> None:
+        raise _Rejected("unknown_address", f"no such address; see the OSC table in the README (e.g. {PREFIX}/steps)")
 
-        dispatcher.set_default_handler(unknown, needs_reply_address=True)
-        return dispatcher
+    def _limit_reports(self, client: tuple[str, int], address: str) -> None:
+        """Raise :class:`_Limited` unless ``client`` may have another many-datagram reply now (dump,
+        status). A sender over the limit is counted and logged (rate-limited), never answered: an
+        answer would reflect the flood at whoever the datagrams claim to come from."""
+        if not self._reports.take(client[0]):
+            self._count_error("rate_limited", "%s from %s: over %g a second, not answered", address, client[0],
+                              REPORTS_PER_SECOND, client=client[0])
+            raise _Limited
 
     def _setter(self, param: Param) -> Callable[[tuple[str, int], str, tuple[Any, ...]], None]:
         name = param.name
@@ -741,6 +782,7 @@ class OscServer:
         self._reply(client, messages)
 
     def _on_dump(self, client: tuple[str, int], address: str, args: tuple[Any, ...]) -> None:
+        self._limit_reports(client, address)
         snap = self.registry.snapshot()
         messages: dict[str, list[Any]] = {}
         for name in self.registry.params:
@@ -750,6 +792,7 @@ class OscServer:
     def _on_status(self, client: tuple[str, int], address: str, args: tuple[Any, ...]) -> None:
         if self.status is None:
             raise _Rejected("unsupported", "this show was started without a status source")
+        self._limit_reports(client, address)
         self._reply(client, self._status_messages())
 
     def _status_messages(self) -> dict[str, list[Any]]:

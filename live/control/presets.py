@@ -4,6 +4,12 @@ A preset is a TOML file of parameter values (``objective = "inception4c:97"``, `
 …) in the presets directory, one file per preset so a site can copy, share and version them.
 Loading one writes all its values to the registry in one update (source ``"preset"``).
 
+Presets can be saved from OSC and the web page, so the store is a door (docs/architecture.md,
+*Doors*): a name is letters, digits, ``-``, ``_`` and ``.`` and nothing else (matched whole: no
+newline slips past the end of the pattern), at most ``MAX_PRESETS`` presets are kept (a save of
+a new name beyond that is refused; overwriting one is fine), saves are rate-limited
+(``SAVES_PER_SECOND``), and a preset file over ``MAX_PRESET_BYTES`` is refused unread.
+
 :class:`Morpher` sits between the registry and the frame loop. When the objective changes, or
 a preset is loaded, and ``morph_time`` is above zero, the loop does not jump: the objective's
 layer and channel weights interpolate (layers cross-fade) and a preset's numbers glide, over
@@ -28,11 +34,15 @@ from live.atomic import atomic_write
 from live.control.params import Param, Registry, Snapshot
 from live.errors import DataError, InputError, OutputError, UsageError
 from live.objectives import Objective
+from live.ratelimit import Bucket
 from live.tomlfile import read_toml
 
 log = logging.getLogger(__name__)
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # always fullmatch: "evil\n" matched "…$"
+MAX_PRESETS = 1000  # presets in one directory; a show uses tens
+MAX_PRESET_BYTES = 64 * 1024  # one preset file; a saved look is a few hundred bytes
+SAVES_PER_SECOND = 5.0  # from every source together, with a burst of 20
 NOT_PRESET = ("reset", "tap", "morph_time")  # actions and a setting about morphing, not part of a look
 
 
@@ -50,19 +60,23 @@ class PresetStore:
     def __init__(self, registry: Registry, directory: Path | None = None) -> None:
         self.registry = registry
         self.directory = directory or default_presets_dir()
+        self._saves = Bucket(SAVES_PER_SECOND, 4 * SAVES_PER_SECOND)
+        self._save_lock = threading.Lock()
 
     def path(self, name: str) -> Path:
-        if not _NAME.match(name):
+        if not isinstance(name, str) or not _NAME.fullmatch(name):
+            shown = repr(name) if len(repr(name)) <= 80 else repr(name)[:80] + "…"
             raise UsageError(
-                f"preset name {name!r}: use letters, digits, '-', '_' or '.', up to 64 characters (no paths)"
+                f"preset name {shown}: use letters, digits, '-', '_' or '.', up to 64 characters (no paths)"
             )
         return self.directory / f"{name}.toml"
 
     def names(self) -> list[str]:
-        """The presets on disk, sorted."""
+        """The presets on disk, sorted (at most ``MAX_PRESETS``)."""
         if not self.directory.is_dir():
             return []
-        return sorted(p.stem for p in self.directory.glob("*.toml") if _NAME.match(p.stem))
+        found = sorted(p.stem for p in self.directory.glob("*.toml") if _NAME.fullmatch(p.stem))
+        return found[:MAX_PRESETS]
 
     def read(self, name: str) -> dict[str, Any]:
         """A preset's values, each checked as the registry would: out of range is a DataError naming the file."""
@@ -70,6 +84,13 @@ class PresetStore:
         if not path.is_file():
             known = ", ".join(self.names()) or "none yet"
             raise InputError(f"no preset {name!r} in {self.directory} (presets there: {known})")
+        try:
+            size = path.stat().st_size
+        except OSError:
+            size = 0  # read_toml says what is wrong with it
+        if size > MAX_PRESET_BYTES:
+            raise DataError(f"preset file {path} is {size} bytes; a preset is at most {MAX_PRESET_BYTES} "
+                            "(a saved look is a few hundred): is it really a preset?")
         data = read_toml(path, "preset file", f"no preset {name!r} in {self.directory}")
         values: dict[str, Any] = {}
         for key, value in data.items():
@@ -98,12 +119,19 @@ class PresetStore:
         snap = self.registry.snapshot()
         chosen = values if values is not None else {k: snap[k] for k in snap if k not in NOT_PRESET}
         data = {k: str(v) if isinstance(v, Objective) else v for k, v in chosen.items()}
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with atomic_write(path) as f:
-                f.write(tomli_w.dumps(data).encode())
-        except OSError as e:
-            raise OutputError(f"cannot save preset {name!r} to {path}: {e}") from e
+        with self._save_lock:
+            if not self._saves.take():
+                raise OutputError(f"preset {name} not saved: more than {SAVES_PER_SECOND:g} saves a second; "
+                                  "try again in a moment")
+            if not path.exists() and len(self.names()) >= MAX_PRESETS:
+                raise OutputError(f"preset {name} not saved: {self.directory} holds {MAX_PRESETS} presets already, "
+                                  "the most a show keeps; delete some or overwrite one")
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                with atomic_write(path) as f:
+                    f.write(tomli_w.dumps(data).encode())
+            except OSError as e:
+                raise OutputError(f"cannot save preset {name!r} to {path}: {e}") from e
         log.info("preset %s saved to %s", name, path)
         return path
 

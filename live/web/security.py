@@ -12,12 +12,20 @@ they can be tested with exact requests:
   it, so it does not stay in the address bar or the history. Without it: 401, whatever the path.
   The one exception is reading the OSCQuery namespace from a network the OSC allowlist already
   lets drive the show (OSCQuery-aware controllers cannot send a token, and such a sender can
-  already ask for every value with ``/dream/dump``).
+  already ask for every value with ``/dream/dump``), and only while OSC itself listens beyond
+  loopback: with OSC on loopback the allowlist lets nobody in, so it opens nothing here either.
+- Credentials that are not even text (invalid UTF-8 in ``Authorization`` or the cookie) are a
+  wrong token: 401, never a server error.
 - **Websockets** must come from the page's own origin (``Origin`` equal to ``http://<Host>``):
   another site open in the operator's browser cannot drive the show.
 
 The token is generated once (:func:`resolve_token`), kept in a 0600 file beside the site config
-or in the user's config directory, printed once when it is made, and never logged.
+or in the user's config directory, printed once when it is made, and never logged. A token file
+that is a symbolic link is refused, not followed (and nothing it points to is ever chmodded);
+a token given by hand must look random (:func:`_check_token`: 16 characters or more, not a
+repetition or a run such as ``aaaa…`` or ``abcd…``). It is given in a file
+(``--web-token-file``) or the environment (``$DEEPDREAM_LIVE_WEB_TOKEN``); ``--web-token`` still
+works but every user of the machine can read it in ``ps``, which the show says once.
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import logging
+import math
 import os
 import secrets
 import socket
@@ -44,6 +53,8 @@ TOKEN_QUERY = "token"
 TOKEN_FILE = "web-token"
 TOKEN_ENV = "DEEPDREAM_LIVE_WEB_TOKEN"
 MIN_TOKEN_LENGTH = 16
+MIN_TOKEN_BITS = 40.0  # estimated from the token alone: random 16-character tokens score 45-64, "password12345678" 39
+MIN_DISTINCT = 8  # different characters in a token
 
 
 def is_loopback(host: str) -> bool:
@@ -75,13 +86,35 @@ def default_token_path(config: Path | None = None) -> Path:
     return Path(base) / "deepdream-live" / TOKEN_FILE
 
 
+def token_strength(token: str) -> float:
+    """A rough estimate of a token's randomness in bits, from the token alone: its length times the
+    entropy of its letter frequencies, counting nothing for a character that continues a run
+    (``aaaa``, ``abcd``, ``9876``). A random 32-character token scores over 120; ``aaaa…`` 0."""
+    if not token:
+        return 0.0
+    counts: dict[str, int] = {}
+    for c in token:
+        counts[c] = counts.get(c, 0) + 1
+    n = len(token)
+    per_char = -sum(k / n * math.log2(k / n) for k in counts.values())
+    steps = [ord(b) - ord(a) for a, b in zip(token, token[1:])]
+    predictable = sum(1 for d0, d1 in zip(steps, steps[1:]) if d0 == d1)
+    return per_char * (n - predictable)
+
+
 def _check_token(token: str, where: str) -> str:
     token = token.strip()
-    if len(token) < MIN_TOKEN_LENGTH or not all(c.isalnum() or c in "-_." for c in token):
+    how = ("leave it out and the show makes one, or make one with "
+           "python3 -c 'import secrets; print(secrets.token_urlsafe(24))'")
+    if len(token) < MIN_TOKEN_LENGTH or not token.isascii() or not all(c.isalnum() or c in "-_." for c in token):
         raise UsageError(
-            f"web token from {where}: expected at least {MIN_TOKEN_LENGTH} letters, digits, '-', '_' or '.'; "
-            "leave it out and the show makes one"
+            f"web token from {where}: expected at least {MIN_TOKEN_LENGTH} letters, digits, '-', '_' or '.'; {how}"
         )
+    bits = token_strength(token)
+    if len(set(token)) < MIN_DISTINCT or bits < MIN_TOKEN_BITS:
+        raise UsageError(f"web token from {where} is too easy to guess (about {bits:.0f} bits, "
+                         f"{len(set(token))} different characters; at least {MIN_TOKEN_BITS:.0f} bits and "
+                         f"{MIN_DISTINCT} different characters are needed); {how}")
     return token
 
 
@@ -89,10 +122,14 @@ def read_or_create_token(path: Path) -> tuple[str, bool]:
     """The token stored at ``path``, or a new one written there with mode 0600.
 
     Returns ``(token, created)``. A token file others can read is made private again, with a
-    warning; an unreadable or malformed one is an error that says to delete it.
+    warning; an unreadable or malformed one is an error that says to delete it. A symbolic link
+    is refused, never followed: whoever could place it could point it at another file, which the
+    show would then read as its token or chmod.
     """
+    nofollow = getattr(os, "O_NOFOLLOW", 0)
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        # O_EXCL never follows a link (a dangling one is "exists"); O_NOFOLLOW says so twice
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | nofollow, 0o600)
     except FileExistsError:
         pass
     except OSError as e:
@@ -102,15 +139,26 @@ def read_or_create_token(path: Path) -> tuple[str, bool]:
         with os.fdopen(fd, "w") as f:
             f.write(token + "\n")
         return token, True
+    if path.is_symlink():
+        raise UsageError(f"the web token file {path} is a symbolic link; the show does not follow links to its "
+                         "token: replace the link by the file itself (or delete it for a new token)")
     try:
-        mode = path.stat().st_mode
-        if mode & (stat.S_IRWXG | stat.S_IRWXO):
-            log.warning("web token file %s was readable by others (mode %o); made it private (0600)",
-                        path, stat.S_IMODE(mode))
-            os.chmod(path, 0o600)
-        text = path.read_text()
+        fd = os.open(path, os.O_RDONLY | nofollow)
     except OSError as e:
         raise UsageError(f"cannot read the web token file {path}: {e.strerror or e}") from None
+    with os.fdopen(fd, "rb") as f:
+        info = os.fstat(f.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            raise UsageError(f"the web token file {path} is not a regular file; delete it for a new token")
+        if info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+            log.warning("web token file %s was readable by others (mode %o); made it private (0600)",
+                        path, stat.S_IMODE(info.st_mode))
+            os.fchmod(f.fileno(), 0o600)  # the file opened, never a path that could be swapped meanwhile
+        raw = f.read(4096)
+    try:
+        text = raw.decode("ascii")
+    except UnicodeDecodeError:
+        text = ""  # _check_token says what a token is
     return _check_token(text, f"{path} (delete the file for a new token)"), False
 
 
@@ -131,7 +179,7 @@ def resolve_token(given: str | None, config: Path | None = None, path: Path | No
     is not writable (a config under /etc), the user's config directory.
     """
     if given:
-        return TokenChoice(_check_token(given, "--web-token"))
+        return TokenChoice(_check_token(given, "--web-token or $" + TOKEN_ENV))
     candidates = [path] if path is not None else [default_token_path(config)]
     if path is None and config is not None:
         candidates.append(default_token_path(None))
@@ -199,9 +247,11 @@ class AccessPolicy:
         self.names = _machine_names()
 
     def token_valid(self, presented: str | None) -> bool:
-        if not self.token or not presented:
+        """Whether ``presented`` is the token. Anything that is not ASCII text (aiohttp hands on
+        invalid UTF-8 as surrogates, which ``encode`` refuses) is simply not the token."""
+        if not self.token or not isinstance(presented, str) or not presented or not presented.isascii():
             return False
-        return hmac.compare_digest(presented.encode(), self.token.encode())
+        return hmac.compare_digest(presented.encode("ascii"), self.token.encode("ascii"))
 
     def _host_allowed(self, host_header: str) -> bool:
         name = _host_name(host_header)

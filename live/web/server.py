@@ -21,6 +21,22 @@ Per page (websocket client):
   in flight per page: the next is sent when the page acknowledges the last, so a slow phone
   gets fewer frames instead of a queue. A send that has not finished after ``stall_seconds``,
   or an unacknowledged frame that old, drops the page.
+
+Every door is hostile (docs/architecture.md, *Doors*):
+
+- Connections pass a :class:`~live.web.connections.ConnectionGuard` (a complete request head
+  within ``HEADER_TIMEOUT``, the next within ``IDLE_TIMEOUT``, caps per client and in all, the
+  oldest idle connection making room for a new one).
+- A page's message is checked before ``json.loads`` walks it: at most ``MAX_TEXT`` characters
+  and ``MAX_BRACKETS`` brackets (nesting cannot be deeper than that). A refused message (not
+  JSON, too big, too deep, an unknown op, binary) is answered to that page and logged at most
+  once every ``LOG_EVERY`` seconds per page and kind.
+- ``/screenshot.png`` (a PNG encode of the full frame) is refused to a cross-site request
+  (fetch metadata: another site's ``<img>`` would otherwise make every visitor's browser ask
+  for one) and limited per client (``SCREENSHOTS_PER_SECOND``) and in flight.
+- Every log line of this server, aiohttp and asyncio goes through :class:`live.redact.LogGuard`
+  (the token and any credential value masked, lines bounded, warnings at most one a second per
+  logger); the event loop's own errors (a failed ``accept``) are one rate-limited line each.
 """
 
 from __future__ import annotations
@@ -47,7 +63,10 @@ from live.control.presets import PresetStore
 from live.errors import LiveError, UsageError
 from live.model import catalog
 from live.objectives import Objective
+from live.ratelimit import PerClient
+from live.redact import guard_loggers, remember_secret
 from live.web import oscquery
+from live.web.connections import IDLE_TIMEOUT, ConnectionGuard, GuardedSite
 from live.web.mdns import Advertiser, plan_services
 from live.web.preview import PREVIEW_FPS, PREVIEW_WIDTH, PreviewOutput, encode_jpeg, encode_png
 from live.web.security import TOKEN_COOKIE, TOKEN_QUERY, AccessPolicy, is_loopback_bind
@@ -58,7 +77,17 @@ STATIC = Path(__file__).parent / "static"
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8080
 MAX_CLIENTS = 32  # pages open at once; more is someone's script, not an audience
-MAX_MESSAGE = 64 * 1024  # bytes; a page sends tens
+MAX_MESSAGE = 64 * 1024  # bytes of one websocket frame (aiohttp closes the socket above it); a page sends tens
+MAX_TEXT = 8 * 1024  # characters of one page message json.loads may read; an objective is at most 2048
+MAX_BRACKETS = 16  # '[' and '{' in one message: a page's are flat objects, nesting cannot go deeper
+SCREENSHOTS_PER_SECOND = 1.0  # per client, with a burst of 3; a PNG of a 720p frame is ~150 ms of CPU
+SCREENSHOTS_IN_FLIGHT = 2  # encodes queued or running, from every client together
+MAX_QUOTE = 60  # characters of a page's own text quoted back to it
+# every line redacted and bounded; the libraries' warnings also rate-limited (ours limit themselves)
+LIBRARY_LOGGERS = ("aiohttp.access", "aiohttp.client", "aiohttp.internal", "aiohttp.server", "aiohttp.web",
+                   "aiohttp.websocket", "asyncio")
+OWN_LOGGERS = ("live.web.server", "live.web.security", "live.web.oscquery", "live.web.mdns", "live.web.preview",
+               "live.web.connections")
 FLOOD_RATE = 2000.0  # messages a second a page may keep up (a fader sends about 60)
 FLOOD_BURST = 10_000  # messages a page may send at once above that rate (5 s at the limit)
 APPLY_INTERVAL = 0.01  # s between two rounds of registry writes from pages: 100 Hz
@@ -69,6 +98,8 @@ SLICE = 0.002  # s of handling messages before the web thread lets other threads
 RECENT_PROBLEMS = 20
 COOKIE_DAYS = 30
 LOG_EVERY = 10.0
+LINES_PER_CLIENT = 0.5  # log lines a second about one client's refused requests and messages (aiohttp's own
+# lines about the same requests pass at most 0.5 a second too: live.redact.LogGuard)
 
 CONTENT_SECURITY_POLICY = (
     "default-src 'self'; img-src 'self' blob: data:; connect-src 'self'; style-src 'self'; "
@@ -176,15 +207,40 @@ class _RecentProblems(logging.Handler):
 
 
 class _Throttle:
+    """One log line per kind every ``every`` seconds, and at most ``LINES_PER_CLIENT`` a second (a
+    burst of two) about one client, all kinds together; the lines held back are counted into
+    the next of their kind."""
+
+    MAX_KINDS = 1024  # kinds carry a client address: forget them all rather than grow without end
+
     def __init__(self, every: float = LOG_EVERY) -> None:
         self.every = every
         self.last: dict[str, float] = {}
+        self.held: collections.Counter[str] = collections.Counter()
+        self.clients = PerClient(LINES_PER_CLIENT, 2.0)
 
-    def __call__(self, kind: str, fmt: str, *args: Any) -> None:
+    def __call__(self, kind: str, fmt: str, *args: Any, client: str | None = None) -> None:
         now = time.monotonic()
-        if now - self.last.get(kind, -math.inf) >= self.every:
-            self.last[kind] = now
-            log.warning(fmt, *args)
+        if now - self.last.get(kind, -math.inf) < self.every or client is not None and not self.clients.take(client):
+            self.held[kind] += 1
+            return
+        if len(self.last) >= self.MAX_KINDS:
+            self.last.clear()
+            self.held.clear()
+        self.last[kind] = now
+        held = self.held.pop(kind, 0)
+        log.warning(fmt + (f" ({held} more since the last report)" if held else ""), *args)
+
+
+def _cut(text: str, limit: int = MAX_QUOTE) -> str:
+    """``text`` cut to about ``limit`` characters (a request path of 8 KB is quoted in part)."""
+    return text if len(text) <= limit else text[:limit] + f"… ({len(text)} characters)"
+
+
+def _quote(value: Any, limit: int = MAX_QUOTE) -> str:
+    """``value`` quoted for a message, cut to about ``limit`` characters."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + f"… ({len(text)} characters)"
 
 
 class WebServer:
@@ -244,8 +300,11 @@ class WebServer:
         self.stall_seconds = stall_seconds
         self.heartbeat = heartbeat
         self.audio = audio
-        osc_senders = SenderFilter(osc_allow) if osc is not None else None
+        # the allowlist opens OSCQuery only where it opens OSC: with OSC on loopback it lets nobody in
+        osc_senders = SenderFilter(osc_allow) if osc is not None and not is_loopback_bind(osc[0]) else None
         self.policy = AccessPolicy(token, osc_senders)
+        if token:
+            remember_secret(token)  # no log line, ours or a library's, shows it (live/redact.py)
         self.namespace = oscquery.Namespace(registry, model=model, osc=osc, status=self._scalar_status,
                                             presets=self._preset_names, name=name,
                                             streams=streams, audio=audio.values if audio is not None else None)
@@ -272,12 +331,17 @@ class WebServer:
         self._advertiser: Advertiser | None = None
         self._closed = False
         self._last_presets: list[str] | None = None
+        self.connections: ConnectionGuard | None = None
+        self._screenshots = PerClient(SCREENSHOTS_PER_SECOND, 3 * SCREENSHOTS_PER_SECOND)
+        self._screenshots_in_flight = 0
 
     # ----- lifecycle
     def start(self) -> WebServer:
         """Bind and serve on the ``web-server`` thread; raises UsageError if the port is taken."""
         if self._thread is not None or self._closed:
             raise RuntimeError("a WebServer starts once")
+        guard_loggers(LIBRARY_LOGGERS)
+        guard_loggers(OWN_LOGGERS, rate=None)
         self._encode_pool = ThreadPoolExecutor(1, thread_name_prefix="web-encode")
         self._thread = threading.Thread(target=self._run, name="web-server", daemon=True)
         self._thread.start()
@@ -337,6 +401,7 @@ class WebServer:
     def _run(self) -> None:
         loop = asyncio.new_event_loop()
         asyncio.set_event_loop(loop)
+        loop.set_exception_handler(self._loop_error)
         self._loop = loop
         try:
             loop.run_until_complete(self._startup())
@@ -349,7 +414,28 @@ class WebServer:
         try:
             loop.run_forever()
         finally:
+            # connections still being set up or answered when the loop stopped: cancelled here
+            # rather than destroyed pending (which asyncio reports as an error)
+            pending = [t for t in asyncio.all_tasks(loop) if not t.done()]
+            for task in pending:
+                task.cancel()
+            if pending:
+                loop.run_until_complete(asyncio.wait(pending, timeout=1.0))
             loop.close()
+
+    def _loop_error(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        """The event loop's own errors (an accept that ran out of file descriptors, a callback that
+        raised): one line a kind every ``LOG_EVERY`` seconds, never a traceback per event."""
+        exc = context.get("exception")
+        what = f"{type(exc).__name__}: {exc}" if exc is not None else ""
+        self.counts["loop_errors"] += 1
+        self._throttle(f"loop:{context.get('message')}", "web: %s %s", context.get("message", "event loop error"),
+                       what)
+
+    def _connection_refused(self, kind: str, client: str) -> None:
+        self.counts[f"connections_{kind}"] += 1
+        self._throttle(f"conn:{kind}:{client}", "web: %s a connection from %s (%s)", kind.replace("_", " "), client,
+                       "over the connection limits" if kind != "timed_out" else "no request in time", client=client)
 
     async def _startup(self) -> None:
         app = web.Application(middlewares=[self._guard], client_max_size=MAX_MESSAGE)
@@ -361,9 +447,13 @@ class WebServer:
         app.router.add_get("/dream/{tail:.*}", self._oscquery)
         app.router.add_static("/static/", STATIC, show_index=False, follow_symlinks=False)
         # access_log=None: the request line may carry ?token=…, and a token never reaches a log
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=2.0)
+        # keepalive_timeout: aiohttp's own idle limit (its default is an hour); the guard adds the
+        # head timeout and the caps, whatever aiohttp's version does
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=2.0,
+                                     keepalive_timeout=IDLE_TIMEOUT)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port)
+        self.connections = ConnectionGuard(on_refuse=self._connection_refused)
+        site = GuardedSite(self._runner, self.host, self.port, self.connections)
         try:
             await site.start()
         except OSError as e:
@@ -376,13 +466,16 @@ class WebServer:
         self._bound = (sockname[0], sockname[1])
         self._apply_wake = asyncio.Event()
         self._preview_wanted = asyncio.Event()
-        self._tasks = [asyncio.create_task(coro) for coro in (self._applier(), self._status_ticker(), self._encoder())]
+        self._tasks = [asyncio.create_task(coro) for coro in (self._applier(), self._status_ticker(), self._encoder(),
+                                                              self.connections.sweeper())]
         if self.audio is not None:
             self._tasks.append(asyncio.create_task(self._audio_ticker()))
 
     async def _shutdown(self) -> None:
         for task in self._tasks:
             task.cancel()
+        if self.connections is not None:
+            self.connections.close_idle()  # a flood of idle sockets must not hold up a stop
         for client in list(self._clients):
             client.closed = True
             try:
@@ -391,19 +484,37 @@ class WebServer:
                 self._abort(client)
         if self._runner is not None:
             await self._runner.cleanup()
+        if self.connections is not None:
+            self.connections.close_all()  # the refused sockets held unread, and any left
 
     # ----- requests
     @web.middleware
     async def _guard(self, request: web.Request, handler: Callable) -> web.StreamResponse:
-        websocket = request.headers.get("Upgrade", "").lower() == "websocket"
-        verdict = self.policy.check(
-            remote=request.remote or "", method=request.method, headers=request.headers, cookies=request.cookies,
-            query=request.query, websocket=websocket, oscquery=self._is_oscquery(request),
-        )  # fmt: skip
+        if self.connections is not None:
+            self.connections.started(request)
+        try:
+            return await self._checked(request, handler)
+        finally:
+            if self.connections is not None:
+                self.connections.finished(request)
+
+    async def _checked(self, request: web.Request, handler: Callable) -> web.StreamResponse:
+        try:
+            websocket = request.headers.get("Upgrade", "").lower() == "websocket"
+            verdict = self.policy.check(
+                remote=request.remote or "", method=request.method, headers=request.headers,
+                cookies=request.cookies, query=request.query, websocket=websocket,
+                oscquery=self._is_oscquery(request),
+            )  # fmt: skip
+        except Exception as e:  # noqa: BLE001 - a request too odd to judge is refused, never a 500
+            self.counts["refused_400"] += 1
+            self._throttle(f"malformed:{request.remote}", "web: refused a malformed request from %s: %s",
+                           request.remote, type(e).__name__, client=request.remote)
+            return web.Response(status=400, text="malformed request\n", headers=self._headers())
         if not verdict.allowed:
             self.counts[f"refused_{verdict.status}"] += 1
-            self._throttle(f"refused{verdict.status}", "web: refused %s %s from %s: %s",
-                           request.method, request.path, request.remote, verdict.reason)
+            self._throttle(f"refused{verdict.status}:{request.remote}", "web: refused %s %s from %s: %s",
+                           request.method, _cut(request.path), request.remote, verdict.reason, client=request.remote)
             return web.Response(status=verdict.status, text=verdict.reason + "\n", headers=self._headers())
         if verdict.keep_token:
             # keep the token in a cookie, and send the browser to the same address without it
@@ -452,10 +563,30 @@ class WebServer:
         return web.json_response(node)
 
     async def _screenshot(self, request: web.Request) -> web.StreamResponse:
+        site = request.headers.get("Sec-Fetch-Site", "").lower()
+        if site not in ("", "same-origin", "none"):
+            # another site's <img src=…/screenshot.png> (or fetch, or link) would make every
+            # visitor's browser ask the show for a full-size PNG; a browser says where it is from
+            self.counts["screenshots_cross_site"] += 1
+            self._throttle(f"shot-site:{request.remote}", "web: refused a %s screenshot request (%s, %s) from %s",
+                           _quote(site, 20), _quote(request.headers.get("Sec-Fetch-Mode", ""), 20),
+                           _quote(request.headers.get("Sec-Fetch-Dest", ""), 20), request.remote, client=request.remote)
+            return web.Response(status=403, text="screenshots are for this show's own page, not other sites\n")
+        if not self._screenshots.take(request.remote or "?") or \
+                self._screenshots_in_flight >= SCREENSHOTS_IN_FLIGHT:
+            self.counts["screenshots_limited"] += 1
+            self._throttle(f"shot-rate:{request.remote}", "web: screenshot from %s refused: over %g a second",
+                           request.remote, SCREENSHOTS_PER_SECOND, client=request.remote)
+            return web.Response(status=429, text="one screenshot a second; try again in a moment\n",
+                                headers={"Retry-After": "1"})
         frame = self.preview.latest()[1] if self.preview is not None else None
         if frame is None:
             return web.Response(status=503, text="no frame yet: the show is still starting\n")
-        png = await asyncio.get_running_loop().run_in_executor(self._encode_pool, encode_png, frame)
+        self._screenshots_in_flight += 1
+        try:
+            png = await asyncio.get_running_loop().run_in_executor(self._encode_pool, encode_png, frame)
+        finally:
+            self._screenshots_in_flight -= 1
         name = time.strftime("deepdream-%Y%m%d-%H%M%S.png")
         self.counts["screenshots"] += 1
         return web.Response(body=png, content_type="image/png",
@@ -489,7 +620,11 @@ class WebServer:
                         break
                     self._handle(client, message.data)
                 elif message.type == WSMsgType.BINARY:
-                    client.error("the page sends JSON text messages only")
+                    self._refuse_message(client, "binary", "the page sends JSON text messages only")
+                elif message.type == WSMsgType.ERROR:  # a frame over MAX_MESSAGE, a broken frame
+                    self.counts["refused_messages"] += 1
+                    self._throttle(f"ws-error:{client.remote}", "web: closed the page of %s: %s", client.remote,
+                                   _quote(str(ws.exception()), 120), client=client.remote)
                 if time.perf_counter() - started > SLICE:
                     await asyncio.sleep(SLICE)  # let the frame loop's thread have the GIL
                     started = time.perf_counter()
@@ -501,14 +636,30 @@ class WebServer:
             writer.cancel()
         return ws
 
+    def _refuse_message(self, client: _Client, kind: str, reason: str) -> None:
+        """A page's message not acted on: answered to that page, logged once per page and kind
+        every ``LOG_EVERY`` seconds."""
+        self.counts["refused_messages"] += 1
+        client.error(reason)
+        self._throttle(f"ws-{kind}:{client.remote}", "web: refused a message from %s: %s", client.remote, reason,
+                       client=client.remote)
+
     def _handle(self, client: _Client, text: str) -> None:
+        # bounded before json.loads walks it: 60,000 '[' made it raise RecursionError
+        if len(text) > MAX_TEXT:
+            self._refuse_message(client, "size", f"a message of {len(text)} characters; at most {MAX_TEXT}")
+            return
+        if text.count("[") + text.count("{") > MAX_BRACKETS:
+            self._refuse_message(client, "nesting", f"more than {MAX_BRACKETS} brackets in one message; "
+                                 "the page sends flat {\"op\": …} objects")
+            return
         try:
             data = json.loads(text)
-        except ValueError:
-            client.error("not JSON: the page sends {\"op\": …} objects")
+        except (ValueError, RecursionError):
+            self._refuse_message(client, "json", "not JSON: the page sends {\"op\": …} objects")
             return
         if not isinstance(data, dict) or not isinstance(data.get("op"), str):
-            client.error("expected a JSON object with an \"op\"")
+            self._refuse_message(client, "shape", "expected a JSON object with an \"op\"")
             return
         op = data["op"]
         try:
@@ -543,9 +694,10 @@ class WebServer:
                 if reply is not None:
                     client.send(reply)
             else:
-                client.error(f"unknown op {op!r}")
+                self._refuse_message(client, "op", f"unknown op {_quote(op)}")
         except LiveError as e:
-            client.error(str(e), data.get("name") or op)
+            about = data.get("name") if isinstance(data.get("name"), str) else op
+            client.error(str(e), about[:MAX_QUOTE])
 
     def _op_set(self, client: _Client, data: Mapping[str, Any]) -> None:
         name = data.get("name")
@@ -613,7 +765,7 @@ class WebServer:
             client.error("this show was started without presets", op)
             return
         if not isinstance(name, str):
-            client.error(f"{op}: expected a preset name, got {name!r}", op)
+            client.error(f"{op}: expected a preset name, got {_quote(name)}", op)
             return
         loop = asyncio.get_running_loop()
         try:
