@@ -83,7 +83,7 @@ def show(tmp_path: Path):
 
 def test_every_audio_address_is_routed_and_described(show) -> None:
     engine, door, osc = show
-    routed = set(osc._dispatcher._map)
+    routed = set(osc.routes)
     assert routed == set(accepted_addresses(engine.registry.params.values(), audio=True))
     assert {f"/dream/audio/{n}" for n in NODE_FEATURES} <= routed
     assert len(AUDIO_METHODS) == len(door.routes())
