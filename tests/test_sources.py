@@ -221,14 +221,13 @@ def test_latest_is_always_the_newest_frame_never_a_backlog() -> None:
     camera = GatedCamera()
     with CaptureSource(lambda: camera, name="fast camera") as src:
         try:
-            made = taken = 0
-            for burst in (1, 7, 30, 2):  # frames the camera makes while the loop is busy elsewhere
+            made = 0
+            for taken, burst in enumerate((1, 7, 30, 2), start=1):  # frames made while the loop is busy elsewhere
                 before = time.monotonic()
                 camera.allow(burst)
                 made += burst
-                assert wait_for(lambda: src.captured == made, 30, step=0.005)
+                assert wait_for(lambda made=made: src.captured == made, 30, step=0.005)
                 frame = src.latest()
-                taken += 1
                 assert frame is not None and frame.sequence == made  # the newest, whatever came before it
                 assert number_in(frame) == made  # the picture is the frame its number says
                 assert frame.timestamp >= before  # read in this burst, not aged in a queue
