@@ -192,7 +192,7 @@ def test_a_flood_from_four_pages_leaves_the_show_dreaming_and_at_the_last_value(
     outputs.open(64, 64, 15)
     server = serve(reg, preview=preview)
     handled: list[int] = []  # the messages handled so far, as each frame went out
-    loop, stop, thread = _background_loop(model, reg, outputs, on_frame=lambda n: handled.append(server.counts["messages"]))
+    _, stop, thread = _background_loop(model, reg, outputs, on_frame=lambda n: handled.append(server.counts["messages"]))
     pages, each = 4, 10_000
     flood = pages * each
     try:
