@@ -160,9 +160,13 @@ def test_the_preview_changes_from_frame_to_frame(browser, show: Show) -> None:
         const g = c.getContext('2d'); g.drawImage(img, 0, 0);
         return [img.src, Array.from(g.getImageData(0, 0, c.width, c.height).data.filter((_, i) => i % 97 == 0))]; }"""
     first_src, first = page.evaluate(fingerprint)
-    page.wait_for_function("(s) => document.getElementById('preview').src !== s", arg=first_src, timeout=30_000)
-    _, second = page.evaluate(fingerprint)
-    assert len(first) == len(second) and first != second  # the test scene moves: so does the preview
+    # The test scene moves: so does the preview. Until the first frame is dreamed (seconds on a busy
+    # machine) the page gets the same "loading" placeholder again and again: wait for a change.
+    src, second, deadline = first_src, first, time.monotonic() + 120
+    while second == first and time.monotonic() < deadline:
+        page.wait_for_function("(s) => document.getElementById('preview').src !== s", arg=src, timeout=30_000)
+        src, second = page.evaluate(fingerprint)
+    assert len(first) == len(second) and first != second, "the preview never changed"
     size = page.evaluate("[document.getElementById('preview').naturalWidth, document.getElementById('preview').naturalHeight]")
     assert size == [640, 320]  # the 800x400 output, shrunk to the preview's 640 px
     page.close()
