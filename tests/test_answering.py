@@ -83,7 +83,7 @@ def test_during_a_10_s_frame_status_and_pings_keep_coming_and_a_stop_lands_withi
             assert loop.clock.frames == 0, "the first 10 s frame ended before three status lines and pings"
             assert any(re.search(r"this frame: \d+ steps in \d+\.\d s so far", line) for line in lines()), lines()
         finally:
-            asked = time.time()  # the clock log records are stamped with
+            asked = time.time()  # the clock log records are stamped by
             stop.set()
             thread.join(timeout=60)
     assert not thread.is_alive()
