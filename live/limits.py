@@ -27,7 +27,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -172,19 +172,21 @@ def enforce(registry: Registry, limit: DreamLimit) -> SizeRule:
 
 # ----------------------------------------------------------------------------- measuring
 def measure_limit(model: Model, backend: Backend, seconds_per_pixel_step: float,
-                  frame_seconds: float = FRAME_SECONDS) -> DreamLimit:
+                  frame_seconds: float = FRAME_SECONDS, *,
+                  clock: Callable[[], float] = time.perf_counter) -> DreamLimit:
     """The largest size whose reference frame takes ``frame_seconds`` on ``backend``.
 
     ``seconds_per_pixel_step`` comes from the calibration sweep (a frame's time over its pixels
     and steps). The size it predicts is then timed for real, one step at a time (the faster of
     two, so an allocator's first touch does not count); a slower result shrinks the limit in
     proportion, a faster one leaves it (never extrapolated upwards past what was timed).
+    ``clock`` times the step (tests pass a simulated one, so the arithmetic is exact).
     """
     kind = backend.device.type
     predicted = frame_seconds / (REFERENCE_STEPS * max(seconds_per_pixel_step, 1e-12))
     pixels = int(min(max(predicted, MIN_PIXELS), ABSOLUTE_MAX_PIXELS))
     w, h = example_size(pixels)
-    step = _time_step(model, backend, w, h)
+    step = _time_step(model, backend, w, h, clock)
     frame = REFERENCE_STEPS * step
     if frame > frame_seconds:
         pixels = int(pixels * frame_seconds / frame)
@@ -195,7 +197,8 @@ def measure_limit(model: Model, backend: Backend, seconds_per_pixel_step: float,
     return DreamLimit(pixels, kind, source)
 
 
-def _time_step(model: Model, backend: Backend, width: int, height: int) -> float:
+def _time_step(model: Model, backend: Backend, width: int, height: int,
+               clock: Callable[[], float] = time.perf_counter) -> float:
     """Seconds for one dream step at ``width`` × ``height`` (the faster of two runs)."""
     import torch
 
@@ -208,10 +211,10 @@ def _time_step(model: Model, backend: Backend, width: int, height: int) -> float
     objective = Objective.parse("inception4c")
     best = math.inf
     for _ in range(2):
-        t = time.perf_counter()
+        t = clock()
         y = dreamer.dream(x, objective, settings)
         _sync(y)
-        best = min(best, time.perf_counter() - t)
+        best = min(best, clock() - t)
         if best > FRAME_SECONDS / REFERENCE_STEPS:  # clearly too slow already: one timing is enough
             break
     return best

@@ -258,7 +258,7 @@ def test_auto_source_falls_back_to_the_test_scene_and_says_so(monkeypatch, caplo
     caplog.set_level(logging.WARNING)
     source = open_show_source(ShowOptions(source="auto", test_scene_size=(W, H)))
     try:
-        assert isinstance(source, TestSceneSource) and source.latest(timeout=1.0).image.shape == (H, W, 3)
+        assert isinstance(source, TestSceneSource) and source.latest(timeout=30.0).image.shape == (H, W, 3)
     finally:
         source.close()
     assert "showing the built-in test scene" in caplog.text

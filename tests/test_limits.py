@@ -3,7 +3,6 @@ above it from every way in with the reason and the size that fits."""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
@@ -75,31 +74,40 @@ def test_a_show_that_lands_on_a_slower_device_shrinks_to_fit_and_says_why(caplog
 
 
 class Sleepy(Backend):
-    """A backend whose step takes ``seconds_per_pixel`` × pixels, and does nothing else."""
+    """A backend whose step takes ``seconds_per_pixel`` × pixels on a simulated clock, and does
+    nothing else: the timing is exact whatever else the machine is doing."""
 
     name = "sleepy"
 
     def __init__(self, seconds_per_pixel: float) -> None:
         super().__init__(torch.device("cpu"))
         self.k = seconds_per_pixel
+        self.now = 0.0
+
+    def clock(self) -> float:
+        return self.now
 
     def gradient(self, x, objective):
         raise NotImplementedError
 
     def ascend(self, x, objective, steps, *args, **kwargs):
-        time.sleep(self.k * x.shape[-1] * x.shape[-2] * steps)
+        self.now += self.k * x.shape[-1] * x.shape[-2] * steps
         return x
 
 
 def test_calibrate_measures_the_size_whose_frame_takes_two_seconds(model) -> None:
     backend = Sleepy(1e-6)  # 4 steps at 500k pixels: 2 s
-    # the sweep's estimate was too slow by 2x: the size it predicts is timed, and kept (no extrapolating up)
-    kept = limits.measure_limit(model, backend, seconds_per_pixel_step=2e-6)
-    assert 200_000 <= kept.max_pixels <= 250_000 and "measured by calibrate" in kept.source
+    # the sweep's estimate was too slow by 2x: the size it predicts (250k pixels) is timed, takes
+    # half the time, and is kept (no extrapolating up)
+    kept = limits.measure_limit(model, backend, seconds_per_pixel_step=2e-6, clock=backend.clock)
+    assert kept.max_pixels == 250_000 and "measured by calibrate" in kept.source
     # too fast by 2x: the predicted size (1312x736, 0.97 Mpx) takes 3.9 s, so the limit shrinks in
-    # proportion, to about 0.52 Mpx (less when the machine makes the sleeps overshoot)
-    shrunk = limits.measure_limit(model, backend, seconds_per_pixel_step=0.5e-6)
-    assert 350_000 <= shrunk.max_pixels <= 520_000
+    # proportion, to about 0.52 Mpx
+    shrunk = limits.measure_limit(model, backend, seconds_per_pixel_step=0.5e-6, clock=backend.clock)
+    w, h = limits.example_size(1_000_000)
+    assert (w, h) == (1312, 736) and "4 steps at 1312x736 took 3.86 s" in shrunk.source
+    assert shrunk.max_pixels == pytest.approx(1_000_000 * 2.0 / (4 * 1e-6 * w * h), abs=1)
+    assert 500_000 < shrunk.max_pixels < 520_000
 
 
 def test_the_profile_carries_the_limit_and_check_reports_it(tmp_path: Path) -> None:

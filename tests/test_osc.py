@@ -45,7 +45,7 @@ class Controller:
     def send_raw(self, data: bytes) -> None:
         self.sock.sendto(data, self.server)
 
-    def receive(self, until: str, timeout: float = 5.0) -> Messages:
+    def receive(self, until: str, timeout: float = 30.0) -> Messages:
         """Every message received up to and including the first one at ``until``."""
         out: Messages = []
         deadline = time.monotonic() + timeout
@@ -85,7 +85,7 @@ class Listener:
         self.target = f"127.0.0.1:{self.sock.getsockname()[1]}"
         self.got: Messages = []
 
-    def wait_for(self, address: str, args: list[Any] | None = None, timeout: float = 3.0) -> Messages:
+    def wait_for(self, address: str, args: list[Any] | None = None, timeout: float = 30.0) -> Messages:
         """Read until ``address`` (with ``args`` if given) arrives; returns everything read."""
         deadline = time.monotonic() + timeout
         while True:
@@ -261,13 +261,17 @@ def test_a_fader_burst_ends_at_its_last_value(reg: Registry, start, controllers,
     positions = [i / (n - 1) for i in range(n)]
     random.Random(1).shuffle(positions)
     positions[-1] = 0.3125
+    began = time.monotonic()
     _send_fast(c, server, [build_msg("/dream/jitter/norm", [x]).dgram for x in positions])
     assert c.value("jitter") == 20  # round(0.3125 * 64)
     assert server.stats["received"] >= n  # the larger receive buffer held the whole burst
     listener.wait_for("/dream/jitter", [20])
+    took = time.monotonic() - began
     feedback = [v for a, v in listener.got if a == "/dream/jitter"]
     assert feedback[-1] == [20]
-    assert len(feedback) < n / 4  # coalesced, not one datagram per fader step
+    # coalesced, not one datagram per fader step: one flush per FEEDBACK_INTERVAL at most (on a busy
+    # machine the burst takes longer, and fits in more flushes: bounded by its own duration)
+    assert len(feedback) <= took / osc.FEEDBACK_INTERVAL + 1
 
 
 def test_garbage_is_counted_and_changes_nothing(reg: Registry, start, controllers, caplog) -> None:
@@ -331,7 +335,7 @@ def test_a_future_timetag_does_not_hold_the_queue(reg: Registry, start, controll
     c.send_raw(bundle.build().dgram)
     t0 = time.monotonic()
     assert c.value("steps") == 3
-    assert time.monotonic() - t0 < 1.0
+    assert time.monotonic() - t0 < 10.0  # applied now, not held for the hour its timetag names
 
 
 def test_out_of_range_values_are_refused_and_answered_on_dream_error(

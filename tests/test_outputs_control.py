@@ -88,8 +88,10 @@ def test_osc_starts_and_stops_recordings_and_switches_streams(tmp_path: Path) ->
             assert wait_for(lambda: switch.recording is None, 30)
             client.send_message("/dream/stream/1/enable", 0)
             assert wait_for(lambda: stream.state == "disabled", 30), (stream.state, osc.stats)
+            # frames queued before the switch are encoded or discarded; nothing is in flight after
+            assert wait_for(lambda: stream.written + stream.discarded == stream.sent, 30)
             written = stream.written
-            time.sleep(0.3)
+            time.sleep(0.3)  # the show goes on sending meanwhile
             assert stream.written == written, "a disabled stream encodes nothing"
             client.send_message("/dream/stream/1/enable", "on")
             assert wait_for(lambda: stream.state == "live" and stream.written > written, 30)

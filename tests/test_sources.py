@@ -7,7 +7,7 @@ import logging
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import cv2
@@ -28,6 +28,7 @@ from live.sources import (
 )
 from live.sources.testscene import test_scene as draw_scene
 from tests.conftest import photo_path
+from tests.streaming import wait_for
 
 W, H = 96, 64
 
@@ -40,13 +41,29 @@ def _no_leaked_threads() -> Iterator[None]:
     assert not left, f"source threads still running: {left}"
 
 
-def frames_for(source: Source, seconds: float) -> list[Frame]:
-    """All frames ``latest()`` hands out while polled for ``seconds``."""
-    frames, end = [], time.monotonic() + seconds
-    while time.monotonic() < end:
+def frames_until(source: Source, done: Callable[[list[Frame]], bool], timeout: float = 30.0) -> list[Frame]:
+    """Every frame ``latest()`` hands out until ``done(frames so far)`` holds, then what is left
+    in the slot (a video that ended leaves its last frame there). How many arrive in a given
+    time is up to the machine; what they are is not."""
+    frames: list[Frame] = []
+    end = time.monotonic() + timeout
+    while not done(frames):
+        assert time.monotonic() < end, f"{source.describe()}: not done within {timeout} s, {len(frames)} frames"
         frame = source.latest(timeout=0.02)
         if frame is not None:
             frames.append(frame)
+    while (frame := source.latest()) is not None:
+        frames.append(frame)
+    return frames
+
+
+def decoded(path: Path) -> list[np.ndarray]:
+    """Every frame of a video file, as OpenCV decodes it."""
+    cap = cv2.VideoCapture(str(path))
+    frames = []
+    while (got := cap.read())[0]:
+        frames.append(got[1])
+    cap.release()
     return frames
 
 
@@ -66,29 +83,34 @@ def clip(tmp_path: Path) -> Path:
 
 
 def test_video_file_plays_in_real_time_then_ends(clip: Path) -> None:
+    expected = decoded(clip)
+    began = time.monotonic()
     with VideoFileSource(clip, loop=False) as src:
         assert src.fps == pytest.approx(60.0)
-        begin = time.monotonic()
-        frames = frames_for(src, 1.0)
-        assert src.status == "ended"
+        frames = frames_until(src, lambda _: src.status == "ended")
         assert src.latest(timeout=0.1) is None  # nothing more comes once it has ended
-    span = frames[-1].timestamp - begin
-    assert all(f.image.shape == (H, W, 3) and f.image.dtype == np.uint8 for f in frames)
+    assert src.captured == len(expected) == 30  # every frame of the file once, then the end
+    assert len(frames) + src.dropped == 30  # each one either taken or (a busy reader) dropped, never lost
+    assert frames[-1].sequence == 30
     assert not any(f.placeholder for f in frames)
-    assert len(frames) >= 25  # the reader keeps up with a 60 fps file
-    assert 0.4 < span < 0.75  # 30 frames at 60 fps last half a second, not as long as decoding takes
-    assert np.abs(frames[0].image.astype(int) - frames[-1].image.astype(int)).mean() > 5  # it moves
+    for f in frames:  # the file's own frames, in order: frame n is the n-th picture of the file
+        assert f.image.shape == (H, W, 3) and f.image.dtype == np.uint8
+        np.testing.assert_array_equal(f.image, expected[f.sequence - 1])
+    # Paced at the file's 60 fps, not as fast as it decodes: the 30th frame comes 29/60 s after the
+    # first at the earliest (a busy machine only makes it later).
+    assert frames[-1].timestamp - began >= 29 / 60 - 1e-6
+    assert np.abs(frames[-1].image.astype(int) - expected[0].astype(int)).mean() > 5  # it moves
 
 
 def test_video_file_loops_past_its_end(clip: Path) -> None:
+    expected = decoded(clip)
     with VideoFileSource(clip, loop=True) as src:
-        frames = frames_for(src, 0.9)  # the clip lasts 0.5 s
+        frames = frames_until(src, lambda got: bool(got) and got[-1].sequence > 45)  # the clip has 30 frames
         assert src.status == "live"
-    assert len(frames) > 40
-    assert frames[-1].sequence > 30 and src.captured > 30
-    # the loop starts the picture over: some frame after the first matches the first again
-    first = frames[0].image.astype(int)
-    assert any(np.abs(f.image.astype(int) - first).mean() < 3 for f in frames[20:])
+        assert src.captured > 45
+    # the loop starts the picture over: frame 31 is the file's first picture again, and so on
+    for f in frames:
+        np.testing.assert_array_equal(f.image, expected[(f.sequence - 1) % 30])
 
 
 def test_unreadable_video_file_is_an_input_error(tmp_path: Path) -> None:
@@ -104,10 +126,12 @@ def test_unreadable_video_file_is_an_input_error(tmp_path: Path) -> None:
 def test_image_source_repeats_a_real_photograph() -> None:
     path = photo_path("coffee.png")
     expected = cv2.imread(str(path))
+    began = time.monotonic()
     with open_source(str(path), fps=50) as src:
         assert isinstance(src, ImageSource)
-        frames = frames_for(src, 0.3)
-    assert len(frames) >= 8  # handed out steadily, like a camera pointed at a still scene
+        frames = frames_until(src, lambda got: len(got) >= 8)  # handed out again and again, like a camera
+        made, elapsed = src.captured, time.monotonic() - began
+    assert made <= 50 * elapsed + 1  # paced at its 50 fps, never faster (a busy machine only makes fewer)
     assert [f.sequence for f in frames] == sorted({f.sequence for f in frames})
     for f in frames:
         assert f.image.shape == (400, 600, 3)
@@ -116,15 +140,19 @@ def test_image_source_repeats_a_real_photograph() -> None:
 
 def test_test_scene_moves_and_is_bgr() -> None:
     with TestSceneSource(W, H, fps=30) as src:
-        first = src.latest(timeout=1.0)
-        time.sleep(0.3)
-        later = src.latest(timeout=1.0)
-    assert first is not None and later is not None
+        first = src.latest(timeout=30.0)
+        assert first is not None
+        later = frames_until(src, lambda got: bool(got) and got[-1].timestamp - first.timestamp >= 0.3)[-1]
     assert first.image.shape == later.image.shape == (H, W, 3)
-    assert later.timestamp - first.timestamp > 0.25
-    assert np.abs(first.image.astype(int) - later.image.astype(int)).mean() > 2
-    # BGR: the scene drawn at t=0 in RGB, channels reversed, is what the first frame shows
-    np.testing.assert_allclose(first.image[..., ::-1], draw_scene(W, H, 0.0), atol=40)
+    assert later.timestamp - first.timestamp >= 0.3
+    assert np.abs(first.image.astype(int) - later.image.astype(int)).mean() > 2  # 0.3 s of scene time apart
+    # BGR: the sky at the top is blue over red in the scene, at any time (moving shapes stay below it)
+    top = first.image[:6].astype(int)
+    assert (top[..., 0] - top[..., 2] > 40).all()
+    # and the picture is the scene drawn in RGB, channels reversed (it has moved since t=0 by however
+    # long the machine took to hand it over, so compare which order fits better)
+    scene = draw_scene(W, H, 0.0).astype(int)
+    assert np.abs(first.image[..., ::-1] - scene).mean() < 0.7 * np.abs(first.image - scene).mean()
 
 
 # -- cameras, through a fake VideoCapture ----------------------------------------------------------
@@ -136,7 +164,6 @@ class FakeCamera:
 
     def __init__(self, period: float = 0.0, fail_after: int | None = None) -> None:
         self.period, self.fail_after, self.reads, self.released = period, fail_after, 0, False
-        self.failed_at: float | None = None
 
     def isOpened(self) -> bool:  # noqa: N802 - OpenCV's name
         return not self.released
@@ -145,7 +172,6 @@ class FakeCamera:
         if self.period:
             time.sleep(self.period)
         if self.released or (self.fail_after is not None and self.reads >= self.fail_after):
-            self.failed_at = self.failed_at or time.monotonic()
             return False, None
         self.reads += 1
         image = np.zeros((H, W, 3), np.uint8)
@@ -170,49 +196,98 @@ class Unplugged:
         pass
 
 
+class GatedCamera(FakeCamera):
+    """A camera whose reads wait for the test: ``allow(n)`` lets ``n`` more frames through (a
+    sensor that delivers exactly when told), ``free()`` lets it run on its own."""
+
+    def __init__(self) -> None:
+        super().__init__(period=0.001)
+        self._permits = threading.Semaphore(0)
+        self._free = threading.Event()
+
+    def allow(self, n: int) -> None:
+        self._permits.release(n)
+
+    def free(self) -> None:
+        self._free.set()
+
+    def read(self) -> tuple[bool, np.ndarray | None]:
+        while not self._free.is_set() and not self._permits.acquire(timeout=0.05):
+            pass
+        return super().read()
+
+
 def test_latest_is_always_the_newest_frame_never_a_backlog() -> None:
-    camera = FakeCamera(period=0.001)  # ~1000 fps, far faster than the reader below
+    camera = GatedCamera()
     with CaptureSource(lambda: camera, name="fast camera") as src:
-        got = []
-        for _ in range(10):
-            time.sleep(0.02)
-            frame = src.latest()
-            assert frame is not None
-            got.append((frame, camera.reads, time.monotonic()))
-            again = src.latest()  # straight after: no older frame is waiting behind it
-            assert again is None or again.sequence > frame.sequence
-    for frame, reads_then, taken in got:
-        assert number_in(frame) == frame.sequence  # the picture is the frame its number says
-        assert reads_then - frame.sequence <= 3  # the newest captured, give or take a read in flight
-        assert taken - frame.timestamp < 0.05  # fresh, not aged in a queue
-    sequences = [f.sequence for f, _, _ in got]
-    assert all(b - a > 5 for a, b in zip(sequences, sequences[1:]))  # frames in between were dropped
-    assert src.dropped > 50 and src.dropped <= src.captured
+        try:
+            made = 0
+            for taken, burst in enumerate((1, 7, 30, 2), start=1):  # frames made while the loop is busy elsewhere
+                before = time.monotonic()
+                camera.allow(burst)
+                made += burst
+                assert wait_for(lambda made=made: src.captured == made, 30, step=0.005)
+                frame = src.latest()
+                assert frame is not None and frame.sequence == made  # the newest, whatever came before it
+                assert number_in(frame) == made  # the picture is the frame its number says
+                assert frame.timestamp >= before  # read in this burst, not aged in a queue
+                assert src.latest() is None  # straight after: no older frame is waiting behind it
+                assert src.dropped == made - taken  # the frames in between were dropped, and counted
+        finally:
+            camera.free()
+
+
+class PluggableCamera(FakeCamera):
+    """A camera on a cable the test plugs and unplugs: reads fail while ``plugged`` is clear."""
+
+    def __init__(self, plugged: threading.Event) -> None:
+        super().__init__(period=0.01)
+        self.plugged = plugged
+
+    def read(self) -> tuple[bool, np.ndarray | None]:
+        if not self.plugged.is_set():
+            time.sleep(self.period)
+            return False, None
+        return super().read()
 
 
 def test_camera_lost_shows_placeholders_then_recovers(caplog: pytest.LogCaptureFixture) -> None:
-    opened: list[FakeCamera] = []
+    plugged = threading.Event()
+    plugged.set()
+    opened: list[PluggableCamera] = []
 
-    def opener() -> FakeCamera | Unplugged:
-        # the first camera fails after 10 frames; reopening fails for 0.3 s, then a camera is back
-        if opened and (opened[0].failed_at is None or time.monotonic() - opened[0].failed_at < 0.3):
-            return Unplugged()
-        opened.append(FakeCamera(period=0.01, fail_after=10 if not opened else None))
+    def opener() -> PluggableCamera | Unplugged:
+        if not plugged.is_set():
+            return Unplugged()  # reopening fails while the camera is away
+        opened.append(PluggableCamera(plugged))
         return opened[-1]
 
     caplog.set_level(logging.INFO, logger="live.sources")
     src = CaptureSource(opener, name="camera 7", retry_initial=0.02, retry_max=0.08, placeholder_fps=50)
     statuses: list[str] = []
     frames: list[Frame] = []
-    with src:
-        end = time.monotonic() + 3.0
-        while time.monotonic() < end:
+
+    def poll_until(done: Callable[[], bool]) -> None:
+        end = time.monotonic() + 60
+        while not done():
+            assert time.monotonic() < end, f"not within 60 s: statuses {statuses[-3:]}, {len(frames)} frames"
             frame = src.latest(timeout=0.02)
             statuses.append(src.status)
             if frame is not None:
                 frames.append(frame)
-            if len(opened) == 2 and sum(1 for f in frames if not f.placeholder) >= 20:
-                break
+
+    def count(placeholder: bool) -> int:
+        return sum(1 for f in frames if f.placeholder is placeholder)
+
+    with src:
+        statuses.append(src.status)
+        poll_until(lambda: count(False) >= 5)  # the show runs on the camera
+        plugged.clear()  # the cable is pulled
+        poll_until(lambda: count(True) >= 5)  # the loop still gets pictures: placeholders
+        plugged.set()  # and plugged back in
+        poll_until(lambda: frames[-1].placeholder is False)
+        real_before = sum(1 for f in frames if not f.placeholder)
+        poll_until(lambda: count(False) >= real_before + 5)
     assert len(opened) == 2 and opened[0].released  # the lost capture was released before reopening
 
     kinds = [f.placeholder for f in frames]
@@ -224,8 +299,8 @@ def test_camera_lost_shows_placeholders_then_recovers(caplog: pytest.LogCaptureF
     assert all(f.image.shape == (H, W, 3) for f in frames)  # the placeholder keeps the camera's size
     assert placeholders[0].image.mean() < 60 and placeholders[0].image.max() > 150  # dark, with lettering
     outage = placeholders[-1].timestamp - placeholders[0].timestamp
-    assert 0.2 < outage < 1.5
-    assert len(placeholders) <= 50 * outage + 3  # at most placeholder_fps of them, not one per poll
+    # at most placeholder_fps of them (each stamped when handed out), not one per poll
+    assert len(placeholders) <= 50 * outage + 1 + 1e-6
     assert src.status == "closed"
 
     seen = [s for i, s in enumerate(statuses) if i == 0 or s != statuses[i - 1]]
@@ -275,7 +350,7 @@ def test_camera_is_asked_for_mjpg_size_and_rate(
     monkeypatch.setattr(capture.cv2, "VideoCapture", lambda *a: made.append(RecordingCapture(*a)) or made[-1])
     caplog.set_level(logging.INFO, logger="live.sources")
     with open_source("/dev/video3", 1280, 720, 25) as src:
-        assert src.latest(timeout=1.0) is not None
+        assert src.latest(timeout=30.0) is not None
         assert src.describe() == "camera /dev/video3"
     (cam,) = made
     assert cam.args[0] == "/dev/video3"
@@ -291,7 +366,7 @@ def test_stream_goes_through_ffmpeg_with_timeouts_and_hides_passwords(monkeypatc
     url = "rtsp://admin:hunter2@cam.local:554/live"
     with open_source(url) as src:
         assert isinstance(src, CaptureSource)
-        assert src.latest(timeout=1.0) is not None
+        assert src.latest(timeout=30.0) is not None
         assert "hunter2" not in src.describe() and "cam.local:554/live" in src.describe()
     (cam,) = made
     assert cam.args[0] == url and cam.args[1] == cv2.CAP_FFMPEG
@@ -363,7 +438,10 @@ def test_corrupt_image_is_an_input_error(tmp_path: Path) -> None:
 
 
 def test_close_stops_every_thread(clip: Path) -> None:
-    before = threading.active_count()
+    def source_threads() -> list[str]:
+        return sorted(t.name for t in threading.enumerate() if t.name.startswith("source:"))
+
+    assert source_threads() == []
     sources = [
         TestSceneSource(W, H, 30),
         VideoFileSource(clip),
@@ -373,15 +451,14 @@ def test_close_stops_every_thread(clip: Path) -> None:
     ]
     for src in sources:
         src.start()
-    assert threading.active_count() == before + len(sources)
-    time.sleep(0.15)
-    assert sources[-1].status == "reconnecting"
+    assert source_threads() == sorted(f"source: {src.name}" for src in sources)  # one thread each
+    assert wait_for(lambda: sources[-1].status == "reconnecting", 30, step=0.01)
     for src in sources:
         src.close()
         src.close()  # twice is harmless
         assert src.status == Status.CLOSED
         assert src.latest() is None
-    assert threading.active_count() == before
+    assert source_threads() == []
 
 
 def test_unexpected_error_in_a_source_is_logged_and_marks_it_failed(caplog: pytest.LogCaptureFixture) -> None:
@@ -390,10 +467,7 @@ def test_unexpected_error_in_a_source_is_logged_and_marks_it_failed(caplog: pyte
             raise ZeroDivisionError("driver bug")
 
     with CaptureSource(lambda: Broken(), name="odd camera") as src:
-        deadline = time.monotonic() + 1.0
-        while src.status != "failed" and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert src.status == "failed"
+        assert wait_for(lambda: src.status == "failed", 30, step=0.01)
         assert src.latest() is None
     assert any("odd camera stopped on an unexpected error" in r.getMessage() and r.exc_info for r in caplog.records)
 
