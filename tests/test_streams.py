@@ -200,23 +200,24 @@ def test_rtmp_through_nginx_survives_a_server_restart(nginx: Nginx, caplog: pyte
         out.open(W, H, FPS)
         try:
             assert wait_for(lambda: out.state == "live", 30)
-            shown, worst = play(out, 0, N)
+            costs: list[float] = []
+            shown, _ = play(out, 0, N, costs=costs)
             # A show keeps sending while a player starts up (its probe reads seconds of stream
             # before the first picture): so does this one, half a second at a time, until the
             # player has caught up with what was sent.
             sent, deadline = N, time.monotonic() + 60
             while not wait_for(lambda: any(n >= sent - 3 for _, n, _ in rx.frames), 0.5):
                 assert time.monotonic() < deadline, rx.error or "the player never caught up"
-                more, w = play(out, sent, FPS // 2)
+                more, _ = play(out, sent, FPS // 2, costs=costs)
                 shown.update(more)
-                worst, sent = max(worst, w), sent + FPS // 2
+                sent += FPS // 2
             check_received(rx, {n: t for n, t in shown.items() if n >= 2 * FPS})  # after the player joined
-            assert worst < 1 / FPS
+            assert_send_never_waits(costs)
 
             nginx.stop()  # the server goes away mid-stream
-            t0 = time.monotonic()
-            _, worst_gone = play(out, N, 3 * FPS)
-            assert time.monotonic() - t0 < 3.0 + 1.0 and worst_gone < 1 / FPS, "the show kept its frame rate"
+            gone: list[float] = []
+            play(out, N, 3 * FPS, costs=gone)
+            assert_send_never_waits(gone)  # the show kept its frame rate while the server was gone
             assert wait_for(lambda: out.state == "offline", 20)
             nginx.start()
             returned = time.monotonic()
