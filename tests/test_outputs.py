@@ -420,6 +420,45 @@ def test_monitors_are_found_while_the_x_server_resets_after_its_last_client(monk
         assert time.monotonic() - started < 10
 
 
+def test_the_window_keeps_the_server_company_until_qt_has_connected(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The show's display probes must not be the X server's last clients when Qt connects: each
+    one closing would reset a bare server, and Qt, connecting in that moment, aborts the show.
+    So one probe connection stays open until the window exists, and is closed after."""
+    if x11.can_connect() is None:
+        pytest.skip("libX11 is not installed")
+    if not XVFB.exists():
+        pytest.skip(f"{XVFB} is not installed (make test installs it)")
+    real = x11._xlib()
+    ours: list[int] = []
+
+    class Counting:
+        """libX11, counting the connections the show's own probes hold open."""
+
+        def __getattr__(self, name: str):
+            return getattr(real, name)
+
+        def XOpenDisplay(self, name):  # noqa: N802 (libX11's name)
+            dpy = real.XOpenDisplay(name)
+            if dpy:
+                ours.append(dpy)
+            return dpy
+
+        def XCloseDisplay(self, dpy):  # noqa: N802
+            ours.remove(dpy)
+            return real.XCloseDisplay(dpy)
+
+    monkeypatch.setattr(x11, "_xlib", lambda: Counting())
+    held_when_created: list[int] = []
+    monkeypatch.setattr(cv2, "namedWindow", lambda *a: held_when_created.append(len(ours)))
+    for name in ("resizeWindow", "moveWindow", "setWindowProperty"):
+        monkeypatch.setattr(cv2, name, lambda *a: None)
+    with running_xvfb() as display:
+        monkeypatch.setenv("DISPLAY", display)
+        WindowOutput(monitor=0).open(W, H, 30)
+    assert held_when_created == [1], "a probe connection is open while the window connects"
+    assert ours == [], "and closed once the window exists"
+
+
 def test_window_starts_fullscreen_on_the_chosen_monitor(display: str, tmp_path: Path) -> None:
     assert x11.monitors(display) == [x11.Rect(0, 0, 1280, 720)]
     with pytest.raises(UsageError, match="no monitor 2; monitors are 0: 1280x720"):

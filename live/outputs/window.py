@@ -116,17 +116,24 @@ class WindowOutput(Output):
     def open(self, width: int, height: int, fps: float) -> None:
         """Create the window. Raises UnavailableError when there is no display to show it on,
         UsageError for a monitor that does not exist."""
-        linux = sys.platform.startswith("linux")
-        if linux:
+        if sys.platform.startswith("linux"):
             display = os.environ.get("DISPLAY")
             if not display:
                 raise UnavailableError(f"no display: set DISPLAY or run headless with {NO_WINDOW}")
-            # Qt aborts the process on an unreachable display; ask first, while we can explain.
-            if x11.can_connect(display) is False:
-                raise UnavailableError(f"cannot connect to display {display}: is the X server running and may this user use it? Or run headless with {NO_WINDOW}")
-            rects = x11.monitors(display)
+            # Held until Qt has connected: our probes must not leave the server without clients
+            # (it resets, and Qt aborts on a refused connection). See x11.held.
+            with x11.held(display) as reachable:
+                # Qt aborts the process on an unreachable display; ask first, while we can explain.
+                if reachable is False:
+                    raise UnavailableError(f"cannot connect to display {display}: is the X server running and may this user use it? Or run headless with {NO_WINDOW}")
+                self._create(width, height, x11.monitors(display))
         else:
-            rects = None
+            self._create(width, height, None)
+        if self.hide_cursor:
+            log.info("the window cannot hide the mouse pointer (OpenCV has no way to); on X11 run 'unclutter -idle 0.5' or park the pointer on another monitor")
+        log.info("window %r open%s", self.title, " fullscreen" if self.fullscreen else "")
+
+    def _create(self, width: int, height: int, rects: list[x11.Rect] | None) -> None:
         if self.monitor is not None:
             if rects is None:
                 raise UsageError("monitors cannot be listed on this system; place the window with a position instead")
@@ -144,9 +151,6 @@ class WindowOutput(Output):
         self._place_normal()
         if self.fullscreen:
             self._set_fullscreen(True)
-        if self.hide_cursor:
-            log.info("the window cannot hide the mouse pointer (OpenCV has no way to); on X11 run 'unclutter -idle 0.5' or park the pointer on another monitor")
-        log.info("window %r open%s", self.title, " fullscreen" if self.fullscreen else "")
 
     def _origin(self) -> tuple[int, int] | None:
         if self.position is not None:

@@ -8,11 +8,13 @@ libraries are missing (not Linux, Wayland-only systems), and callers then skip t
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import functools
 import logging
 import time
+from collections.abc import Iterator
 from typing import NamedTuple
 
 log = logging.getLogger(__name__)
@@ -97,6 +99,27 @@ def can_connect(display: str | None = None) -> bool | None:
         return False
     x11.XCloseDisplay(dpy)
     return True
+
+
+@contextlib.contextmanager
+def held(display: str | None = None) -> Iterator[bool | None]:
+    """One connection to ``display`` kept open for the ``with`` block; yields what
+    :func:`can_connect` would answer (True, False, or None without libX11).
+
+    Open a window inside the block. A server whose last client leaves resets and refuses
+    connections for a moment; were the show's probes the only clients, each one closing would
+    start such a reset, and Qt's own connection, made right after, could land in it (Qt then
+    aborts the process). Held until the window has connected, ours is never the last one."""
+    x11 = _xlib()
+    if x11 is None:
+        yield None
+        return
+    dpy = _open(x11, display)
+    try:
+        yield bool(dpy)
+    finally:
+        if dpy:
+            x11.XCloseDisplay(dpy)
 
 
 def monitors(display: str | None = None) -> list[Rect] | None:
