@@ -363,3 +363,24 @@ def test_a_damaged_plan_is_refused_in_one_line(two_shots: Path, tmp_path: Path, 
     err = capsys.readouterr().err
     assert code == 65, err
     assert err.count("deepdream-live: error: cannot read the render plan") == 1 and "Traceback" not in err
+
+
+def test_a_restart_is_counted_when_the_driver_first_reads_the_segment_after_its_retry_began(tmp_path: Path) -> None:
+    """A busy driver may read a segment's attempts file only once the retry has added its line
+    too: the first attempt was never seen running, yet its worker died and that is reported."""
+    from types import SimpleNamespace
+
+    from live.render.status import Monitor
+
+    segment = SimpleNamespace(index=0, start=0, end=8, warmup=0, boundary="start", frames=8)
+    plan = SimpleNamespace(segments=(segment,), frames=8, source="film.mkv", scan=SimpleNamespace(unreadable=None))
+    folder = tmp_path / "segments"
+    folder.mkdir()
+    (folder / "seg-0000.attempts").write_text(
+        json.dumps({"pid": 11, "host": "a"}) + "\n" + json.dumps({"pid": 12, "host": "b"}) + "\n")
+    monitor = Monitor(plan, folder, tmp_path / "status.json", [], progress=False)  # type: ignore[arg-type]
+    monitor.refresh(force=True)
+    assert monitor.restarts == 1
+    assert "its worker (pid 11 on a)" in monitor.events[-1]["text"] and "pid 12 on b" in monitor.events[-1]["text"]
+    monitor.refresh(force=True)  # read again, nothing new: counted once
+    assert monitor.restarts == 1

@@ -113,14 +113,16 @@ class Monitor:
 
     def _attempts_changed(self, index: int, st: dict[str, Any]) -> None:
         attempts = self._attempts(index)
-        if len(attempts) > st["attempts"] >= 1:
+        # Every attempt after the first is a restart, also when the first was never seen here (a
+        # busy driver can read the file only after the retry has written its line too).
+        for k in range(max(st["attempts"], 1), len(attempts)):
             last = self._last_progress.get(index, {})
-            before = attempts[st["attempts"] - 1]
+            before = attempts[k - 1]
             self.restarts += 1
             self.event(f"segment {index}: its worker (pid {before.get('pid')} on {before.get('host')}) stopped after "
                        f"{last.get('warmup_done', 0)} warm-up and {last.get('frames', 0)} of {st['end'] - st['start']} "
-                       f"frames without finishing; started again by pid {attempts[-1].get('pid')} on "
-                       f"{attempts[-1].get('host')} (attempt {len(attempts)})", logging.WARNING)
+                       f"frames without finishing; started again by pid {attempts[k].get('pid')} on "
+                       f"{attempts[k].get('host')} (attempt {k + 1})", logging.WARNING)
         st["attempts"] = len(attempts)
         st["pid"] = attempts[-1].get("pid") if attempts else None
 
