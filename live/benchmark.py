@@ -420,8 +420,10 @@ class ProjectRun:
         fanout = Fanout([self.keep, *outputs])  # ``outputs``: more to feed, e.g. a recorder (make gpu-check)
         fanout.open(*(output_size or (width, height)), 240)
         self.source, self.meter, self.dream = source, meter, f"{round32(width)}x{round32(height)}"
+        # present="dream": every frame out is a dreamed one, in step with the dreamer, so figures are
+        # per dreamed frame and runs of the same frames compare (bench/two_paces.py times the camera's pace)
         self.loop = LiveLoop(source, model, backend, self.registry, fanout, seed=seed,  # type: ignore[arg-type]
-                             status_every=3600, output_size=output_size)
+                             status_every=3600, output_size=output_size, present="dream")
         self.loop.run(max_frames=warmup)  # feedback settles; cuDNN autotuning, CUDA graph capture, allocator
         self.frames, self.seconds, self.latency, self.cpu_seconds = 0, 0.0, 0.0, 0.0
         self.stages: dict[str, float] = {}
@@ -438,7 +440,7 @@ class ProjectRun:
         self.frames += report.frames
         self.seconds += report.seconds
         self.latency += report.latency_ms * report.frames
-        for stage, t in self.loop.clock.totals.items():
+        for stage, t in self.loop.stage_totals().items():
             self.stages[stage] = self.stages.get(stage, 0.0) + t
 
     def figures(self) -> LoopFigures:

@@ -112,9 +112,19 @@ class Compositor:
         frame at the output size is kept for :meth:`compose`."""
         raise NotImplementedError
 
+    def keep_camera(self, bgr: np.ndarray, output_size: Size) -> None:
+        """Only keep the camera frame at the output size for :meth:`compose_residual` (the
+        presenter's path: it shows a residual dreamed elsewhere, so needs no dream-size copy)."""
+        raise NotImplementedError
+
     def compose(self, cam: Tensor, dreamed: Tensor, mix: float) -> Any:
         """The shown frame: the uploaded camera at the output size plus ``mix`` times the upsampled
         residual ``dreamed - cam``. Returns what :meth:`download` takes."""
+        return self.compose_residual(dreamed - cam, mix)
+
+    def compose_residual(self, residual: Tensor, mix: float) -> Any:
+        """The shown frame: the kept camera at the output size plus ``mix`` times ``residual``
+        (model space, (1, 3, dream h, dream w)) upsampled. Returns what :meth:`download` takes."""
         raise NotImplementedError
 
     def download(self, shown: Any) -> np.ndarray:
@@ -132,9 +142,12 @@ class HostCompositor(Compositor):
         super().__init__(space, torch.device("cpu"))
         self._cam_out: np.ndarray | None = None
 
+    def keep_camera(self, bgr: np.ndarray, output_size: Size) -> None:
+        self._cam_out, self.output_size = self._at_output_size(bgr, output_size), output_size
+
     def upload(self, bgr: np.ndarray, output_size: Size, dream_size: Size) -> Tensor:
-        cam_out = self._at_output_size(bgr, output_size)
-        self._cam_out, self.output_size = cam_out, output_size
+        self.keep_camera(bgr, output_size)
+        cam_out = self._cam_out
         if output_size == dream_size:
             small = cam_out
         else:
@@ -145,24 +158,29 @@ class HostCompositor(Compositor):
         return self.space.to_model(rgb01)
 
     def compose(self, cam: Tensor, dreamed: Tensor, mix: float) -> np.ndarray:
-        if self._cam_out is None or self.output_size is None:
-            raise RuntimeError("compose() before upload()")
         dh, dw = cam.shape[-2:]
         diff = self._buffers.get(("diff", dw, dh), lambda: torch.empty(3, dh, dw))
         torch.sub(dreamed[0], cam[0], out=diff)
+        return self.compose_residual(diff[None], mix)
+
+    def compose_residual(self, residual: Tensor, mix: float) -> np.ndarray:
+        if self._cam_out is None or self.output_size is None:
+            raise RuntimeError("compose() before upload()")
+        diff = residual[0]
+        dh, dw = diff.shape[-2:]
         # the residual in BGR grey levels, laid out (h, w, 3) for OpenCV
-        residual = self._buffers.get(("residual", dw, dh), lambda: np.empty((dh, dw, 3), np.float32))
-        planes = torch.from_numpy(residual).permute(2, 0, 1)
+        levels = self._buffers.get(("residual", dw, dh), lambda: np.empty((dh, dw, 3), np.float32))
+        planes = torch.from_numpy(levels).permute(2, 0, 1)
         scale = self._residual_scale(mix)
         for out_c, model_c in enumerate(self._to_bgr):
             torch.mul(diff[model_c], scale[model_c], out=planes[out_c])
         ow, oh = self.output_size
         if (ow, oh) != (dw, dh):
             up = self._buffers.get(("up", ow, oh), lambda: np.empty((oh, ow, 3), np.float32))
-            residual = cv2.resize(residual, (ow, oh), dst=up, interpolation=cv2.INTER_LINEAR)
+            levels = cv2.resize(levels, (ow, oh), dst=up, interpolation=cv2.INTER_LINEAR)
         shown = np.empty((oh, ow, 3), np.uint8)
         # uint8 + float32 -> uint8: rounded and saturated at 0 and 255, i.e. clamped to valid pixels
-        cv2.add(self._cam_out, residual, dst=shown, dtype=cv2.CV_8U)
+        cv2.add(self._cam_out, levels, dst=shown, dtype=cv2.CV_8U)
         return shown
 
     def download(self, shown: np.ndarray) -> np.ndarray:
@@ -178,7 +196,10 @@ class DeviceCompositor(Compositor):
         super().__init__(space, device)
         self._cam_out: Tensor | None = None
 
-    def upload(self, bgr: np.ndarray, output_size: Size, dream_size: Size) -> Tensor:
+    def keep_camera(self, bgr: np.ndarray, output_size: Size) -> None:
+        self._keep(bgr, output_size)
+
+    def _keep(self, bgr: np.ndarray, output_size: Size) -> Tensor:
         host = torch.from_numpy(np.ascontiguousarray(self._at_output_size(bgr, output_size)))
         ow, oh = output_size
         if self.device.type == "cuda":
@@ -192,6 +213,11 @@ class DeviceCompositor(Compositor):
         else:
             dev = host
         self._cam_out, self.output_size = dev, output_size
+        return dev
+
+    def upload(self, bgr: np.ndarray, output_size: Size, dream_size: Size) -> Tensor:
+        dev = self._keep(bgr, output_size)
+        ow, oh = output_size
         full = dev.permute(2, 0, 1)[None].float()  # BGR 0..255
         if output_size != dream_size:
             shrinking = dream_size[0] * dream_size[1] < ow * oh
@@ -199,10 +225,10 @@ class DeviceCompositor(Compositor):
                                  antialias=shrinking)
         return self.space.to_model(full.flip(1).div_(255.0))
 
-    def compose(self, cam: Tensor, dreamed: Tensor, mix: float) -> Tensor:
+    def compose_residual(self, residual: Tensor, mix: float) -> Tensor:
         if self._cam_out is None or self.output_size is None:
             raise RuntimeError("compose() before upload()")
-        residual = (dreamed - cam) * self._residual_scale(mix).view(1, 3, 1, 1)
+        residual = residual * self._residual_scale(mix).view(1, 3, 1, 1)
         residual = residual[:, self._to_bgr]
         ow, oh = self.output_size
         if residual.shape[-2:] != (oh, ow):
@@ -215,7 +241,18 @@ class DeviceCompositor(Compositor):
 
     def download(self, shown: Tensor) -> np.ndarray:
         # The one device-to-host copy; on the CPU a copy too, since ``shown`` is a reused buffer.
-        return shown.to("cpu", copy=True).numpy()
+        if self.device.type != "cuda":
+            return shown.to("cpu", copy=True).numpy()
+        # On CUDA through a pinned buffer, waiting on an event recorded after this frame's compose:
+        # the caller waits for its own stream's work only, never for a dream running on another
+        # stream, and makes no stream-wide synchronisation (docs/architecture.md, "Two paces").
+        host = self._buffers.get(("pinned-shown", tuple(shown.shape)),
+                                 lambda: torch.empty(tuple(shown.shape), dtype=torch.uint8).pin_memory())
+        host.copy_(shown, non_blocking=True)
+        done = torch.cuda.Event()
+        done.record()
+        done.synchronize()
+        return host.numpy().copy()
 
 
 def make_compositor(space: InputSpace, device: torch.device) -> Compositor:
