@@ -44,7 +44,7 @@ from live.limits import DreamLimit
 from live.model import Model
 from live.objectives import Objective
 from live.outputs import Fanout
-from live.presenter import MODES, Presenter
+from live.presenter import CARRY_PRESET, Presenter
 from live.service.heartbeat import Heartbeat
 from live.sources import Source, Status
 from live.stages import STAGES, StageClock  # noqa: F401 - STAGES: every stage's name, for gpu-check
@@ -92,6 +92,7 @@ class LiveLoop:
         present: str = "camera",
         overlay: bool = False,
         flow_preset: str = "fast",
+        carry_preset: str = CARRY_PRESET,
         carry_method: str = "direct",
         seed: int | None = None,
         screenshot_dir: Path = Path("."),
@@ -122,7 +123,7 @@ class LiveLoop:
                                     flow_preset=flow_preset, seed=seed, idle=idle, governor=governor)
         self.presenter = Presenter(
             source, outputs, registry, self.handoff, self.dream_loop, model.space, self.device,
-            morpher=self.morpher, present=present, flow_preset=flow_preset, carry_method=carry_method,
+            morpher=self.morpher, present=present, carry_preset=carry_preset, carry_method=carry_method,
             overlay=overlay, overlay_lines=self._overlay_lines, screenshot_dir=screenshot_dir, hours=hours,
             closed_look=closed_look, cycler=cycler, idle=idle, on_tick=on_tick, output_size=output_size,
         )  # fmt: skip

@@ -55,6 +55,9 @@ MODES = ("camera", "dream")
 BUDGET = 0.5  # of a camera frame: the longest the presenter waits for its own frame's dream
 DEFAULT_PERIOD = 1.0 / 30.0  # s between camera frames until the source's own rate is seen
 PERIOD_FRAMES = 15  # recent camera frames the period is the median of
+# DIS preset of the flow that carries the dream: medium is sharper at motion boundaries than fast,
+# which the disocclusion checks need (README, "Two paces")
+CARRY_PRESET = "medium"
 DREAM_WAIT_SLICE = 0.25  # s: dream mode looks at stop and the dreamer's state this often while it waits
 
 
@@ -78,7 +81,7 @@ class Presenter:
         *,
         morpher: Morpher,
         present: str = "camera",
-        flow_preset: str = "fast",
+        carry_preset: str = CARRY_PRESET,
         carry_method: str = "direct",
         overlay: bool = False,
         overlay_lines: Callable[[], list[str]] = lambda: [],
@@ -103,8 +106,8 @@ class Presenter:
         self.on_tick = on_tick  # once per iteration, on this thread (config reload)
         self.output_size = output_size
         self.compositor = make_compositor(space, device)
-        self.reprojector = Reprojector(flow_preset, carry_method)
-        self._greys = temporal.FlowEstimator(flow_preset)  # its grey(): the size all flow runs at
+        self.reprojector = Reprojector(carry_preset, carry_method)
+        self._greys = temporal.FlowEstimator(carry_preset)  # its grey(): the size all flow runs at
         self.clock = StageClock(PRESENT_STAGES)
         self.stream = torch.cuda.Stream(device) if device.type == "cuda" else None
         self.stop_reason = ""

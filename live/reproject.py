@@ -45,6 +45,9 @@ METHODS = ("direct", "accumulated")
 # in pixels of the small flow image.
 FB_ALPHA = 0.01
 FB_BETA = 0.5
+COVERAGE = 0.5  # of a pixel's worth of the dreamed frame landing on a shown pixel (bilinear splat)
+PHOTO_TOLERANCE = 6.0  # grey levels (of 255) a carried pixel may differ by, camera noise and all
+PHOTO_SLACK_PX = 1.0  # and the difference a flow off by this much makes at an edge
 HISTORY = 240  # consecutive steps kept for ``accumulated`` (8 s at 30 fps: older dreams are not carried)
 
 
@@ -155,7 +158,7 @@ class Reprojector:
         back = self._dis_back.calc(shot.grey, dream.shot.grey, self._seed_back)
         fwd = self._dis_fwd.calc(dream.shot.grey, shot.grey, self._seed_fwd)
         self._seed_back, self._seed_fwd = back.copy(), fwd.copy()
-        return back, fb_valid(back, fwd, self._grid(back.shape[:2]))
+        return back, reliable(back, fwd, shot.grey, dream.shot.grey, self._grid(back.shape[:2]))
 
     def _accumulated(self, dream: Dream, shot: Shot) -> tuple[np.ndarray, np.ndarray] | None:
         chain = self._chain
@@ -165,7 +168,7 @@ class Reprojector:
             if start != chain.upto or end > shot.sequence:
                 continue
             grid = self._grid(back.shape[:2])
-            ok = fb_valid(back, fwd, grid)
+            ok = agree(back, fwd, grid) * covered(fwd, grid)
             if chain.back is None or chain.valid is None:
                 chain.back, chain.valid = back.copy(), ok
             else:
@@ -178,7 +181,7 @@ class Reprojector:
         self._chain = chain
         if chain.back is None or chain.valid is None or chain.upto != shot.sequence:
             return None  # a step is missing: the dreamed frame was not observed, or is too old
-        return chain.back, chain.valid
+        return chain.back, chain.valid * alike(chain.back, shot.grey, dream.shot.grey, self._grid(chain.back.shape[:2]))
 
     def _grid(self, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
         grid = self._grids.get(shape)
@@ -202,22 +205,64 @@ class Reprojector:
         return field
 
 
-def fb_valid(back: np.ndarray, fwd: np.ndarray, grid: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
-    """1.0 where the backward flow ``back`` (shown → dreamed frame) and the forward flow ``fwd``
-    (dreamed → shown) agree and ``back`` stays inside the picture, else 0.0; (h, w) float32."""
-    h, w = back.shape[:2]
+def reliable(back: np.ndarray, fwd: np.ndarray, now: np.ndarray, then: np.ndarray,
+             grid: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    """1.0 where the flow from the shown frame ``now`` back to the dreamed frame ``then`` (small grey
+    images) can carry the dream, else 0.0; (h, w) float32. Each check answers a known failure:
+    :func:`agree` (occlusions, motion boundaries), :func:`covered` (a region just uncovered, over
+    which a smooth flow field drags the occluder's motion so that the forward-backward check
+    passes), :func:`alike` (a match that does not look like the picture) and the flow pointing
+    outside the picture."""
+    return agree(back, fwd, grid) * covered(fwd, grid) * alike(back, now, then, grid)
+
+
+def covered(fwd: np.ndarray, grid: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    """1.0 where some pixel of the dreamed frame lands, moved along the forward flow ``fwd``;
+    0.0 where none does: what was hidden then (a disocclusion), whatever the backward flow says."""
+    h, w = fwd.shape[:2]
+    x, y = (grid[0] + fwd[..., 0]).ravel(), (grid[1] + fwd[..., 1]).ravel()
+    x0, y0 = np.floor(x), np.floor(y)
+    fx, fy = x - x0, y - y0
+    x0, y0 = x0.astype(np.int64), y0.astype(np.int64)
+    hits = np.zeros(h * w, np.float32)
+    for dx, dy, weight in ((0, 0, (1 - fx) * (1 - fy)), (1, 0, fx * (1 - fy)), (0, 1, (1 - fx) * fy), (1, 1, fx * fy)):
+        xi, yi = x0 + dx, y0 + dy
+        keep = (xi >= 0) & (xi < w) & (yi >= 0) & (yi < h)
+        hits += np.bincount(yi[keep] * w + xi[keep], weights=weight[keep], minlength=h * w).astype(np.float32)
+    return (cv2.blur(hits.reshape(h, w), (3, 3)) >= COVERAGE).astype(np.float32)
+
+
+def agree(back: np.ndarray, fwd: np.ndarray, grid: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    """The forward-backward check (Sundaram et al. 2010): 1.0 where the backward flow ``back``
+    (now → then) and the forward flow ``fwd`` (then → now), sampled where ``back`` points, cancel."""
     mx, my = grid[0] + back[..., 0], grid[1] + back[..., 1]
     fwd_there = cv2.remap(fwd, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
     total = back + fwd_there
     err = (total * total).sum(axis=2)
     tol = FB_ALPHA * ((back * back).sum(axis=2) + (fwd_there * fwd_there).sum(axis=2)) + FB_BETA
+    return (err <= tol).astype(np.float32)
+
+
+def alike(back: np.ndarray, now: np.ndarray, then: np.ndarray, grid: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    """1.0 where ``then`` sampled along ``back`` looks like ``now`` (the mean brightness difference
+    removed, so an exposure change does not count) and ``back`` points inside the picture."""
+    h, w = back.shape[:2]
+    mx, my = grid[0] + back[..., 0], grid[1] + back[..., 1]
+    here = now.astype(np.float32)
+    seen = cv2.remap(then, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE).astype(np.float32)
+    diff = seen - here
+    diff -= float(diff.mean())
+    # A flow off by a fraction of a pixel differs by that fraction of the local gradient: edges may
+    # differ more than flat parts (Sobel is 8x the gradient per pixel).
+    slope = np.abs(cv2.Sobel(here, cv2.CV_32F, 1, 0)) + np.abs(cv2.Sobel(here, cv2.CV_32F, 0, 1))
+    close = np.abs(cv2.blur(diff, (3, 3))) <= PHOTO_TOLERANCE + PHOTO_SLACK_PX * cv2.blur(slope, (3, 3)) / 8.0
     inside = (mx >= 0) & (mx <= w - 1) & (my >= 0) & (my <= h - 1)
-    return ((err <= tol) & inside).astype(np.float32)
+    return (close & inside).astype(np.float32)
 
 
 def fade_weight(valid: np.ndarray) -> np.ndarray:
-    """How much of the carried residual to keep per pixel: the check's verdict with the failures
-    grown by one pixel (bilinear sampling reaches one pixel across) and softened, so a
-    disocclusion gets no residual at all and its border no hard seam."""
+    """How much of the carried residual to keep per pixel: the checks' verdict with the failures
+    grown by one pixel (bilinear sampling reaches one pixel across) and softened, so a failed
+    region gets no residual at all and its border no hard seam."""
     grown = cv2.erode(valid, np.ones((3, 3), np.uint8), borderType=cv2.BORDER_REPLICATE)
     return cv2.blur(grown, (3, 3), borderType=cv2.BORDER_REPLICATE) * grown
