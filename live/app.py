@@ -256,6 +256,7 @@ class LiveLoop:
             "fps": round(self.clock.fps(), 2),
             "dream_fps": round(self.dream_clock.fps(), 2),
             "dream_age_ms": round(age, 1) if age is not None else -1.0,
+            "latency_ms": round(self.clock.mean_latency_ms(), 1),
             "present": self.present,
             "layer": objective.layers[-1] if objective.layers else "",
             "objective": str(objective),
@@ -266,7 +267,6 @@ class LiveLoop:
             "weights": "random" if self.model.weights.is_random else self.model.weights.kind,
             "outputs": self.outputs.summary(),  # state, bitrate and drops per output; keys masked
             # for the web page's status panel
-            "latency_ms": round(self.clock.mean_latency_ms(), 1),
             "output_size": f"{last.shape[1]}x{last.shape[0]}" if last is not None else "",
             "source_dropped": self.source.dropped,
             "governor": _governor_state(self.governor),

@@ -84,7 +84,8 @@ MAX_PACKET = 8192  # controllers send tens of bytes; anything bigger is counted 
 FEEDBACK_INTERVAL = 0.02  # s between feedback flushes: 50 Hz is smoother than any touch screen
 LOG_EVERY = 10.0  # s between two log lines of the same error kind
 STATUS_EVERY = 1.0  # s between status pushes to the feedback targets
-STATUS_FIELDS = ("fps", "layer", "backend", "size", "outputs")  # what the app's status() is expected to return
+# among what the app's status() returns: both paces' rates, latency and the dream's age first
+STATUS_FIELDS = ("fps", "dream_fps", "dream_age_ms", "layer", "backend", "size", "outputs")
 ACTIONS = ("preset/load", "preset/save", "morph", "learn", "record/start", "record/stop")
 STREAM_ENABLE = re.compile(r"stream/([1-9][0-9]?)/enable")  # one action per configured stream
 ERROR_ADDRESS = f"{PREFIX}/error"  # the answer to a refused message: /dream/error <address> <reason>
