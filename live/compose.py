@@ -2,7 +2,7 @@
 
 The outputs (window, virtual camera, recording) run at the *output size*: the source's own
 resolution unless the operator names one. The dream runs at the *dream size* (a multiple of 32,
-what the governor and ``calibrate`` trim). Per frame (docs/architecture.md, "One frame" and
+what the governor and ``calibrate`` trim). Per frame (docs/architecture.md, "Two paces" and
 "Frame budget")::
 
     cam = compositor.upload(bgr, output_size, dream_size)  # the camera at the dream size, model space

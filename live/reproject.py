@@ -151,7 +151,7 @@ class Reprojector:
     def _direct(self, dream: Dream, shot: Shot) -> tuple[np.ndarray, np.ndarray]:
         if self._direct_key != dream.number:
             # A new dreamed frame: fresh instances (DIS keeps its last field inside and starts
-            # from it; docs/architecture.md, "One frame"), no seeds.
+            # from it; live/temporal.py, FlowEstimator.reset), no seeds.
             self._direct_key = dream.number
             self._dis_back, self._dis_fwd = self._new_dis(), self._new_dis()
             self._seed_back = self._seed_fwd = None

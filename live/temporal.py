@@ -1,4 +1,4 @@
-"""Temporal feedback for the live loop (docs/architecture.md, "One frame", step 4).
+"""Temporal feedback for the live loop (docs/architecture.md, "Two paces": the dreamer, step 2).
 
 Per frame::
 

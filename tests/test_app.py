@@ -14,6 +14,7 @@ import threading
 import time
 from pathlib import Path
 
+import av
 import cv2
 import numpy as np
 import pytest
@@ -70,6 +71,9 @@ def test_a_real_clip_through_the_whole_loop_to_the_recorder(checkpoint: Path, tm
     assert video.isOpened()
     # recorded at the clip's own size, not the 128x96 the dream ran at
     assert (int(video.get(cv2.CAP_PROP_FRAME_WIDTH)), int(video.get(cv2.CAP_PROP_FRAME_HEIGHT))) == (192, 144)
+    # ...and at its rate: every camera frame goes out, so the recording declares the clip's 6 fps (not fps_cap)
+    with av.open(str(out)) as container:
+        assert container.streams.video[0].codec_context.framerate == 6
     decoded = []
     while True:
         ok, frame = video.read()

@@ -63,7 +63,7 @@ def test_graph_and_eager_ascend_alike(model) -> None:
     assert cos > 0.99
 
 
-def test_live_loop_on_cuda_pipelines_and_captures_once(model) -> None:
+def test_live_loop_on_cuda_dreams_each_frame_and_captures_once(model) -> None:
     import cv2
     import numpy as np
 
@@ -86,13 +86,55 @@ def test_live_loop_on_cuda_pipelines_and_captures_once(model) -> None:
     fan = Fanout([out])
     fan.open(640, 352, 240)
     with ImageSource(photo_path("coffee.png"), fps=240) as photo:
-        loop = LiveLoop(photo, model, backend, registry, fan, status_every=3600)
-        assert loop.pipelined
+        loop = LiveLoop(photo, model, backend, registry, fan, status_every=3600, present="dream")
+        assert loop.dream_loop.stream is not None and loop.presenter.stream is not None  # a stream each
         report = loop.run(max_frames=12)
-    assert report.frames == out.sent == 12
+    assert report.frames == out.sent == 12 and report.dreams >= 12
     camera = cv2.imread(str(photo_path("coffee.png")))  # outputs at the photo's own size, the dream at 640x352
     assert out.last.shape == camera.shape and np.abs(out.last.astype(int) - camera).mean() > 2
     assert backend.stats.graph_captures == 1
+
+
+def test_the_presenter_never_synchronises_on_the_dream(model, caplog) -> None:
+    """At the camera's pace on CUDA the dream runs on its own stream, and neither pace makes a
+    synchronising call in its steady state: PyTorch's sync debug mode turns any such call into an
+    error (in the presenter it would end the run; in the dreamer it would fail the dream, which is
+    logged). Warm-up first: graph capture, cached grids and pinned buffers may synchronise once."""
+    import logging
+
+    from live.app import LiveLoop
+    from live.control.params import Registry
+    from live.outputs import Fanout, NullOutput
+    from live.sources import ImageSource
+    from tests.conftest import photo_path
+
+    class Keep(NullOutput):
+        def send(self, frame, timestamp=None):
+            self.last = frame.copy()
+            super().send(frame)
+
+    caplog.set_level(logging.WARNING)
+    dev = torch.device("cuda")
+    registry = Registry()
+    registry.update({"width": 960, "height": 544, "steps": 4, "fps_cap": 240})
+    out = Keep()
+    fan = Fanout([out])
+    fan.open(1280, 720, 60)
+    with ImageSource(photo_path("coffee.png"), fps=60) as photo:
+        loop = LiveLoop(photo, model, TorchBackend(model, dev), registry, fan, status_every=3600,
+                        output_size=(1280, 720))
+        warm = loop.run(max_frames=60)
+        assert warm.dreams >= 2, warm
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            report = loop.run(max_frames=120)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    assert report.frames == 120 and report.dreams >= 2, report
+    assert loop.dream_loop.degraded() is None and "the dream failed" not in caplog.text, caplog.text
+    assert out.last.shape == (720, 1280, 3)
+    print(f"presenter {report.fps:.1f} fps, dreams {report.dream_fps:.1f} a second, latency "
+          f"{report.latency_ms:.1f} ms (p95 {report.latency_p95_ms:.1f}), dream age {report.dream_age_ms} ms")
 
 
 @pytest.mark.parametrize("model_name", ["torchvision", "bvlc"])
