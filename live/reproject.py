@@ -75,7 +75,7 @@ class Reprojector:
             raise UsageError(f"unknown reprojection method {method!r}; choose one of {', '.join(METHODS)}")
         self.preset, self.method = preset, method
         self.flow_ms = 0.0  # summed wall time of flow and check, for the per-stage budget
-        self._grids: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
+        self._grids: dict[tuple[int, int], np.ndarray] = {}
         # direct: fields of the last carry, seeds for the next while the dream is the same
         self._direct_key: int | None = None
         self._seed_back: np.ndarray | None = None
@@ -87,6 +87,8 @@ class Reprojector:
         self._step_dis = (self._new_dis(), self._new_dis())
         self._step_seeds: tuple[np.ndarray | None, np.ndarray | None] = (None, None)
         self._chain: _Chain | None = None
+        self._planes_of: int | None = None
+        self._planes_array = np.zeros((0, 0, 3), np.float32)
 
     def _new_dis(self):
         return cv2.DISOpticalFlow_create(PRESETS[self.preset])
@@ -142,11 +144,27 @@ class Reprojector:
         weight = fade_weight(valid)
         field = self._at_dream_size(back, weight, residual.shape[-2:])
         self.flow_ms += (time.perf_counter() - t0) * 1e3
+        if residual.device.type == "cpu" and residual.dtype == torch.float32:
+            # OpenCV's remap on the host: a third of grid_sample's time here, and its threads are
+            # OpenCV's, not the dream's OpenMP team (docs/architecture.md, "Two paces")
+            planes = self._planes(dream)
+            where = self._grid(planes.shape[:2]) + field[..., :2]
+            moved = cv2.remap(planes, where, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+            moved *= field[..., 2:3]
+            return torch.from_numpy(moved).permute(2, 0, 1)[None]
         dev = torch.from_numpy(field).permute(2, 0, 1)[None]
         if residual.device.type == "cuda":
             dev = dev.pin_memory().to(residual.device, non_blocking=True)
         flow_t, weight_t = dev[:, :2], dev[:, 2:]
         return warp(residual, flow_t).mul_(weight_t.to(residual.dtype))
+
+    def _planes(self, dream: Dream) -> np.ndarray:
+        """The dream's residual as one (h, w, 3) float32 array (made once per dream)."""
+        if self._planes_of != dream.number:
+            assert dream.residual is not None
+            self._planes_of = dream.number
+            self._planes_array = np.ascontiguousarray(dream.residual[0].permute(1, 2, 0).numpy())
+        return self._planes_array
 
     def _direct(self, dream: Dream, shot: Shot) -> tuple[np.ndarray, np.ndarray]:
         if self._direct_key != dream.number:
@@ -173,21 +191,21 @@ class Reprojector:
                 chain.back, chain.valid = back.copy(), ok
             else:
                 # the chain so far, sampled where the newest step says each pixel came from
-                mx, my = grid[0] + back[..., 0], grid[1] + back[..., 1]
-                chain.back = back + cv2.remap(chain.back, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-                chain.valid = ok * cv2.remap(chain.valid, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
-                                             borderValue=0.0)
+                where = grid + back
+                chain.back = back + cv2.remap(chain.back, where, None, cv2.INTER_LINEAR,
+                                              borderMode=cv2.BORDER_REPLICATE)
+                chain.valid = ok * cv2.remap(chain.valid, where, None, cv2.INTER_LINEAR,
+                                             borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
             chain.upto = end
         self._chain = chain
         if chain.back is None or chain.valid is None or chain.upto != shot.sequence:
             return None  # a step is missing: the dreamed frame was not observed, or is too old
         return chain.back, chain.valid * alike(chain.back, shot.grey, dream.shot.grey, self._grid(chain.back.shape[:2]))
 
-    def _grid(self, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    def _grid(self, shape: tuple[int, int]) -> np.ndarray:
         grid = self._grids.get(shape)
         if grid is None:
-            h, w = shape
-            grid = self._grids[shape] = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
+            grid = self._grids[shape] = pixel_grid(*shape)
         return grid
 
     @staticmethod
@@ -205,58 +223,62 @@ class Reprojector:
         return field
 
 
-def reliable(back: np.ndarray, fwd: np.ndarray, now: np.ndarray, then: np.ndarray,
-             grid: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+def pixel_grid(height: int, width: int) -> np.ndarray:
+    """(height, width, 2) float32: each pixel's own (x, y), what a flow is added to for a map."""
+    xs, ys = np.meshgrid(np.arange(width, dtype=np.float32), np.arange(height, dtype=np.float32))
+    return np.dstack([xs, ys])
+
+
+def reliable(back: np.ndarray, fwd: np.ndarray, now: np.ndarray, then: np.ndarray, grid: np.ndarray) -> np.ndarray:
     """1.0 where the flow from the shown frame ``now`` back to the dreamed frame ``then`` (small grey
-    images) can carry the dream, else 0.0; (h, w) float32. Each check answers a known failure:
-    :func:`agree` (occlusions, motion boundaries), :func:`covered` (a region just uncovered, over
-    which a smooth flow field drags the occluder's motion so that the forward-backward check
-    passes), :func:`alike` (a match that does not look like the picture) and the flow pointing
-    outside the picture."""
-    return agree(back, fwd, grid) * covered(fwd, grid) * alike(back, now, then, grid)
+    images) can carry the dream, else 0.0; (h, w) float32. ``grid``: :func:`pixel_grid` of their
+    size. Each check answers a known failure: :func:`agree` (occlusions, motion boundaries),
+    :func:`covered` (a region just uncovered, over which a smooth flow field drags the occluder's
+    motion so that the forward-backward check passes), :func:`alike` (a match that does not look
+    like the picture) and the flow pointing outside the picture."""
+    where = grid + back
+    return agree(back, fwd, grid, where) * covered(fwd, grid) * alike(back, now, then, grid, where)
 
 
-def covered(fwd: np.ndarray, grid: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
-    """1.0 where some pixel of the dreamed frame lands, moved along the forward flow ``fwd``;
-    0.0 where none does: what was hidden then (a disocclusion), whatever the backward flow says."""
+def covered(fwd: np.ndarray, grid: np.ndarray) -> np.ndarray:
+    """1.0 where some pixel of the dreamed frame lands, moved along the forward flow ``fwd``
+    (to the nearest pixel, counted over 3x3); 0.0 where none does: what was hidden then (a
+    disocclusion), whatever the backward flow says."""
     h, w = fwd.shape[:2]
-    x, y = (grid[0] + fwd[..., 0]).ravel(), (grid[1] + fwd[..., 1]).ravel()
-    x0, y0 = np.floor(x), np.floor(y)
-    fx, fy = x - x0, y - y0
-    x0, y0 = x0.astype(np.int64), y0.astype(np.int64)
-    hits = np.zeros(h * w, np.float32)
-    for dx, dy, weight in ((0, 0, (1 - fx) * (1 - fy)), (1, 0, fx * (1 - fy)), (0, 1, (1 - fx) * fy), (1, 1, fx * fy)):
-        xi, yi = x0 + dx, y0 + dy
-        keep = (xi >= 0) & (xi < w) & (yi >= 0) & (yi < h)
-        hits += np.bincount(yi[keep] * w + xi[keep], weights=weight[keep], minlength=h * w).astype(np.float32)
-    return (cv2.blur(hits.reshape(h, w), (3, 3)) >= COVERAGE).astype(np.float32)
+    lands = (grid + fwd + 0.5).astype(np.int32).reshape(-1, 2)
+    x, y = lands[:, 0], lands[:, 1]
+    keep = (x >= 0) & (x < w) & (y >= 0) & (y < h)
+    hits = np.bincount(y[keep] * w + x[keep], minlength=h * w).astype(np.float32).reshape(h, w)
+    return (cv2.blur(hits, (3, 3)) >= COVERAGE).astype(np.float32)
 
 
-def agree(back: np.ndarray, fwd: np.ndarray, grid: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+def agree(back: np.ndarray, fwd: np.ndarray, grid: np.ndarray, where: np.ndarray | None = None) -> np.ndarray:
     """The forward-backward check (Sundaram et al. 2010): 1.0 where the backward flow ``back``
     (now → then) and the forward flow ``fwd`` (then → now), sampled where ``back`` points, cancel."""
-    mx, my = grid[0] + back[..., 0], grid[1] + back[..., 1]
-    fwd_there = cv2.remap(fwd, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    where = grid + back if where is None else where
+    fwd_there = cv2.remap(fwd, where, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
     total = back + fwd_there
-    err = (total * total).sum(axis=2)
-    tol = FB_ALPHA * ((back * back).sum(axis=2) + (fwd_there * fwd_there).sum(axis=2)) + FB_BETA
+    err = np.einsum("ijk,ijk->ij", total, total)
+    tol = FB_ALPHA * (np.einsum("ijk,ijk->ij", back, back) + np.einsum("ijk,ijk->ij", fwd_there, fwd_there)) + FB_BETA
     return (err <= tol).astype(np.float32)
 
 
-def alike(back: np.ndarray, now: np.ndarray, then: np.ndarray, grid: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+def alike(back: np.ndarray, now: np.ndarray, then: np.ndarray, grid: np.ndarray,
+          where: np.ndarray | None = None) -> np.ndarray:
     """1.0 where ``then`` sampled along ``back`` looks like ``now`` (the mean brightness difference
     removed, so an exposure change does not count) and ``back`` points inside the picture."""
     h, w = back.shape[:2]
-    mx, my = grid[0] + back[..., 0], grid[1] + back[..., 1]
-    here = now.astype(np.float32)
-    seen = cv2.remap(then, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE).astype(np.float32)
-    diff = seen - here
+    where = grid + back if where is None else where
+    seen = cv2.remap(then, where, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    diff = cv2.subtract(seen, now, dtype=cv2.CV_32F)
     diff -= float(diff.mean())
     # A flow off by a fraction of a pixel differs by that fraction of the local gradient: edges may
-    # differ more than flat parts (Sobel is 8x the gradient per pixel).
-    slope = np.abs(cv2.Sobel(here, cv2.CV_32F, 1, 0)) + np.abs(cv2.Sobel(here, cv2.CV_32F, 0, 1))
-    close = np.abs(cv2.blur(diff, (3, 3))) <= PHOTO_TOLERANCE + PHOTO_SLACK_PX * cv2.blur(slope, (3, 3)) / 8.0
-    inside = (mx >= 0) & (mx <= w - 1) & (my >= 0) & (my <= h - 1)
+    # differ more than flat parts (Sobel is 8x the gradient per pixel; the slack is in pixels).
+    slope = cv2.add(np.abs(cv2.Sobel(now, cv2.CV_32F, 1, 0)), np.abs(cv2.Sobel(now, cv2.CV_32F, 0, 1)))
+    allowed = cv2.blur(slope, (3, 3)) * (PHOTO_SLACK_PX / 8.0) + PHOTO_TOLERANCE
+    close = np.abs(cv2.blur(diff, (3, 3))) <= allowed
+    x, y = where[..., 0], where[..., 1]
+    inside = (x >= 0) & (x <= w - 1) & (y >= 0) & (y <= h - 1)
     return (close & inside).astype(np.float32)
 
 
