@@ -77,7 +77,7 @@ class Unwarped(Reprojector):
         return dream.residual
 
 
-REPROJECTORS = {"unwarped": lambda: Unwarped(), "camera, fast flow": lambda: Reprojector("fast", "direct")}
+REPROJECTORS = {"unwarped": lambda: Unwarped(), "camera, medium flow": lambda: Reprojector("medium", "direct")}
 
 
 # ----------------------------------------------------------------------------- warping error
@@ -298,7 +298,7 @@ def main() -> None:
           f"look {look}, {args.device}, {threads.current().describe()}; {args.rounds} rounds of {args.seconds:g} s "
           "per presentation, in turns", flush=True)
     started = time.monotonic()
-    runs: dict[str, list[PacedFigures]] = {"camera": [], "dream": [], "unwarped": [], "camera, fast flow": []}
+    runs: dict[str, list[PacedFigures]] = {"camera": [], "dream": [], "unwarped": [], "camera, medium flow": []}
     loops: dict[str, object] = {}
     with source:
         for r in range(args.rounds):
@@ -348,7 +348,7 @@ def summarise(runs: dict[str, list[PacedFigures]], judge: Judge) -> dict:
             "process_cpu_share": pooled(name, lambda f: f.process_cpu_s / f.seconds),
         }
     # warping error and strength, judged on the kept frames of each run
-    for name in ("camera", "unwarped", "camera, fast flow"):
+    for name in ("camera", "unwarped", "camera, medium flow"):
         shown = [run.kept for run in runs[name]]
         out[name]["warping_error"] = float(np.mean([judge.warping_error(s) for s in shown]))
         out[name]["strength"] = float(np.mean([judge.strength(s) for s in shown]))
@@ -370,21 +370,21 @@ def _f(x: float | None, fmt: str = ".2f") -> str:
 
 
 def print_tables(results: dict, flows: dict, receivers: list[dict]) -> None:
-    c, d, u, cf = results["camera"], results["dream"], results["unwarped"], results["camera, fast flow"]
+    c, d, u, cf = results["camera"], results["dream"], results["unwarped"], results["camera, medium flow"]
     print()
     print("| presentation | frames out ÷ camera frames | frames out a second | dreams a second | latency p50 / p95 "
           "(camera frames) | latency p50 / p95 (ms) | dream age (ms) | repeated frames | presenter thread CPU ms a frame "
           "| process CPU (cores) |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for label, r in (("camera's pace (c)", c), ("dream's pace", d), ("camera's pace, residual unwarped (b)", u),
-                     ("camera's pace, carried along DIS fast (c')", cf)):
+                     ("camera's pace, carried along DIS medium (c')", cf)):
         print(f"| {label} | {_f(r['presented_over_camera'])} | {_f(r['fps_out'], '.1f')} | {_f(r['dream_fps'])} | "
               f"{_f(r['latency_p50_frames'])} / {_f(r['latency_p95_frames'])} | {_f(r['latency_p50_ms'], '.0f')} / "
               f"{_f(r['latency_p95_ms'], '.0f')} | {_f(r['dream_age_ms'], '.0f')} | {_f(r['repeated_share'])} | "
               f"{_f(r['presenter_cpu_ms_per_frame'], '.1f')} | {_f(r['process_cpu_share'])} |")
     print()
     print(f"dream rate, camera's pace ÷ dream's pace: {_f(c['dream_fps'] / d['dream_fps'])} (target ≥ 0.8; carried "
-          f"along DIS fast {_f(cf['dream_fps'] / d['dream_fps'])}); frames "
+          f"along DIS medium {_f(cf['dream_fps'] / d['dream_fps'])}); frames "
           f"out ÷ camera frames at the camera's pace: {_f(c['presented_over_camera'])} (target ≥ 0.95); dream's pace "
           f"held at the camera's rate repeats {_f(d.get('held_repeated_share'))} of its frames")
     print()
@@ -392,8 +392,8 @@ def print_tables(results: dict, flows: dict, receivers: list[dict]) -> None:
           "| ÷ (a) |")
     print("|---|---|---|---|---|---|")
     for label, r in (("(a) dream's pace, each dream held", d), ("(b) newest residual, unwarped", u),
-                     ("(c) camera's pace, carried (DIS medium, the default)", c),
-                     ("(c') camera's pace, carried along DIS fast", cf)):
+                     ("(c) camera's pace, carried (DIS fast, the default)", c),
+                     ("(c') camera's pace, carried along DIS medium", cf)):
         print(f"| {label} | {_f(r['warping_error'])} | {_f(r['warping_error'] / d['warping_error'])} | "
               f"{_f(r['warping_error'] / u['warping_error'])} | {_f(r['strength'])} | "
               f"{_f(r['strength'] / d['strength'])} |")

@@ -164,16 +164,29 @@ class HostCompositor(Compositor):
         return self.compose_residual(diff[None], mix)
 
     def compose_residual(self, residual: Tensor, mix: float) -> np.ndarray:
-        if self._cam_out is None or self.output_size is None:
-            raise RuntimeError("compose() before upload()")
+        return self.compose_levels(self.levels(residual, mix, self._buffers.get(
+            ("residual", residual.shape[-1], residual.shape[-2]),
+            lambda: np.empty((residual.shape[-2], residual.shape[-1], 3), np.float32))))
+
+    def levels(self, residual: Tensor, mix: float = 1.0, out: np.ndarray | None = None) -> np.ndarray:
+        """``mix`` times ``residual`` (model space, (1, 3, h, w)) in BGR grey levels, laid out
+        (h, w, 3) float32 for OpenCV (into ``out`` when given): what :meth:`compose_levels` adds.
+        The presenter converts a dream once and moves it onto many camera frames in this form."""
         diff = residual[0]
         dh, dw = diff.shape[-2:]
-        # the residual in BGR grey levels, laid out (h, w, 3) for OpenCV
-        levels = self._buffers.get(("residual", dw, dh), lambda: np.empty((dh, dw, 3), np.float32))
+        levels = np.empty((dh, dw, 3), np.float32) if out is None else out
         planes = torch.from_numpy(levels).permute(2, 0, 1)
         scale = self._residual_scale(mix)
         for out_c, model_c in enumerate(self._to_bgr):
             torch.mul(diff[model_c], scale[model_c], out=planes[out_c])
+        return levels
+
+    def compose_levels(self, levels: np.ndarray) -> np.ndarray:
+        """The kept camera frame plus ``levels`` ((h, w, 3) float32 BGR grey levels, any size)
+        upsampled to the output size: a new uint8 frame."""
+        if self._cam_out is None or self.output_size is None:
+            raise RuntimeError("compose() before upload()")
+        dh, dw = levels.shape[:2]
         ow, oh = self.output_size
         if (ow, oh) != (dw, dh):
             up = self._buffers.get(("up", ow, oh), lambda: np.empty((oh, ow, 3), np.float32))

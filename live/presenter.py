@@ -33,7 +33,7 @@ import torch
 
 from live import temporal
 from live.atomic import atomic_write
-from live.compose import make_compositor, resize_interpolation
+from live.compose import HostCompositor, make_compositor, resize_interpolation
 from live.control.params import Registry, Snapshot
 from live.control.presets import Morpher
 from live.control.schedule import IdleWatcher, OpeningHours, PresetCycler
@@ -45,7 +45,7 @@ from live.model.googlenet import InputSpace
 from live.objectives import Objective
 from live.outputs import Fanout, overlay
 from live.placeholder import placeholder_frame
-from live.reproject import Reprojector
+from live.reproject import SAME, Reprojector
 from live.sources import Frame, Source, Status
 from live.stages import PRESENT_STAGES, StageClock
 
@@ -55,9 +55,10 @@ MODES = ("camera", "dream")
 BUDGET = 0.5  # of a camera frame: the longest the presenter waits for its own frame's dream
 DEFAULT_PERIOD = 1.0 / 30.0  # s between camera frames until the source's own rate is seen
 PERIOD_FRAMES = 15  # recent camera frames the period is the median of
-# DIS preset of the flow that carries the dream: medium is sharper at motion boundaries than fast,
-# which the disocclusion checks need (README, "Two paces")
-CARRY_PRESET = "medium"
+# DIS preset of the flow that carries the dream, twice a frame: medium is sharper at motion
+# boundaries, but costs about 4x fast, which on a 2-core CPU is more than the presenter can spend
+# per camera frame (README, "Two paces")
+CARRY_PRESET = "fast"
 DREAM_WAIT_SLICE = 0.25  # s: dream mode looks at stop and the dreamer's state this often while it waits
 
 
@@ -121,6 +122,8 @@ class Presenter:
         self._on_stream: set[int] = set()  # CUDA: dreams whose residual is marked as used on our stream
         self._intervals: deque[float] = deque(maxlen=PERIOD_FRAMES)
         self._last_camera: Frame | None = None
+        self._levels_of: int | None = None  # the CPU path: the dream whose grey levels are kept
+        self._levels: np.ndarray | None = None
 
     # ----- the loop
     def run(self, stop, max_frames: int | None, duration: float | None, deadline: float,
@@ -219,6 +222,9 @@ class Presenter:
         if will_dream:  # the dreamer takes this very frame: its own dream may be worth a short wait
             self.handoff.wait(0, BUDGET * self.period, sequence=shot.sequence)
         dream = self.handoff.newest()
+        if isinstance(self.compositor, HostCompositor):
+            self._present_on_host(shot, snap, dream)
+            return
         t = time.perf_counter()
         residual = None
         if dream is not None:
@@ -229,6 +235,29 @@ class Presenter:
             self._emit(self._at_output_size(shot.frame.image), shot.frame.timestamp)
             return
         picture = self._compose(shot.frame.image, residual, snap.mix)
+        self._emit(picture, shot.frame.timestamp, dream)
+
+    def _present_on_host(self, shot: Shot, snap: Snapshot, dream: Dream | None) -> None:
+        """The CPU path: each dream is turned into grey levels once, then moved onto every frame
+        in that form (OpenCV all the way), rather than converted again per camera frame."""
+        t = time.perf_counter()
+        field = self.reprojector.field(dream, shot) if dream is not None else None
+        levels = None
+        if field is not None and dream is not None and dream.residual is not None:
+            if self._levels_of != dream.number:
+                self._levels_of, self._levels = dream.number, self.compositor.levels(dream.residual)
+            if field is SAME:
+                levels = self._levels if snap.mix == 1.0 else self._levels * np.float32(snap.mix)
+            else:
+                levels = self.reprojector.move(self._levels, field, snap.mix)
+        self.clock.add("carry", time.perf_counter() - t)
+        if levels is None:
+            self._emit(self._at_output_size(shot.frame.image), shot.frame.timestamp)
+            return
+        t = time.perf_counter()
+        self.compositor.keep_camera(shot.frame.image, self._output_size(shot.frame.image))
+        picture = self.compositor.compose_levels(levels)
+        self.clock.add("compose", time.perf_counter() - t)
         self._emit(picture, shot.frame.timestamp, dream)
 
     def _present_dream(self, shot: Shot, snap: Snapshot, stop) -> None:

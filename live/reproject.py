@@ -48,6 +48,7 @@ FB_BETA = 0.5
 COVERAGE = 0.5  # of a pixel's worth of the dreamed frame landing on a shown pixel (bilinear splat)
 PHOTO_TOLERANCE = 6.0  # grey levels (of 255) a carried pixel may differ by, camera noise and all
 PHOTO_SLACK_PX = 1.0  # and the difference a flow off by this much makes at an edge
+SAME = np.zeros((0, 0, 3), np.float32)  # Reprojector.field's answer for the dreamed frame itself
 HISTORY = 240  # consecutive steps kept for ``accumulated`` (8 s at 30 fps: older dreams are not carried)
 
 
@@ -87,8 +88,6 @@ class Reprojector:
         self._step_dis = (self._new_dis(), self._new_dis())
         self._step_seeds: tuple[np.ndarray | None, np.ndarray | None] = (None, None)
         self._chain: _Chain | None = None
-        self._planes_of: int | None = None
-        self._planes_array = np.zeros((0, 0, 3), np.float32)
 
     def _new_dis(self):
         return cv2.DISOpticalFlow_create(PRESETS[self.preset])
@@ -123,48 +122,57 @@ class Reprojector:
         self.flow_ms += (time.perf_counter() - t0) * 1e3
 
     # ----- the frame to show
+    def field(self, dream: Dream, shot: Shot) -> np.ndarray | None:
+        """How to move ``dream``'s residual onto ``shot``'s frame at the dream size: (dh, dw, 3)
+        float32, the backward flow in dream pixels and the weight to keep (0 where the flow
+        cannot be trusted). None when the residual cannot be carried (none, another scene, too
+        old); :data:`SAME` when ``shot`` is the dreamed frame itself."""
+        residual = dream.residual
+        if residual is None or dream.shot.epoch != shot.epoch or dream.shot.grey.shape != shot.grey.shape:
+            return None
+        if dream.shot.sequence == shot.sequence:
+            return SAME
+        t0 = time.perf_counter()
+        try:
+            if self.method == "direct":
+                back, valid = self._direct(dream, shot)
+            else:
+                got = self._accumulated(dream, shot)
+                if got is None:
+                    return None
+                back, valid = got
+            return self._at_dream_size(back, fade_weight(valid), residual.shape[-2:])
+        finally:
+            self.flow_ms += (time.perf_counter() - t0) * 1e3
+
+    def move(self, planes: np.ndarray, field: np.ndarray, scale: float = 1.0) -> np.ndarray:
+        """``planes`` ((dh, dw, C) float32 on the host, aligned with the dreamed frame) moved along
+        ``field`` and faded by its weight times ``scale``: OpenCV's remap, about a third of
+        ``grid_sample``'s time on the CPU, on OpenCV's threads rather than the dream's OpenMP team."""
+        where = self._grid(planes.shape[:2]) + field[..., :2]
+        moved = cv2.remap(planes, where, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        weight = field[..., 2:3] if scale == 1.0 else field[..., 2:3] * np.float32(scale)
+        moved *= weight
+        return moved
+
     def carry(self, dream: Dream, shot: Shot) -> Tensor | None:
         """``dream``'s residual moved onto ``shot``'s frame and faded where the flow is unreliable:
         (1, 3, dream h, dream w) on the residual's device. The residual itself when ``shot`` is the
         dreamed frame; None when it cannot be carried (another scene, another size, too old)."""
         residual = dream.residual
-        if residual is None or dream.shot.epoch != shot.epoch or dream.shot.grey.shape != shot.grey.shape:
+        field = self.field(dream, shot)
+        if field is None or residual is None:
             return None
-        if dream.shot.sequence == shot.sequence:
+        if field is SAME:
             return residual
-        t0 = time.perf_counter()
-        if self.method == "direct":
-            back, valid = self._direct(dream, shot)
-        else:
-            got = self._accumulated(dream, shot)
-            if got is None:
-                self.flow_ms += (time.perf_counter() - t0) * 1e3
-                return None
-            back, valid = got
-        weight = fade_weight(valid)
-        field = self._at_dream_size(back, weight, residual.shape[-2:])
-        self.flow_ms += (time.perf_counter() - t0) * 1e3
         if residual.device.type == "cpu" and residual.dtype == torch.float32:
-            # OpenCV's remap on the host: a third of grid_sample's time here, and its threads are
-            # OpenCV's, not the dream's OpenMP team (docs/architecture.md, "Two paces")
-            planes = self._planes(dream)
-            where = self._grid(planes.shape[:2]) + field[..., :2]
-            moved = cv2.remap(planes, where, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-            moved *= field[..., 2:3]
-            return torch.from_numpy(moved).permute(2, 0, 1)[None]
+            planes = np.ascontiguousarray(residual[0].permute(1, 2, 0).numpy())
+            return torch.from_numpy(self.move(planes, field)).permute(2, 0, 1)[None]
         dev = torch.from_numpy(field).permute(2, 0, 1)[None]
         if residual.device.type == "cuda":
             dev = dev.pin_memory().to(residual.device, non_blocking=True)
         flow_t, weight_t = dev[:, :2], dev[:, 2:]
         return warp(residual, flow_t).mul_(weight_t.to(residual.dtype))
-
-    def _planes(self, dream: Dream) -> np.ndarray:
-        """The dream's residual as one (h, w, 3) float32 array (made once per dream)."""
-        if self._planes_of != dream.number:
-            assert dream.residual is not None
-            self._planes_of = dream.number
-            self._planes_array = np.ascontiguousarray(dream.residual[0].permute(1, 2, 0).numpy())
-        return self._planes_array
 
     def _direct(self, dream: Dream, shot: Shot) -> tuple[np.ndarray, np.ndarray]:
         if self._direct_key != dream.number:
