@@ -304,10 +304,10 @@ def main() -> None:
         for r in range(args.rounds):
             for name in runs:
                 present = "dream" if name == "dream" else "camera"
-                skip = int(0.4 * args.seconds * FPS) if present == "camera" else 2  # judged once dreams come
+                after = 0.4 * args.seconds if present == "camera" else 0.0  # judged once dreams come
                 keep = args.keep if present == "camera" else 10_000
                 figures, loop = paced_run(model, backend, source, DREAM, args.seconds, present, look=look,
-                                          skip=skip, keep=keep, loop=loops.get(name),  # type: ignore[arg-type]
+                                          judge_after=after, keep=keep, loop=loops.get(name),  # type: ignore[arg-type]
                                           reprojector=None if name in loops else REPROJECTORS.get(name, lambda: None)())
                 loops[name] = loop
                 runs[name].append(figures)

@@ -518,12 +518,13 @@ class PacedFrames(Source):
 
 
 class _Timeline(Output):
-    """Every frame's capture time and send time; the frames themselves for ``keep`` of them,
-    from the ``skip``-th on (a window to judge, full size)."""
+    """Every frame's capture time and send time; the frames themselves for ``keep`` of them, the
+    first sent ``after`` seconds or more into the run (a window to judge, full size)."""
 
-    def __init__(self, skip: int = 0, keep: int = 0) -> None:
+    def __init__(self, after: float = 0.0, keep: int = 0) -> None:
         super().__init__("timeline")
-        self.skip, self.keep = skip, keep
+        self.after, self.keep = after, keep
+        self.started = time.monotonic()
         self.times: list[tuple[float, float]] = []
         self.kept: list[tuple[float, np.ndarray]] = []
         self.repeats = 0
@@ -533,14 +534,13 @@ class _Timeline(Output):
         self.size, self.fps = (width, height), fps
 
     def send(self, frame: np.ndarray, timestamp: float | None = None) -> None:
-        n = len(self.times)
         self.times.append((float(timestamp if timestamp is not None else time.monotonic()), time.monotonic()))
         if self._last is not None and frame is not self._last and np.array_equal(frame, self._last):
             self.repeats += 1
         elif self._last is not None and frame is self._last:
             self.repeats += 1
         self._last = frame
-        if self.skip <= n < self.skip + self.keep:
+        if len(self.kept) < self.keep and self.times[-1][1] - self.started >= self.after:
             self.kept.append((self.times[-1][0], frame.copy()))
         self.sent += 1
 
@@ -579,7 +579,7 @@ class PacedFigures:
 
 
 def paced_run(model: Model, backend: Backend, source: PacedFrames, dream: tuple[int, int], seconds: float,
-              present: str, *, look: Mapping[str, Any] | None = None, skip: int = 0, keep: int = 0,
+              present: str, *, look: Mapping[str, Any] | None = None, judge_after: float = 0.0, keep: int = 0,
               loop: LiveLoop | None = None, outputs: Sequence[Output] = (), rate: float | None = None,
               stop: threading.Event | None = None, reprojector: Any = None,
               seed: int = 0) -> tuple[PacedFigures, LiveLoop]:
@@ -588,7 +588,7 @@ def paced_run(model: Model, backend: Backend, source: PacedFrames, dream: tuple[
     ``rate`` (default: the source's) along with ``outputs``. ``loop``: continue an earlier run's
     show (warm: feedback, caches). ``reprojector``: carry the dream with this one instead.
     Returns the figures and the loop."""
-    timeline = _Timeline(skip, keep)
+    timeline = _Timeline(judge_after, keep)
     fanout = Fanout([timeline, *outputs])
     fanout.open(source.frames[0].shape[1], source.frames[0].shape[0], rate or source.fps)
     if loop is None:

@@ -47,7 +47,7 @@ FB_ALPHA = 0.01
 FB_BETA = 0.5
 COVERAGE = 0.5  # of a pixel's worth of the dreamed frame landing on a shown pixel (bilinear splat)
 PHOTO_TOLERANCE = 6.0  # grey levels (of 255) a carried pixel may differ by, camera noise and all
-PHOTO_SLACK_PX = 1.0  # and the difference a flow off by this much makes at an edge
+PHOTO_SLACK_PX = 0.5  # and the difference a flow off by this much makes at an edge
 SAME = np.zeros((0, 0, 3), np.float32)  # Reprojector.field's answer for the dreamed frame itself
 HISTORY = 240  # consecutive steps kept for ``accumulated`` (8 s at 30 fps: older dreams are not carried)
 

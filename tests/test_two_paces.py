@@ -199,7 +199,7 @@ def test_the_mark_stays_on_the_moving_square_and_dream_mode_lags(model) -> None:
     assert carried >= 20 and report.dreams < carried  # most frames carry a dream made on an older frame
     assert max(outside) < MARK * 255 / 2  # never half the mark more than 1 px off the square
     # carried, not faded away: its edges may fade, and where the flow fails it fades (rarely) entirely
-    assert np.mean(covered) >= 0.8 and np.mean(np.array(covered) >= 0.5) >= 0.9
+    assert np.mean(covered) >= 0.75 and np.mean(np.array(covered) >= 0.5) >= 0.85
     carried, outside, covered, dream_lag, report = results["dream"]
     assert carried >= 3 and max(outside) < MARK * 255 / 2  # on its own frame the mark is exact
     # one dream (120 ms and more) behind a square that moves 4 px every 33 ms
