@@ -51,7 +51,6 @@ from live.stages import STAGES, StageClock  # noqa: F401 - STAGES: every stage's
 
 log = logging.getLogger(__name__)
 
-DREAM_NICENESS = 5  # nice levels the dream runs below the presenter on the CPU (README, "Threads")
 DREAMER_STOP_WAIT = 5.0  # s the show waits for the dream step in progress when it stops (then leaves it)
 
 
@@ -120,11 +119,8 @@ class LiveLoop:
         self.watchdog = watchdog  # systemd's watchdog interval (s), or None: no pings
         self.morpher = Morpher(registry)  # layer and preset changes cross-fade over morph_time
         self.handoff = DreamHandoff()
-        # on the CPU at the camera's pace the dream yields the cores the presenter needs
-        niceness = DREAM_NICENESS if present == "camera" and self.device.type == "cpu" else 0
         self.dream_loop = DreamLoop(model, backend, registry, self.handoff, morpher=self.morpher,
-                                    flow_preset=flow_preset, seed=seed, idle=idle, governor=governor,
-                                    niceness=niceness)
+                                    flow_preset=flow_preset, seed=seed, idle=idle, governor=governor)
         self.presenter = Presenter(
             source, outputs, registry, self.handoff, self.dream_loop, model.space, self.device,
             morpher=self.morpher, present=present, carry_preset=carry_preset, carry_method=carry_method,

@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import os
 import threading
 import time
 from collections.abc import Sequence
@@ -67,7 +66,6 @@ class DreamLoop:
         seed: int | None = None,
         idle: IdleWatcher | None = None,
         governor: Governor | None = None,
-        niceness: int = 0,
     ) -> None:
         self.model, self.backend, self.registry, self.handoff = model, backend, registry, handoff
         self.morpher, self.idle, self.governor = morpher, idle, governor
@@ -93,9 +91,6 @@ class DreamLoop:
         self.dream_steps = 0
         self._stops: Sequence[threading.Event] = ()
         self._thread: threading.Thread | None = None
-        # On the CPU at the camera's pace the dream yields to the presenter: its thread, and the
-        # OpenMP threads it starts (they inherit it), run this much nicer (docs/architecture.md, "Threads").
-        self.niceness = niceness
 
     # ----- the thread
     def start(self, *stops: threading.Event) -> None:
@@ -126,8 +121,6 @@ class DreamLoop:
         return any(stop.is_set() for stop in self._stops)
 
     def _run(self) -> None:
-        if self.niceness:
-            _be_nicer(self.niceness)
         context = torch.cuda.stream(self.stream) if self.stream is not None else contextlib.nullcontext()
         with context:
             while not self._stopping():
@@ -277,12 +270,3 @@ class DreamLoop:
         return f"this dream: {self.dream_steps} steps in {time.monotonic() - began:.1f} s so far"
 
 
-
-def _be_nicer(by: int) -> None:
-    """Lower this thread's scheduling priority (Linux: a thread's nice value is its own, and the
-    threads it starts inherit it); where that is not possible, say so once and go on."""
-    try:
-        tid = threading.get_native_id()
-        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + by))
-    except (AttributeError, OSError) as e:
-        log.info("the dream's thread keeps its priority (%s): the presenter shares the cores evenly with it", e)
