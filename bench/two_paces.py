@@ -58,7 +58,7 @@ from live.backends.torch_backend import TorchBackend  # noqa: E402
 from live.benchmark import PacedFrames, PacedFigures, bench_model, decode, paced_run, write_panning_clip  # noqa: E402
 from live.control.params import Registry  # noqa: E402
 from live.handoff import Dream, Shot  # noqa: E402
-from live.reproject import Reprojector, agree, pixel_grid  # noqa: E402
+from live.reproject import SAME, Reprojector, agree, pixel_grid  # noqa: E402
 from live.sources import Frame  # noqa: E402
 from live.temporal import FlowEstimator  # noqa: E402
 
@@ -71,10 +71,13 @@ LOOK_KEYS = ("steps", "feedback", "step_size", "octaves", "octave_scale", "jitte
 class Unwarped(Reprojector):
     """(b): the newest residual laid on the frame as it is, not moved (same scene only)."""
 
-    def carry(self, dream: Dream, shot: Shot):
+    def field(self, dream: Dream, shot: Shot):
         if dream.residual is None or dream.shot.epoch != shot.epoch:
             return None
-        return dream.residual
+        return SAME
+
+    def carry(self, dream: Dream, shot: Shot):
+        return dream.residual if self.field(dream, shot) is SAME else None
 
 
 REPROJECTORS = {"unwarped": lambda: Unwarped(), "camera, medium flow": lambda: Reprojector("medium", "direct")}

@@ -319,3 +319,20 @@ def test_ctrl_c_ends_the_show_within_a_second_with_both_paces_running() -> None:
     assert proc.returncode == 0, log
     took = float(re.search(r"stopped (\d+\.\d+) s after SIGINT", log).group(1))
     assert took < 1.0, log
+
+
+def test_present_comes_from_the_flag_or_the_site_config(tmp_path: Path) -> None:
+    from live.cli import _build_parser, _show_setup
+    from live.errors import UsageError
+
+    def opts(*argv: str):
+        return _show_setup(_build_parser().parse_args(["run", *argv]))[0]
+
+    site = tmp_path / "site.toml"
+    site.write_text('[outputs]\nwindow = false\npresent = "dream"\n')
+    assert opts().present == "camera"  # the default: the camera's pace
+    assert opts("--config", str(site)).present == "dream"
+    assert opts("--config", str(site), "--present", "camera").present == "camera"  # a flag over the config
+    site.write_text('[outputs]\npresent = "slow"\n')
+    with pytest.raises(UsageError, match=r"outputs\.present.*camera.*dream"):
+        opts("--config", str(site))
