@@ -26,7 +26,8 @@ Columns, each named for what it is:
   its first decoded frame, Debian's ``ffmpeg`` (5.1 on Debian 12) and PyAV, for the camera's pace,
   the dream's pace, and the dream's pace declared at 60 fps (how every stream was opened before).
 
-Run: ``python bench/two_paces.py [--seconds 8] [--rounds 2] [--device cpu] [--json FILE]``.
+Run: ``python bench/two_paces.py [--seconds 8] [--rounds 2] [--device cpu] [--json FILE]``; the GPU
+case: ``--device cuda --camera 1920x1080 --fps 60 --dream 960x544 --steps 4``.
 """
 
 from __future__ import annotations
@@ -283,16 +284,26 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2, help="turns of all presentations (default: %(default)s)")
     parser.add_argument("--keep", type=int, default=45, help="frames judged per camera-pace run (default: %(default)s)")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--camera", default="1280x720", help="camera size (default: %(default)s)")
+    parser.add_argument("--fps", type=float, default=30.0, help="camera rate (default: %(default)s)")
+    parser.add_argument("--dream", default="640x352", help="dream size (default: %(default)s)")
+    parser.add_argument("--steps", type=int, default=None, help="steps per dream (default: the look's)")
     parser.add_argument("--receiver-timeout", type=float, default=30.0)
     parser.add_argument("--no-receivers", action="store_true")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
+    global CAMERA, DREAM, FPS  # noqa: PLW0603 - the run's sizes, read by the helpers above
+    CAMERA = tuple(int(v) for v in args.camera.split("x"))  # type: ignore[assignment]
+    DREAM = tuple(int(v) for v in args.dream.split("x"))  # type: ignore[assignment]
+    FPS = args.fps
     threads.apply()
     device = torch.device(args.device)
     model, _ = bench_model("random")
     backend = TorchBackend(model, device)
     defaults = Registry().snapshot()
     look = {k: defaults[k] for k in LOOK_KEYS}
+    if args.steps is not None:
+        look["steps"] = args.steps
     with tempfile.TemporaryDirectory() as tmp:
         clip, kind = write_panning_clip(Path(tmp) / "pan.mp4", *CAMERA, frames=90, step=4, fps=FPS)
         frames = decode(clip)

@@ -68,7 +68,6 @@ class DreamHandoff:
         self._shot: Shot | None = None  # offered, not yet taken
         self._dream: Dream | None = None
         self._dreamer_waiting = False
-        self._dreaming: int | None = None  # the sequence of the shot being dreamed
         self._closed = False
 
     # ----- the presenter's side
@@ -116,17 +115,11 @@ class DreamHandoff:
         with self._cond:
             return self._dreamer_waiting and self._shot is None
 
-    @property
-    def dreaming(self) -> int | None:
-        """The camera frame (sequence) the dreamer is working on, or None while it waits."""
-        return self._dreaming
-
     # ----- the dreamer's side
     def take(self, timeout: float) -> Shot | None:
         """The newest shot offered (and not taken), waiting at most ``timeout`` s; None if none."""
         deadline = time.monotonic() + timeout
         with self._cond:
-            self._dreaming = None
             self._dreamer_waiting = True
             try:
                 while self._shot is None and not self._closed:
@@ -135,8 +128,6 @@ class DreamHandoff:
                         return None
                     self._cond.wait(left)
                 shot, self._shot = self._shot, None
-                if shot is not None:
-                    self._dreaming = shot.sequence
                 return shot
             finally:
                 self._dreamer_waiting = False
@@ -145,7 +136,6 @@ class DreamHandoff:
         """Make ``dream`` the newest (the presenter shows it from its next frame on)."""
         with self._cond:
             self._dream = dream
-            self._dreaming = None
             self._cond.notify_all()
 
     def close(self) -> None:
