@@ -29,8 +29,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
-import numpy as np
-import torch
 
 from live.backends import Backend
 from live.control.params import Registry
