@@ -8,7 +8,7 @@ warping error do not depend on their values). Presentations, run in turns for ``
 - ``camera``: every camera frame out, the newest dream carried onto it (the default);
 - ``dream``: each frame waits for its own dream (``--present dream``, the one-pace show);
 - ``unwarped``: every camera frame out with the newest residual laid on it as it is (not moved);
-- ``camera, fast flow``: as ``camera``, the dream carried along DIS ``fast`` instead of ``medium``.
+- ``camera, medium flow``: as ``camera``, the dream carried along DIS ``medium`` instead of ``fast``.
 
 Columns, each named for what it is:
 
