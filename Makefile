@@ -26,7 +26,7 @@ RUN_ARGS ?= run --weights auto
 APT_PACKAGES := libgl1 libglib2.0-0 libsrt1.5-gnutls libportaudio2
 APT_TEST_PACKAGES := xvfb systemd chromium nginx-light libnginx-mod-rtmp jackd2 espeak-ng sox
 
-.PHONY: run test lock fuzz bench bench-audio bench-doors bench-steps bench-threads layers clean system-deps test-system-deps install-service gpu-check wheels
+.PHONY: run test lock fuzz bench bench-audio bench-doors bench-steps bench-threads bench-paces layers clean system-deps test-system-deps install-service gpu-check wheels
 
 # $(call apt-ensure,PACKAGES): apt-get install those not yet installed (sudo when not root).
 define apt-ensure
@@ -106,6 +106,11 @@ bench-steps: $(VENV)/.installed-test
 
 bench-threads: $(VENV)/.installed-test
 	$(BIN)/python bench/threads.py
+
+# The show at the camera's pace against the dream's (README, "Two paces"); the receiver start-up
+# rows need Debian's ffmpeg (apt install ffmpeg) for the FFmpeg 5.1 column. About ten minutes.
+bench-paces: $(VENV)/.installed-test
+	$(BIN)/python bench/two_paces.py
 
 layers: $(VENV)/.installed
 	$(BIN)/deepdream-live layers

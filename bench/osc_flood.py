@@ -85,7 +85,7 @@ def flood(rate: float = 2000.0, seconds: float = 10.0, *, dream: tuple[int, int,
         outputs = Fanout([NullOutput()])
         outputs.open(w, h, 240)
         loop = LiveLoop(scene_source(w, h), model, TorchBackend(model, torch.device("cpu")), registry, outputs,
-                        status_every=3600)
+                        status_every=3600, present="dream")  # frames pulled as the dream takes them
         thread = threading.Thread(target=loop.run, args=(stop,), name="dream")
         thread.start()
     try:

@@ -40,7 +40,8 @@ def main() -> None:
     registry.update({"width": w, "height": h, "steps": 1, "fps_cap": 240, "morph_time": 0.5})
     outputs = Fanout([NullOutput()])
     outputs.open(w, h, 240)
-    loop = LiveLoop(scene_source(w, h), model, backend, registry, outputs, seed=0, status_every=3600)  # type: ignore[arg-type]
+    loop = LiveLoop(scene_source(w, h), model, backend, registry, outputs, seed=0, status_every=3600,  # type: ignore[arg-type]
+                    present="dream")  # frames pulled as fast as the dream takes them, each dreamed
     loop.run(max_frames=args.chunk)  # warm-up
     start_rss, start = rss_mb(), time.monotonic()
     layers = ["inception3b", "inception4c", "conv3", "inception5a"]

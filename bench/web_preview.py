@@ -109,7 +109,8 @@ def main() -> None:
                     "bench")
     outputs = Fanout([preview])
     outputs.open(w, h, 30)
-    loop = LiveLoop(scene_source(w, h), model, backend, registry, outputs, status_every=3600)
+    loop = LiveLoop(scene_source(w, h), model, backend, registry, outputs, status_every=3600,
+                    present="dream")  # frames pulled as fast as the dream takes them, each dreamed
     stop = threading.Event()
     thread = threading.Thread(target=loop.run, args=(stop,), daemon=True)
     thread.start()

@@ -1,21 +1,20 @@
-"""The live loop: capture → snapshot → upload → temporal feedback → dream → download → fan out.
+"""The live show's wiring: a source, two paces and the outputs (docs/architecture.md, "Two paces").
 
-This module wires and times; the maths lives in ``dreamer``, ``temporal`` and the backends.
-Capture runs on the source's own thread (newest frame only), optical flow on the CPU; on CUDA
-the dream of frame *k* is launched and left running while the CPU takes and flows frame *k + 1*,
-uploads it and queues its dream; only then is frame *k* collected (its download was queued right
-behind its compose), so the GPU goes from one dream to the next while the host shows the last
-- one frame in flight per stage, so latency stays bounded. Nothing on that path waits for the
-GPU but the one download a frame (docs/architecture.md, "One frame").
+- The *presenter* (:mod:`live.presenter`, on the thread that calls :meth:`LiveLoop.run`) takes
+  every camera frame at the source's rate and sends it out with the newest dream carried onto it.
+- The *dreamer* (:mod:`live.dream_loop`, a thread of its own) dreams the newest camera frame
+  whenever it has finished the last, with temporal feedback.
+- Between them, one :class:`live.handoff.DreamHandoff`: latest-value slots, never a queue.
 
-Nothing in here may crash the show: a source that drops out shows its placeholder, an output
-that fails is switched off by :class:`live.outputs.Fanout`, bad parameters never reach the
-loop (the registry rejects them), and a dream that comes back NaN or infinite shows the camera
-for that frame instead of a black one.
+This module wires and times; the maths lives in ``dreamer``, ``temporal``, ``reproject`` and
+the backends. Nothing in here may crash the show: a source that drops out shows its
+placeholder, an output that fails is switched off by :class:`live.outputs.Fanout`, bad
+parameters never reach the loop (the registry rejects them), and a dream that comes back NaN or
+infinite shows the camera for that frame instead of a black one.
 
-Nothing in here may make the show deaf either: the dream checks in after every step, so a stop
+Nothing in here may make the show deaf either: the dreamer checks in after every step, so a stop
 lands within a step, and status lines and watchdog pings come from a heartbeat thread that
-follows the loop's progress rather than its frames (:mod:`live.service.heartbeat`).
+follows both paces' progress rather than their frames (:mod:`live.service.heartbeat`).
 """
 
 from __future__ import annotations
@@ -28,88 +27,36 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NamedTuple
 
 import cv2
-import numpy as np
 import torch
-from torch import Tensor
 
-from live import temporal
-from live.atomic import atomic_write
 from live.backends import Backend
-from live.compose import make_compositor, resize_interpolation
-from live.control.params import Registry, Snapshot
+from live.control.params import Registry
 from live.control.presets import Morpher
 from live.control.schedule import IdleWatcher, OpeningHours, PresetCycler
-from live.dreamer import DreamCancelled, Dreamer, DreamSettings
+from live.dream_loop import RETRY_SECONDS, DreamLoop  # noqa: F401 - RETRY_SECONDS: the first retry wait
 from live.dreamsize import round32  # the loop's dream size rounding (re-exported)
 from live.governor import Governor
-from live.gpu_timing import GPU_STAGES, FrameMarks, GpuStageTimer
+from live.handoff import DreamHandoff
 from live.limits import DreamLimit
-from live.model import Model, catalog
+from live.model import Model
 from live.objectives import Objective
-from live.outputs import Fanout, overlay
-from live.placeholder import placeholder_frame
+from live.outputs import Fanout
+from live.presenter import CARRY_PRESET, Presenter
 from live.service.heartbeat import Heartbeat
-from live.sources import Frame, Source, Status
+from live.sources import Source, Status
+from live.stages import STAGES, StageClock  # noqa: F401 - STAGES: every stage's name, for gpu-check
 
 log = logging.getLogger(__name__)
 
-# "compose": upsampling the dream residual onto the full-size camera (docs/architecture.md, "Frame budget")
-STAGES = ("capture", "flow", "upload", "dream", "compose", "download", "output")
-RETRY_SECONDS = 5.0  # first wait before dreaming again after a failure
-MIN_RECOVERY_SIDE = 64  # out of memory below this: stop shrinking, pass through and retry
+DREAMER_STOP_WAIT = 5.0  # s the show waits for the dream step in progress when it stops (then leaves it)
 LOOKAHEAD_AFTER = 10  # frames before the loop's latency is given to the sound's beat triggers
-NONFINITE_LOG_EVERY = 60.0  # s between two log lines about NaN/Inf dreams (the first is logged at once)
-
-
-@dataclass
-class StageClock:
-    """Seconds spent per stage, for the periodic status line and the end-of-run report.
-
-    ``totals`` is the host's clock around each stage (on CUDA: the time to queue the GPU work,
-    and in ``download`` the wait for it); ``gpu`` is the GPU's own time per stage from CUDA
-    events (:mod:`live.gpu_timing`), over ``gpu_frames`` frames, empty off CUDA.
-    """
-
-    totals: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
-    frames: int = 0
-    latency: float = 0.0  # summed capture-to-output seconds
-    started: float = field(default_factory=time.monotonic)
-    gpu: dict[str, float] = field(default_factory=dict)
-    gpu_frames: int = 0
-
-    def add(self, stage: str, seconds: float) -> None:
-        self.totals[stage] += seconds
-
-    def add_gpu(self, seconds: dict[str, float]) -> None:
-        for stage, t in seconds.items():
-            self.gpu[stage] = self.gpu.get(stage, 0.0) + t
-        self.gpu_frames += 1
-
-    def breakdown(self) -> str:
-        n = max(self.frames, 1)
-        return " ".join(f"{s} {1e3 * t / n:.1f}" for s, t in self.totals.items()) + " ms/frame"
-
-    def gpu_breakdown(self) -> str:
-        """``"upload 0.1 dream 15.2 compose 0.3 download 0.1 ms/frame"`` of GPU time, or "" off CUDA."""
-        if not self.gpu_frames:
-            return ""
-        return " ".join(f"{s} {1e3 * self.gpu.get(s, 0.0) / self.gpu_frames:.1f}" for s in GPU_STAGES) + " ms/frame"
-
-    def fps(self) -> float:
-        return self.frames / max(time.monotonic() - self.started, 1e-9)
-
-    def dream_share(self) -> float:
-        """Fraction of the measured frame time spent in the dream step."""
-        total = sum(self.totals.values())
-        return self.totals["dream"] / total if total else 0.0
 
 
 @dataclass
 class LoopReport:
-    """What a run did: frames out, timing, and the reason it stopped."""
+    """What a run did: frames out and dreams made, their timing, and the reason it stopped."""
 
     frames: int
     seconds: float
@@ -118,24 +65,21 @@ class LoopReport:
     breakdown: str
     dream_share: float
     stopped_because: str
-    gpu_breakdown: str = ""  # GPU time per stage from CUDA events ("" off CUDA)
-
-
-class _InFlight(NamedTuple):
-    """A dreamed frame between its dream and its download (one frame late on CUDA)."""
-
-    shown: object  # the composed frame, on the device
-    captured_at: float  # its camera frame's capture time
-    finite: Tensor  # whether the dream was finite: travels with the download, read on the host after it
-    camera: np.ndarray  # the camera picture: shown instead when the dream was not finite
-    start: Tensor  # the dream's input: names the cause when that was already not finite
-    marks: FrameMarks | None = None  # CUDA events of its first stages (GPU stage times)
+    dreams: int = 0
+    dream_fps: float = 0.0
+    dream_age_ms: float | None = None  # mean age of the dream on the frames that carried one
+    latency_p95_ms: float = math.nan
+    # GPU time per stage from CUDA events, each pace per its own unit:
+    # "shown: carry 0.2 compose 0.3 download 0.1 ms/frame; dream: upload 0.1 dream 15.2 ms/dream" ("" off CUDA)
+    gpu_breakdown: str = ""
 
 
 class LiveLoop:
-    """One frame at a time from ``source`` through the dream to ``outputs``, reading ``registry``.
+    """The show: ``source`` through the dream to ``outputs``, reading ``registry``, at two paces.
 
     Construct once, then :meth:`run` until a stop event, a frame budget or a deadline.
+    ``present``: ``camera`` (default: every camera frame goes out, at the source's rate, the
+    newest dream carried onto it) or ``dream`` (each dream when it finishes, on its own frame).
     ``output_size`` (width, height) is the size every frame goes out at, whatever the dream size
     (the registry's width and height); None: each frame at the source's own size.
     """
@@ -148,8 +92,11 @@ class LiveLoop:
         registry: Registry,
         outputs: Fanout,
         *,
+        present: str = "camera",
         overlay: bool = False,
         flow_preset: str = "fast",
+        carry_preset: str = CARRY_PRESET,
+        carry_method: str = "direct",
         seed: int | None = None,
         screenshot_dir: Path = Path("."),
         status_every: float = 10.0,
@@ -167,46 +114,63 @@ class LiveLoop:
         self.backend = backend
         self.registry = registry
         self.outputs = outputs
-        self.overlay = overlay
-        self.screenshot_dir = screenshot_dir
         self.status_every = status_every
         self.device = backend.device
-        self.dreamer = Dreamer(backend, model.space, seed=seed)
-        self.flows = temporal.FlowEstimator(flow_preset)
-        self.feedback = temporal.TemporalFeedback()
-        self.clock = StageClock()
-        self.morpher = Morpher(registry)  # layer and preset changes cross-fade over morph_time
-        self.hours, self.closed_look, self.cycler, self.idle = hours, closed_look, cycler, idle
         self.governor = governor
-        self.on_tick = on_tick  # once per iteration, on the loop's thread (config reload)
         if governor is not None:
             registry.subscribe(governor.registry_listener)
-        self._dreamed = False  # whether this iteration dreamed (what the governor times)
-        # On CUDA the dream runs asynchronously: collect each frame one frame late, after the next
-        # frame's dream is queued, so the host's work overlaps the GPU's (docs/architecture.md, "One frame").
-        self.pipelined = self.device.type == "cuda"
-        self._pending: _InFlight | None = None  # the dreamed frame still to download
-        self.gpu_timer = GpuStageTimer(self.device)  # GPU time per stage (CUDA events; nothing elsewhere)
-        self._last_output: np.ndarray | None = None
-        self._last_reset = registry.snapshot().reset
-        self.output_size = output_size
-        self.compositor = make_compositor(model.space, self.device)
-        self._lo, self._hi = model.space.bounds(torch.zeros(1, 3, 1, 1, device=self.device))
-        self._stop_reason = ""
-        self._was_open = True
-        self._failures = 0  # consecutive failed dreams; each doubles the wait before a retry
-        self._degraded_until = 0.0
-        self._degraded_reason = ""
-        # progress, for the heartbeat: the monotonic time of the last step or iteration
         self.watchdog = watchdog  # systemd's watchdog interval (s), or None: no pings
-        self.progress_at = time.monotonic()
-        self._stop_event: threading.Event | None = None
-        self._frame_began: float | None = None  # when the dream in progress started
-        self._frame_steps = 0
-        self.nonfinite = 0  # frames whose dream came back NaN or infinite (shown as the camera)
-        self._nonfinite_logged = (-math.inf, 0)  # (when, count then)
+        self.morpher = Morpher(registry)  # layer and preset changes cross-fade over morph_time
+        self.handoff = DreamHandoff()
+        self.dream_loop = DreamLoop(model, backend, registry, self.handoff, morpher=self.morpher,
+                                    flow_preset=flow_preset, seed=seed, idle=idle, governor=governor)
+        self.presenter = Presenter(
+            source, outputs, registry, self.handoff, self.dream_loop, model.space, self.device,
+            morpher=self.morpher, present=present, carry_preset=carry_preset, carry_method=carry_method,
+            overlay=overlay, overlay_lines=self._overlay_lines, screenshot_dir=screenshot_dir, hours=hours,
+            closed_look=closed_look, cycler=cycler, idle=idle, on_tick=on_tick, output_size=output_size,
+        )  # fmt: skip
+        self.present = present
+        if self.device.type == "cuda":
+            # Set-up work queued on the default stream (the input bounds, the compositors' grey
+            # levels) is finished before either pace reads it on its own stream, which does not wait
+            # for the default one. Once, here; never per frame.
+            torch.cuda.synchronize(self.device)
 
-    # ----- the loop
+    # ----- what other parts read
+    @property
+    def clock(self) -> StageClock:
+        """The presenter's clock: frames out, their stages and latency."""
+        return self.presenter.clock
+
+    @property
+    def dream_clock(self) -> StageClock:
+        """The dreamer's clock: dreams made and their stages."""
+        return self.dream_loop.clock
+
+    @property
+    def feedback(self):
+        """The dreamer's temporal feedback (the carried residual)."""
+        return self.dream_loop.feedback
+
+    @property
+    def nonfinite(self) -> int:
+        """Dreams that came back NaN or infinite (their frames showed the camera)."""
+        return self.dream_loop.nonfinite
+
+    @property
+    def overlay(self) -> bool:
+        return self.presenter.overlay
+
+    @overlay.setter
+    def overlay(self, on: bool) -> None:
+        self.presenter.overlay = on
+
+    def stage_totals(self) -> dict[str, float]:
+        """Seconds per stage of both paces (the presenter's per frame out, the dreamer's per dream)."""
+        return {**self.presenter.clock.totals, **self.dream_loop.clock.totals}
+
+    # ----- the show
     def run(
         self,
         stop: threading.Event | None = None,
@@ -215,366 +179,94 @@ class LiveLoop:
         on_frame: Callable[[int], None] | None = None,
     ) -> LoopReport:
         """Run until ``stop`` is set, ``max_frames`` frames went out, ``duration`` seconds passed,
-        the source ended, or the operator quit. ``on_frame(n)`` is called after each output frame
-        (readiness for systemd hooks in here). A stop lands between two dream steps: a long frame
-        is abandoned, not finished. Status lines and watchdog pings come from a :class:`Heartbeat`
-        while this runs."""
+        the source ended, or the operator quit. ``on_frame(n)`` is called after each presenter
+        iteration with the frames out so far (readiness for systemd hooks in here). A stop lands
+        between two dream steps: a long dream is abandoned, not finished. Status lines and watchdog
+        pings come from a :class:`Heartbeat` while this runs."""
         stop = stop or threading.Event()
-        self._stop_event = stop
-        self.clock = StageClock()
+        ended = threading.Event()  # the presenter has stopped: the dreamer follows
+        self.presenter.clock = StageClock(self.presenter.clock.stages)
         deadline = time.monotonic() + duration if duration else math.inf
-        self._stop_reason = ""
-        self.progress_at = time.monotonic()
-        with Heartbeat(lambda: self.progress_at, status=self.status_line, status_every=self.status_every,
+        self.presenter.progress_at = time.monotonic()
+        self.handoff.reopen()
+        with Heartbeat(self._progress, status=self.status_line, status_every=self.status_every,
                        watchdog=self.watchdog):
-            self._run(stop, max_frames, duration, deadline, on_frame)
-        self._flush()
+            self.dream_loop.start(stop, ended)
+            try:
+                self.presenter.run(stop, max_frames, duration, deadline, on_frame)
+            finally:
+                ended.set()
+                self.handoff.close()
+                self._join_dreamer()
         report = self.report()
         log.info(
-            "stopped (%s) after %d frames in %.1f s: %.2f fps, latency %.0f ms; %s%s",
-            report.stopped_because, report.frames, report.seconds, report.fps, report.latency_ms, report.breakdown,
-            f"; GPU {report.gpu_breakdown}" if report.gpu_breakdown else "",
+            "stopped (%s) after %d frames in %.1f s: %.2f fps, latency %.0f ms; %d dreams, %.2f a second, "
+            "dream age %s; %s%s",
+            report.stopped_because, report.frames, report.seconds, report.fps, report.latency_ms, report.dreams,
+            report.dream_fps, "-" if report.dream_age_ms is None else f"{report.dream_age_ms:.0f} ms",
+            report.breakdown, f"; GPU {report.gpu_breakdown}" if report.gpu_breakdown else "",
         )  # fmt: skip
         return report
 
-    def _run(self, stop: threading.Event, max_frames: int | None, duration: float | None, deadline: float,
-             on_frame: Callable[[int], None] | None) -> None:
-        while not self._stop_reason:
-            self.progress_at = time.monotonic()  # an iteration is progress: the loop is not frozen
-            if stop.is_set():
-                self._stop_reason = "stopped"
-                break
-            in_flight = 1 if self._pending is not None else 0  # pipelined: one frame still to download
-            if max_frames is not None and self.clock.frames + in_flight >= max_frames:
-                self._stop_reason = f"{max_frames} frames"
-                break
-            if time.monotonic() >= deadline:
-                self._stop_reason = f"{duration:g} s"
-                break
-            frame_started = time.monotonic()
-            if self.on_tick is not None:
-                self.on_tick()
-            if self.cycler is not None:
-                self.cycler.tick()
-            snap = self.morpher.view(self.registry.snapshot())
-            if self.idle is not None and self.idle.idle:
-                snap = Snapshot(self.idle.apply(dict(snap)), snap.version)
-            self._dreamed = False
-            if self.hours is not None and not self.hours.is_open():
-                if self.closed_look == "stop":
-                    self._stop_reason = "closed"
-                    break
-                self._closed(snap)
-            else:
-                self.step(snap)
-            if self.governor is not None and self._dreamed:
-                adjustment = self.governor.observe(time.monotonic() - frame_started, self.registry.snapshot())
-                if adjustment is not None:
-                    self.registry.update(adjustment.values(), source="governor")
-            if on_frame is not None:
-                on_frame(self.clock.frames)
-            self._handle_keys()
-            spare = 1.0 / snap.fps_cap - (time.monotonic() - frame_started)
-            if spare > 0:
-                stop.wait(spare)
-
-    def step(self, snap: Snapshot) -> None:
-        """One iteration: take the newest frame (waiting up to a frame) and push it through."""
-        t = time.perf_counter()
-        frame = self.source.latest(timeout=0.25)
-        self.clock.add("capture", time.perf_counter() - t)
-        if frame is None:
-            if self.source.status in (Status.ENDED, Status.FAILED, Status.CLOSED):
-                self._stop_reason = f"source {self.source.status}"
+    def _join_dreamer(self) -> None:
+        if self.dream_loop.join(1.0):
             return
-        dw, dh = round32(snap.width), round32(snap.height)
-        if snap.freeze and self._last_output is not None:
-            self._flush()
-            self._emit_array(self._last_output, frame.timestamp)
-            return
-        degraded = time.monotonic() < self._degraded_until
-        if frame.placeholder or snap.pause or degraded:
-            # Nothing to dream on (camera lost), the operator asked for the plain camera, or the
-            # dream failed a moment ago and is waiting to be retried.
-            self._flush()
-            self.feedback.reset()
-            self.flows.reset()
-            picture = self._at_output_size(frame.image)
-            if degraded and not frame.placeholder:
-                picture = _notice(picture, self._degraded_reason)
-            self._emit_array(picture, frame.timestamp)
-            return
-        try:
-            self._dream_frame(frame, snap, dw, dh)
-            self._failures = 0
-        except DreamCancelled:  # the show is stopping: this frame is abandoned between two steps
-            try:
-                self._flush()  # the previous frame is whole (its download was queued before this dream)
-            except Exception as e:  # noqa: BLE001 - stopping anyway: a frame lost is no reason to crash
-                self._pending = None
-                log.debug("the last dreamed frame could not be collected while stopping: %s", e)
-            self._stop_reason = "stopped"
-        except Exception as e:  # noqa: BLE001 - nothing in the frame loop may end the show
-            self._dream_failed(e, dw, dh)
-        finally:
-            self._frame_began = None
+        log.warning("waiting for the dream step in progress (up to %.0f s more)", DREAMER_STOP_WAIT)
+        if not self.dream_loop.join(DREAMER_STOP_WAIT):
+            log.error("the dream step did not return (a hung driver call?); leaving the dreamer's thread behind")
 
-    def _closed(self, snap: Snapshot) -> None:
-        """Outside opening hours: black frames (outputs and the watchdog stay alive), no dreaming."""
-        self._flush()
-        self.feedback.reset()
-        self.flows.reset()
-        if self._was_open:
-            log.info("closing time: outputs go black until opening hours")
-            self._was_open = False
-        # The newest camera frame is taken and dropped: it gives the size the outputs run at (when
-        # none was named) and keeps the source's buffer fresh for opening time.
-        frame = self.source.latest(timeout=0.2)
-        w, h = self._output_size(frame.image if frame is not None else None)
-        if self.closed_look == "placeholder":
-            picture = placeholder_frame(w, h, "closed")
-        else:
-            picture = np.zeros((h, w, 3), np.uint8)
-        self._emit_array(picture, time.monotonic())
-        time.sleep(0.2)  # a handful of frames a second is plenty for a closed screen
+    def _progress(self) -> float:
+        """The older of the two paces' last progress: a dream stuck in a step (a hung driver call)
+        stops the watchdog's pings even while the presenter shows the camera."""
+        return min(self.presenter.progress_at, self.dream_loop.progress_at)
 
-    def _dream_failed(self, error: Exception, dw: int, dh: int) -> None:
-        """A frame's dream raised: shrink on out-of-memory, else pass the camera through for a
-        while (longer each time it fails again) and retry. Logged once per incident."""
-        self._pending = None
-        self.feedback.reset()
-        self.flows.reset()
-        if self.device.type == "cuda":
-            torch.cuda.empty_cache()
-        oom = isinstance(error, torch.cuda.OutOfMemoryError) or "out of memory" in str(error).lower()
-        w, h = round32(int(dw * 0.75)), round32(int(dh * 0.75))
-        if oom and min(w, h) >= MIN_RECOVERY_SIDE and (w, h) != (dw, dh):
-            log.warning("out of memory dreaming at %dx%d: continuing at %dx%d", dw, dh, w, h)
-            self.registry.update({"width": w, "height": h}, source="recovery")
-            return
-        self._failures += 1
-        wait = min(RETRY_SECONDS * 2 ** (self._failures - 1), 60.0)
-        reason = "out of memory" if oom else f"{type(error).__name__}: {error}"
-        self._degraded_reason = f"dream paused ({reason[:60]}); retrying"
-        self._degraded_until = time.monotonic() + wait
-        log.error("the dream failed (%s); showing the camera and retrying in %.0f s", reason, wait)
-        if self._failures == 1:
-            log.debug("dream failure", exc_info=error)
-
-    def _dream_frame(self, frame: Frame, snap: Snapshot, dw: int, dh: int) -> None:
-        t = time.perf_counter()
-        small = self.flows.grey(frame.image)
-        if not self._was_open:
-            log.info("opening time: dreaming again")
-            self._was_open = True
-        if self.idle is not None and self.flows.previous is not None:
-            self.idle.observe(temporal.change_score(self.flows.previous, small))
-        reset = snap.reset != self._last_reset
-        if reset or (self.flows.previous is not None and temporal.is_scene_cut(self.flows.previous, small)):
-            if not reset:
-                log.debug("scene cut: temporal feedback reset")
-            self._last_reset = snap.reset
-            self.flows.reset()
-            self.feedback.reset()
-        flow = self.flows.estimate(frame.image, grey=small, out_size=(dh, dw))
-        self.clock.add("flow", time.perf_counter() - t)
-
-        marks = self.gpu_timer.start()
-        t = time.perf_counter()
-        cam = self._upload(frame.image, dw, dh)
-        self.clock.add("upload", time.perf_counter() - t)
-        marks.mark()
-
-        t = time.perf_counter()
-        flow_t = temporal.flow_to_tensor(flow, self.device) if flow is not None and snap.flow else None
-        x = temporal.carry(self.feedback, cam, flow_t, snap.feedback, (self._lo, self._hi),
-                           snap.zoom, snap.rotate, (snap.drift_x, snap.drift_y))
-        if snap.steps > 0:
-            settings = DreamSettings(snap.steps, snap.step_size, snap.octaves, snap.octave_scale, snap.jitter)
-            self._frame_began, self._frame_steps = time.monotonic(), 0
-            dreamed = self.dreamer.dream(x, snap.objective, settings, checkpoint=self._checkpoint)
-        else:
-            dreamed = x
-        self.feedback.finish(cam, dreamed)
-        self._dreamed = True
-        self.clock.add("dream", time.perf_counter() - t)
-        marks.mark()
-
-        t = time.perf_counter()
-        # the full-size camera plus the upsampled residual; mix blends camera and dream at output
-        # size. On CUDA its download is queued behind it here and collected one frame later.
-        shown = self.compositor.compose(cam, dreamed, snap.mix)
-        self.clock.add("compose", time.perf_counter() - t)
-
-        # finite is checked on the dream itself (composed to uint8, a NaN is just a dark pixel)
-        previous, self._pending = self._pending, _InFlight(shown, frame.timestamp, shown.finite, frame.image, x,
-                                                           marks)
-        if previous is not None:
-            # the previous frame, collected only now: this frame's dream is already queued
-            # behind its download, so the GPU never idles while the host shows it
-            self._collect(previous)
-        if not self.pipelined:
-            self._flush()
-
-    def _checkpoint(self) -> None:
-        """Called by the dreamer after every step: progress for the heartbeat, and a stop lands here."""
-        self.progress_at = time.monotonic()
-        self._frame_steps += 1
-        if self._stop_event is not None and self._stop_event.is_set():
-            raise DreamCancelled
-
-    # ----- host <-> device
-    def _upload(self, bgr: np.ndarray, dw: int, dh: int) -> Tensor:
-        """Camera frame → (1, 3, dh, dw) model-space tensor; the frame at the output size stays
-        with the compositor for this frame's compose (one host→device copy on CUDA)."""
-        return self.compositor.upload(bgr, self._output_size(bgr), (dw, dh))
-
-    def _download(self, shown: object) -> np.ndarray:
-        """The composed frame → BGR uint8 at the output size, one device→host copy."""
-        return self.compositor.download(shown)
-
-    def _output_size(self, bgr: np.ndarray | None = None) -> tuple[int, int]:
-        """(width, height) frames go out at: the one given, else the source's own."""
-        if self.output_size is not None:
-            return self.output_size
-        if bgr is not None:
-            return bgr.shape[1], bgr.shape[0]
-        if self._last_output is not None:
-            return self._last_output.shape[1], self._last_output.shape[0]
-        if self.source.size is not None:
-            return self.source.size
-        snap = self.registry.snapshot()
-        return round32(snap.width), round32(snap.height)
-
-    def _at_output_size(self, bgr: np.ndarray) -> np.ndarray:
-        """A camera (or placeholder) frame to show as it is, at the output size."""
-        w, h = self._output_size(bgr)
-        if (bgr.shape[1], bgr.shape[0]) == (w, h):
-            return bgr
-        return cv2.resize(bgr, (w, h), interpolation=resize_interpolation((bgr.shape[1], bgr.shape[0]), (w, h)))
-
-    def _flush(self) -> None:
-        if self._pending is None:
-            return
-        pending, self._pending = self._pending, None
-        self._collect(pending)
-
-    def _collect(self, pending: _InFlight) -> None:
-        """Download a dreamed frame (the frame's one wait for the GPU) and send it out."""
-        t = time.perf_counter()
-        out = self._download(pending.shown)
-        self.clock.add("download", time.perf_counter() - t)
-        gpu = self.gpu_timer.read(pending.marks, pending.shown.composed, pending.shown.ready)
-        if gpu is not None:
-            self.clock.add_gpu(gpu)
-        if not bool(pending.finite):  # on the host since the download: no second wait
-            out = self._nonfinite(pending)
-        self._emit_array(out, pending.captured_at)
-
-    def _nonfinite(self, pending: _InFlight) -> np.ndarray:
-        """The dream came back NaN or infinite (fp16 overflow, bad weights, a backend fault): this
-        frame shows the camera, the carried dream is cleared so the next frame starts clean, and
-        the event is counted and logged with its cause (at once, then at most once a minute)."""
-        self.nonfinite += 1
-        self.feedback.reset()
-        if not bool(torch.isfinite(pending.start).all()):
-            cause = "the carried dream (temporal feedback) was already NaN or infinite"
-        else:
-            cause = (f"the dream step on {self.backend.describe()} produced NaN or infinity (an fp16 overflow, "
-                     "weights that overflow, or a backend fault)")
-        now = time.monotonic()
-        when, count = self._nonfinite_logged
-        if now - when >= NONFINITE_LOG_EVERY:
-            since = self.nonfinite - count - 1
-            log.warning("a dreamed frame was not finite: %s; showing the camera for it and clearing the carried "
-                        "dream%s", cause, f" ({since} more since the last report)" if since > 0 else "")
-            self._nonfinite_logged = (now, self.nonfinite)
-        return self._at_output_size(pending.camera)
-
-    def _emit_array(self, out: np.ndarray, captured_at: float) -> None:
-        t = time.perf_counter()
-        self._last_output = out
-        if self.overlay:
-            out = self._draw_overlay(out.copy())
-        self.outputs.send(out, captured_at)  # encoders time the video by the capture time
-        self.clock.add("output", time.perf_counter() - t)
-        self.clock.frames += 1
-        self.clock.latency += time.monotonic() - captured_at
-
-    # ----- operator
-    def _draw_overlay(self, frame: np.ndarray) -> np.ndarray:
+    # ----- reporting
+    def _overlay_lines(self) -> list[str]:
         snap = self.registry.snapshot()
         lines = [
-            f"{self.clock.fps():.1f} fps  {snap.objective}",
+            f"{self.clock.fps():.1f} fps, dream {self.dream_clock.fps():.1f} fps  {snap.objective}",
             f"steps {snap.steps}  feedback {snap.feedback:.2f}  {self.backend.describe()}",
         ]
         if self.model.weights.is_random:
             lines.append("RANDOM WEIGHTS (demo)")
-        return overlay.status_overlay(frame, lines)
+        return lines
 
-    def _handle_keys(self) -> None:
-        for action in self.outputs.poll_keys():
-            if action == "quit":
-                self._stop_reason = "quit key"
-            elif action in ("next_layer", "prev_layer"):
-                self._step_layer(1 if action == "next_layer" else -1)
-            elif action == "freeze":
-                self.registry.set("freeze", not self.registry.get("freeze"), source="keys")
-            elif action == "overlay":
-                self.overlay = not self.overlay
-            elif action == "tap":
-                self.registry.set("tap", True, source="keys")  # tap tempo (live/audio)
-            elif action == "screenshot":
-                self.screenshot()
-            elif action == "window_closed" and not self.outputs.active:
-                self._stop_reason = "window closed"
+    def _output_size_text(self) -> str:
+        return "x".join(map(str, self.presenter.output_size_now()))
 
-    def _step_layer(self, direction: int) -> None:
-        current: Objective = self.registry.get("objective")
-        index = catalog.BY_NAME[current.layers[-1]].index if current.layers else 0
-        layer = catalog.LAYERS[(index + direction) % len(catalog.LAYERS)]
-        self.registry.set("objective", layer.name, source="keys")
-        log.info("layer: %s", layer.name)
-
-    def screenshot(self) -> Path | None:
-        """Save the last output frame as a PNG in the screenshot directory; returns its path."""
-        if self._last_output is None:
-            return None
-        path = self.screenshot_dir / time.strftime("deepdream-%Y%m%d-%H%M%S.png")
-        ok, png = cv2.imencode(".png", self._last_output)
-        try:
-            with atomic_write(path) as f:
-                f.write(png.tobytes())
-        except OSError as e:  # a full disk must not stop the show
-            log.error("screenshot not saved to %s: %s", path, e)
-            return None
-        log.info("screenshot saved: %s", path)
-        return path
-
-    # ----- reporting
     def status_line(self) -> str:
+        """One line for the log: both rates, latency, the dream's age, the look, stages, source, outputs."""
         snap = self.registry.snapshot()
-        c = self.clock
+        c, d = self.clock, self.dream_clock
+        age = c.mean_age_ms()
         line = (
-            f"{c.fps():.2f} fps, latency {1e3 * c.latency / max(c.frames, 1):.0f} ms, "
+            f"{c.fps():.2f} fps, latency {c.mean_latency_ms():.0f} ms, dream {d.fps():.2f} fps "
+            f"(age {'-' if age is None else f'{age:.0f} ms'}), "
             f"{snap.objective} x{snap.steps} at {round32(snap.width)}x{round32(snap.height)}"
-            f" -> {'x'.join(map(str, self._output_size()))}; "
-            f"{c.breakdown()}{'; GPU ' + c.gpu_breakdown() if c.gpu_frames else ''}; "
+            f" -> {self._output_size_text()}; shown: {c.per_frame()}; dream: {d.per_frame('dream')}; "
+            f"{'GPU ' + gpu + '; ' if (gpu := self.gpu_breakdown()) else ''}"
             f"source {self.source.status}, {self.source.dropped} dropped; {self.outputs.summary()}"
         )
-        began = self._frame_began
-        if began is not None and time.monotonic() - began > 1.0:
-            line += f"; this frame: {self._frame_steps} steps in {time.monotonic() - began:.1f} s so far"
+        progress = self.dream_loop.in_progress()
+        if progress:
+            line += f"; {progress}"
         if self.nonfinite:
             line += f"; {self.nonfinite} non-finite dream(s) shown as the camera"
         return line
 
     def status(self) -> dict[str, object]:
-        """What OSC's /dream/status answers: fps, layer, objective, steps, backend, size, source."""
+        """What OSC's /dream/status answers: both rates, latency and the dream's age, layer,
+        objective, steps, backend, size, source, outputs."""
         snap = self.registry.snapshot()
         objective: Objective = snap.objective
+        last = self.presenter.last_output
+        age = self.clock.mean_age_ms()
         return {
             "fps": round(self.clock.fps(), 2),
+            "dream_fps": round(self.dream_clock.fps(), 2),
+            "dream_age_ms": round(age, 1) if age is not None else -1.0,
+            "latency_ms": round(self.clock.mean_latency_ms(), 1),
+            "present": self.present,
             "layer": objective.layers[-1] if objective.layers else "",
             "objective": str(objective),
             "steps": snap.steps,
@@ -584,36 +276,49 @@ class LiveLoop:
             "weights": "random" if self.model.weights.is_random else self.model.weights.kind,
             "outputs": self.outputs.summary(),  # state, bitrate and drops per output; keys masked
             # for the web page's status panel
-            "latency_ms": round(1e3 * self.clock.latency / max(self.clock.frames, 1), 1),
-            "output_size": f"{self._last_output.shape[1]}x{self._last_output.shape[0]}"
-            if self._last_output is not None else "",
+            "output_size": f"{last.shape[1]}x{last.shape[0]}" if last is not None else "",
             "source_dropped": self.source.dropped,
             "governor": _governor_state(self.governor),
             "nonfinite": self.nonfinite,
         }
 
+    def gpu_breakdown(self) -> str:
+        """Both paces' GPU time per stage from CUDA events, each per its own unit, or "" off CUDA."""
+        parts = [f"{name}: {text}" for name, text in (("shown", self.clock.gpu_breakdown()),
+                                                      ("dream", self.dream_clock.gpu_breakdown("dream"))) if text]
+        return "; ".join(parts)
+
     def lookahead(self) -> float:
         """Seconds from a registry change to the frame that shows it, as measured here: the wait
-        for the next frame to begin (half a frame on average) plus capture-to-output latency.
-        What the sound's beat triggers fire early by (docs/architecture.md, *Sound*)."""
+        for the presenter's next frame to begin (half a frame on average) plus its glass-to-output
+        latency (capture to sent). What the sound's beat triggers fire early by
+        (docs/architecture.md, *Sound*)."""
         c = self.clock
         if c.frames < LOOKAHEAD_AFTER:
             return 0.0  # not measured yet (the first frames include the start-up)
         return 0.5 / max(c.fps(), 1e-3) + c.latency / c.frames
 
     def report(self) -> LoopReport:
-        c = self.clock
+        c, d = self.clock, self.dream_clock
         seconds = time.monotonic() - c.started
         return LoopReport(
             frames=c.frames,
             seconds=seconds,
             fps=c.frames / max(seconds, 1e-9),
-            latency_ms=1e3 * c.latency / max(c.frames, 1),
-            breakdown=c.breakdown(),
-            dream_share=c.dream_share(),
-            stopped_because=self._stop_reason or "stopped",
-            gpu_breakdown=c.gpu_breakdown(),
+            latency_ms=c.mean_latency_ms(),
+            breakdown=f"shown: {c.per_frame()}; dream: {d.per_frame('dream')}",
+            dream_share=d.dream_share(),
+            stopped_because=self.presenter.stop_reason or "stopped",
+            dreams=d.frames,
+            dream_fps=d.frames / max(seconds, 1e-9),
+            dream_age_ms=c.mean_age_ms(),
+            latency_p95_ms=c.latency_percentile_ms(0.95),
+            gpu_breakdown=self.gpu_breakdown(),
         )
+
+    def screenshot(self) -> Path | None:
+        """Save the last output frame as a PNG in the screenshot directory; returns its path."""
+        return self.presenter.screenshot()
 
 
 def _governor_state(governor: Governor | None) -> str:
@@ -622,17 +327,12 @@ def _governor_state(governor: Governor | None) -> str:
         return "off"
     now = f": {governor.current}" if governor.current is not None else ""
     ceiling = f" (ceiling {governor.ceiling})" if governor.ceiling not in (None, governor.current) else ""
-    return f"holding {governor.target_fps:g} fps{now}{ceiling}"
+    return f"holding {governor.target_fps:g} dreams a second{now}{ceiling}"
 
 
 def outputs_status(outputs: Fanout) -> list[dict[str, object]]:
     """Each output's frames sent and dropped, and why it stopped if it did (the page's table)."""
     return [{"name": o.name, "sent": o.sent, "dropped": o.dropped, "failure": o.failure} for o in outputs.outputs]
-
-
-def _notice(picture: np.ndarray, text: str) -> np.ndarray:
-    """A one-line notice along the bottom of the picture (the show stays watchable)."""
-    return overlay.notice(picture, text)
 
 
 # ----------------------------------------------------------------------------- wiring
@@ -661,6 +361,9 @@ class ShowOptions:
     encoder_preset: str = "veryfast"  # libx264's speed/quality trade (docs/architecture.md, *Encoders*)
     ndi: str | None = None
     overlay: bool = False
+    # camera: every camera frame goes out with the newest dream carried onto it; dream: each dream
+    # when it finishes (docs/architecture.md, "Two paces")
+    present: str = "camera"
     weights: str | None = None
     backend: str = "auto"
     device: str = "auto"
@@ -848,7 +551,10 @@ def run_show(
                 source_ref.append(source)
         outputs = stack.enter_context(build_outputs(opts))
         preview = _add_preview(outputs) if opts.web else None
-        outputs.open(output_size[0], output_size[1], snap.fps_cap)
+        # The rate frames really come at: the source's (every camera frame goes out), at most
+        # fps_cap. Encoders declare it and give each packet the real gap before it.
+        rate = min(_source_rate(opts, source), snap.fps_cap)
+        outputs.open(output_size[0], output_size[1], rate)
         midi = stack.enter_context(_start_midi(opts, registry)) if opts.midi else None
         audio = _start_audio(stack, opts, registry, presets, source_ref, loop_ref) if opts.audio or opts.audio_map \
             else None
@@ -899,7 +605,7 @@ def run_show(
         source_ref.append(source)
         loop = LiveLoop(
             source, model, backend, registry, outputs,
-            overlay=opts.overlay, flow_preset=opts.flow_preset, seed=opts.seed,
+            present=opts.present, overlay=opts.overlay, flow_preset=opts.flow_preset, seed=opts.seed,
             screenshot_dir=opts.screenshot_dir, status_every=opts.status_every,
             hours=opts.hours, closed_look=opts.closed_look,
             cycler=PresetCycler(presets, list(opts.preset_cycle), opts.preset_cycle_minutes)
@@ -909,8 +615,9 @@ def run_show(
             output_size=output_size,
         )  # fmt: skip
         loop_ref.append(loop)
-        log.info("running: %s -> %s, %s; dreaming at %dx%d, output %dx%d", source.describe(), outputs.summary(),
-                 backend.describe(), width, height, *output_size)
+        log.info("running: %s -> %s, %s; dreaming at %dx%d, output %dx%d at %g fps, presenting %s", source.describe(),
+                 outputs.summary(), backend.describe(), width, height, *output_size, rate,
+                 "every camera frame" if opts.present == "camera" else "each dream as it finishes")
 
         def on_frame(n: int) -> None:
             if n == 1:
@@ -961,6 +668,25 @@ def _source_and_size(stack: contextlib.ExitStack, opts: ShowOptions,
         log.warning("%s gave no frame within %.0f s: outputs at %dx%d, the size asked of it (--output-size WxH "
                     "to choose)", source.describe(), SOURCE_SIZE_WAIT, *size)
     return source, size
+
+
+def _source_rate(opts: ShowOptions, source: Source | None) -> float:
+    """Frames per second the source delivers: what it says (a camera's mode, the test scene), a
+    video file's own rate, else the rate a camera is asked for."""
+    from live.sources.files import MAX_FILE_FPS, VIDEO_EXTENSIONS
+
+    if source is not None and source.nominal_fps:
+        return float(source.nominal_fps)
+    path = Path(opts.source.strip()).expanduser()
+    if path.suffix.lower() in VIDEO_EXTENSIONS and path.is_file():
+        video = cv2.VideoCapture(str(path))
+        try:
+            rate = float(video.get(cv2.CAP_PROP_FPS))
+        finally:
+            video.release()
+        if 0 < rate <= MAX_FILE_FPS:
+            return rate
+    return float(opts.capture_fps)
 
 
 def _start_midi(opts: ShowOptions, registry: Registry):

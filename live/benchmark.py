@@ -27,8 +27,10 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 import statistics
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -43,12 +45,14 @@ from torch import Tensor, nn
 from live.app import LiveLoop, round32
 from live.backends import Backend, open_backend
 from live.control.params import Registry
+from live.gpu_timing import GPU_STAGES
 from live.model import Model
 from live.model.googlenet import TORCHVISION_SPACE, DreamNet, InputSpace, TorchvisionGoogLeNet, fold_batchnorm
 from live.model.weights import load_reference, random_reference
 from live.objectives import Objective
 from live.outputs import Fanout, Output
-from live.sources import Frame, Status
+from live.sources import Frame, Source, Status
+from live.sources.base import Pacer
 from live.sources.testscene import test_scene
 
 log = logging.getLogger(__name__)
@@ -413,7 +417,8 @@ class LoopFigures:
     camera_flicker: float | None = None  # the same of the camera frames (motion, for reference)
     values: dict[str, Any] = field(default_factory=dict)  # the registry values the loop ran with
     cpu_fps: float | None = None  # frames per second of this process's CPU time (steadier on a busy machine)
-    gpu_breakdown: str = ""  # GPU time per stage from CUDA events, "upload 0.1 dream 9.8 ... ms/frame" ("" off CUDA)
+    # GPU time per stage of both paces from CUDA events, "upload 0.1 dream 9.8 carry 0.0 ... ms/frame" ("" off CUDA)
+    gpu_breakdown: str = ""
 
 
 class ProjectRun:
@@ -434,13 +439,15 @@ class ProjectRun:
         fanout = Fanout([self.keep, *outputs])  # ``outputs``: more to feed, e.g. a recorder (make gpu-check)
         fanout.open(*(output_size or (width, height)), FPS_CAP)
         self.source, self.meter, self.dream = source, meter, f"{round32(width)}x{round32(height)}"
+        # present="dream": every frame out is a dreamed one, in step with the dreamer, so figures are
+        # per dreamed frame and runs of the same frames compare (bench/two_paces.py times the camera's pace)
         self.loop = LiveLoop(source, model, backend, self.registry, fanout, seed=seed,  # type: ignore[arg-type]
-                             status_every=3600, output_size=output_size)
+                             status_every=3600, output_size=output_size, present="dream")
         self.loop.run(max_frames=warmup)  # feedback settles; cuDNN autotuning, CUDA graph capture, allocator
         self.frames, self.seconds, self.latency, self.cpu_seconds = 0, 0.0, 0.0, 0.0
         self.stages: dict[str, float] = {}
-        self.gpu_stages: dict[str, float] = {}  # GPU seconds per stage (CUDA events), over gpu_frames
-        self.gpu_frames = 0
+        # GPU seconds per stage (CUDA events) and the frames or dreams they were measured over
+        self.gpu_stages: dict[str, tuple[float, int]] = {}
         self.cameras: list[np.ndarray] = []
 
     def advance(self, n: int) -> None:
@@ -454,19 +461,22 @@ class ProjectRun:
         self.frames += report.frames
         self.seconds += report.seconds
         self.latency += report.latency_ms * report.frames
-        for stage, t in self.loop.clock.totals.items():
+        for stage, t in self.loop.stage_totals().items():
             self.stages[stage] = self.stages.get(stage, 0.0) + t
-        for stage, t in self.loop.clock.gpu.items():
-            self.gpu_stages[stage] = self.gpu_stages.get(stage, 0.0) + t
-        self.gpu_frames += self.loop.clock.gpu_frames
+        for clock in (self.loop.clock, self.loop.dream_clock):  # the presenter's per frame, the dreamer's per dream
+            for stage, t in clock.gpu.items():
+                total, count = self.gpu_stages.get(stage, (0.0, 0))
+                self.gpu_stages[stage] = (total + t, count + clock.gpu_frames)
 
     def figures(self) -> LoopFigures:
         n = max(self.frames, 1)
         fps = self.frames / max(self.seconds, 1e-9)
         total = sum(self.stages.values())
         breakdown = " ".join(f"{s} {1e3 * t / n:.1f}" for s, t in self.stages.items()) + " ms/frame"
-        g = max(self.gpu_frames, 1)
-        gpu = " ".join(f"{s} {1e3 * t / g:.1f}" for s, t in self.gpu_stages.items()) + " ms/frame" if self.gpu_frames else ""
+        # in dream mode every frame out is one dream, so both paces' stages are per frame
+        gpu = " ".join(f"{s} {1e3 * self.gpu_stages[s][0] / max(self.gpu_stages[s][1], 1):.1f}"
+                       for s in GPU_STAGES if s in self.gpu_stages)
+        gpu = gpu + " ms/frame" if gpu else ""
         snap = self.registry.snapshot()
         f = LoopFigures(self.source.describe(), self.dream, snap.steps, fps, self.latency / n,
                         1.0 - (self.stages.get("dream", 0.0) / total if total else 0.0), breakdown,
@@ -497,6 +507,143 @@ def run_loop(model: Model, backend: Backend, source: PullSource, width: int, hei
                      output_size=output_size, meter=meter, seed=seed, outputs=outputs)
     run.advance(frames)
     return run.figures()
+
+
+# ----------------------------------------------------------------------------- the two paces, in real time
+class PacedFrames(Source):
+    """Frames from memory published in real time at ``fps`` on the source's own thread, as a camera
+    delivers them (its decoding costs nothing here), played forwards then backwards so the motion
+    never jumps. Remembers which frame each capture time was (``index_at``) and every publication."""
+
+    def __init__(self, frames: Sequence[np.ndarray], fps: float, name: str = "paced clip") -> None:
+        super().__init__(name, placeholder_size=(frames[0].shape[1], frames[0].shape[0]))
+        self.frames, self.fps = list(frames), fps
+        self.index_at: dict[float, int] = {}
+        self.published: list[tuple[float, int]] = []
+
+    def describe(self) -> str:
+        return f"{self.name} {self.frames[0].shape[1]}x{self.frames[0].shape[0]} @ {self.fps:g} fps"
+
+    def frame(self, index: int) -> np.ndarray:
+        """The picture of clip position ``index`` (forwards, then backwards)."""
+        period = max(2 * len(self.frames) - 2, 1)
+        k = index % period
+        return self.frames[k if k < len(self.frames) else period - k]
+
+    def _open(self) -> None:
+        pass
+
+    def _run(self) -> None:
+        pacer, i = Pacer(self.fps), 0
+        while pacer.wait(self._stop):
+            stamp = time.monotonic()
+            self.index_at[stamp] = i
+            self.published.append((stamp, i))
+            self._publish(self.frame(i), stamp)
+            i += 1
+
+
+class _Timeline(Output):
+    """Every frame's capture time and send time; the frames themselves for ``keep`` of them, the
+    first sent ``after`` seconds or more into the run (a window to judge, full size)."""
+
+    def __init__(self, after: float = 0.0, keep: int = 0) -> None:
+        super().__init__("timeline")
+        self.after, self.keep = after, keep
+        self.started = time.monotonic()
+        self.times: list[tuple[float, float]] = []
+        self.kept: list[tuple[float, np.ndarray]] = []
+        self.repeats = 0
+        self._last: np.ndarray | None = None
+
+    def open(self, width: int, height: int, fps: float) -> None:
+        self.size, self.fps = (width, height), fps
+
+    def send(self, frame: np.ndarray, timestamp: float | None = None) -> None:
+        self.times.append((float(timestamp if timestamp is not None else time.monotonic()), time.monotonic()))
+        if self._last is not None and frame is not self._last and np.array_equal(frame, self._last):
+            self.repeats += 1
+        elif self._last is not None and frame is self._last:
+            self.repeats += 1
+        self._last = frame
+        if len(self.kept) < self.keep and self.times[-1][1] - self.started >= self.after:
+            self.kept.append((self.times[-1][0], frame.copy()))
+        self.sent += 1
+
+    def close(self) -> None:
+        pass
+
+
+@dataclass
+class PacedFigures:
+    """One run of the show against a paced camera (:func:`paced_run`)."""
+
+    present: str
+    seconds: float
+    presented: int
+    delivered: int  # frames the camera made from the first presented one to the last
+    dreams: int
+    dream_fps: float
+    latency_ms: list[float]  # capture to sent, every frame out
+    dream_age_ms: float | None
+    repeats: int  # frames out identical to the one before
+    period: float  # the camera's frame period (s)
+    breakdown: str
+    presenter_cpu_s: float  # CPU time of the presenter's thread
+    process_cpu_s: float
+    gpu_breakdown: str = ""  # both paces' GPU time per stage from CUDA events ("" off CUDA)
+    kept: list[tuple[int, np.ndarray]] = field(default_factory=list)  # (clip index, frame out)
+    sent_at: list[tuple[int, float]] = field(default_factory=list)  # (clip index shown, send time)
+    published: list[tuple[float, int]] = field(default_factory=list)
+
+    @property
+    def presented_share(self) -> float:
+        return self.presented / max(self.delivered, 1)
+
+    def latency_frames(self, q: float) -> float:
+        ordered = sorted(self.latency_ms)
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))] / (1e3 * self.period) if ordered else math.nan
+
+
+def paced_run(model: Model, backend: Backend, source: PacedFrames, dream: tuple[int, int], seconds: float,
+              present: str, *, look: Mapping[str, Any] | None = None, judge_after: float = 0.0, keep: int = 0,
+              loop: LiveLoop | None = None, outputs: Sequence[Output] = (), rate: float | None = None,
+              stop: threading.Event | None = None, reprojector: Any = None,
+              seed: int = 0) -> tuple[PacedFigures, LiveLoop]:
+    """The real show (both paces, threads and all) for ``seconds`` (or until ``stop``) against
+    ``source`` (started here if it is not yet), headless, outputs at the source's size, opened at
+    ``rate`` (default: the source's) along with ``outputs``. ``loop``: continue an earlier run's
+    show (warm: feedback, caches). ``reprojector``: carry the dream with this one instead.
+    Returns the figures and the loop."""
+    timeline = _Timeline(judge_after, keep)
+    fanout = Fanout([timeline, *outputs])
+    fanout.open(source.frames[0].shape[1], source.frames[0].shape[0], rate or source.fps)
+    if loop is None:
+        registry = Registry()
+        values: dict[str, Any] = dict(look or {})
+        values.update({"width": dream[0], "height": dream[1], "fps_cap": 240})
+        registry.update(values)
+        loop = LiveLoop(source, model, backend, registry, fanout, seed=seed, status_every=3600, present=present)
+    else:
+        loop.outputs = loop.presenter.outputs = fanout
+    if reprojector is not None:
+        loop.presenter.reprojector = reprojector
+    if source.status != Status.LIVE:
+        source.start()
+    t0, c0 = time.thread_time(), time.process_time()
+    report = loop.run(stop, duration=seconds)
+    presenter_cpu, process_cpu = time.thread_time() - t0, time.process_time() - c0
+    indices = [source.index_at[ts] for ts, _ in timeline.times]
+    latencies = [1e3 * (sent - ts) for ts, sent in timeline.times]
+    figures = PacedFigures(
+        present, report.seconds, len(indices), (indices[-1] - indices[0] + 1) if indices else 0, report.dreams,
+        report.dream_fps, latencies, report.dream_age_ms, timeline.repeats, 1.0 / source.fps, report.breakdown,
+        presenter_cpu, process_cpu, report.gpu_breakdown,
+        kept=[(source.index_at[ts], frame) for ts, frame in timeline.kept],
+        sent_at=[(source.index_at[ts], sent) for ts, sent in timeline.times],
+        published=list(source.published),
+    )
+    return figures, loop
 
 
 class OrdinaryRun:

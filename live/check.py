@@ -866,9 +866,13 @@ def check_outputs(opts: CheckOptions, *, show_running: bool = False) -> list[Che
                                    "ndi-python is not installed (the show goes on without NDI)",
                                    "pip install 'deepdream-live[ndi]'"))
     if opts.osc_port is not None and (show_running or _port_taken(opts.osc_host, opts.osc_port)):
-        live = _ask_show_outputs(opts)
+        fields = _ask_show_status(opts)
+        pace = _show_pace(fields)
+        if pace is not None:
+            results.append(CheckResult("running: show", True, pace))
+        live = fields.get("outputs")
         if live is not None:
-            for part in (p.strip() for p in live.split(";") if p.strip()):
+            for part in (p.strip() for p in str(live).split(";") if p.strip()):
                 name, _, state = part.partition(":")
                 failed = "failed" in state or "offline" in state
                 results.append(CheckResult(f"running: {name}", not failed, redact(state.strip()),
@@ -910,8 +914,27 @@ def _port_taken(host: str, port: int) -> bool:
     return False
 
 
-def _ask_show_outputs(opts: CheckOptions, timeout: float = 1.0) -> str | None:
-    """The running show's ``/dream/status/outputs`` line over OSC, or None if nobody answers."""
+def _show_pace(fields: dict[str, object]) -> str | None:
+    """Both paces of the running show in one line, from its status (None when it did not say)."""
+    if "fps" not in fields or "dream_fps" not in fields:
+        return None
+    try:
+        fps, dreams = float(fields["fps"]), float(fields["dream_fps"])  # type: ignore[arg-type]
+        age = float(fields.get("dream_age_ms", -1.0))  # type: ignore[arg-type]
+        latency = float(fields.get("latency_ms", -1.0))  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    text = f"{fps:.1f} fps out, dreaming {dreams:.1f} a second, dream age {'-' if age < 0 else f'{age:.0f} ms'}"
+    if latency >= 0:
+        text += f", latency {latency:.0f} ms (capture to output)"
+    present = fields.get("present")
+    if present in ("camera", "dream"):
+        text = ("every camera frame: " if present == "camera" else "each dream: ") + text
+    return text
+
+
+def _ask_show_status(opts: CheckOptions, timeout: float = 1.0) -> dict[str, object]:
+    """The running show's ``/dream/status`` fields over OSC (empty if nobody answers)."""
     from pythonosc.osc_message import OscMessage
     from pythonosc.osc_message_builder import build_msg
 
@@ -919,22 +942,26 @@ def _ask_show_outputs(opts: CheckOptions, timeout: float = 1.0) -> str | None:
 
     port = DEFAULT_PORT if opts.osc_port is None else opts.osc_port
     if port == 0:
-        return None  # a show on any free port cannot be found by its number
+        return {}  # a show on any free port cannot be found by its number
     host = "127.0.0.1" if opts.osc_host in ("0.0.0.0", "::", "") else opts.osc_host
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    fields: dict[str, object] = {}
+    prefix = "/dream/status/"
     try:
         with socket.socket(family, socket.SOCK_DGRAM) as sock:
             sock.settimeout(timeout)
             sock.sendto(build_msg("/dream/status", []).dgram, (host, port))
             deadline = time.monotonic() + timeout
-            while time.monotonic() < deadline:
+            # the reply is one message per field, outputs among them; gather until it came (or time ran out)
+            while time.monotonic() < deadline and "outputs" not in fields:
                 data, _ = sock.recvfrom(65536)
                 try:
                     message = OscMessage(data)
                 except Exception:  # noqa: BLE001 - not ours
                     continue
-                if message.address == "/dream/status/outputs" and message.params:
-                    return str(message.params[0])
+                if message.address.startswith(prefix) and message.params:
+                    fields[message.address[len(prefix):]] = message.params[0]
     except OSError:
-        return None
+        pass
+    return fields
     return None

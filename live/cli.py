@@ -216,6 +216,10 @@ def _build_parser() -> argparse.ArgumentParser:
     out.add_argument("--output-size", default=None, metavar="WxH",
                      help="size of every output, any size, e.g. 1920x1080 (default: the source's own; the dream "
                      "runs at --size and its detail is laid over the full-size camera)")
+    out.add_argument("--present", default=None, choices=("camera", "dream"),
+                     help="camera: every camera frame goes out at the camera's rate with the newest dream carried "
+                     "onto it along the motion; dream: each frame waits for its own dream (the dream's rate, "
+                     "latency one dream). Default: camera (site config: outputs.present)")
     out.add_argument("--overlay", action=argparse.BooleanOptionalAction, default=None,
                      help="draw fps, layer, steps and backend on the output")
     out.add_argument("--screenshot-dir", type=Path, default=None, help="where the 's' key saves PNGs (default: .)")
@@ -565,7 +569,8 @@ def _show_setup(args: argparse.Namespace):
         "source": args.source, "capture_fps": args.capture_fps, "loop_video": False if args.once else None,
         "window": args.window, "fullscreen": args.fullscreen, "monitor": args.monitor, "vcam": args.vcam,
         "vcam_device": args.vcam_device, "vcam_backend": args.vcam_backend, "record": args.record,
-        "overlay": args.overlay, "screenshot_dir": args.screenshot_dir, "weights": args.weights,
+        "overlay": args.overlay, "present": args.present, "screenshot_dir": args.screenshot_dir,
+        "weights": args.weights,
         "backend": args.backend, "device": args.device, "model": args.model, "flow_preset": args.flow_preset,
         "seed": args.seed, "max_frames": args.max_frames, "duration": args.duration,
         "status_every": args.status_every, "osc": args.osc, "osc_host": args.osc_host, "osc_port": args.osc_port,

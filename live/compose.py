@@ -2,13 +2,17 @@
 
 The outputs (window, virtual camera, recording) run at the *output size*: the source's own
 resolution unless the operator names one. The dream runs at the *dream size* (a multiple of 32,
-what the governor and ``calibrate`` trim). Per frame (docs/architecture.md, "One frame" and
+what the governor and ``calibrate`` trim). Per frame (docs/architecture.md, "Two paces" and
 "Frame budget")::
 
     cam = compositor.upload(bgr, output_size, dream_size)  # the camera at the dream size, model space
     ...feedback and the dream, at the dream size...
     shown = compositor.compose(cam, dreamed, mix)          # camera at full size + mix · upsampled residual
     picture = compositor.download(shown)                   # BGR uint8 at the output size, a new array
+
+The show's two paces split that in two: the dreamer uploads and dreams (``upload``), the
+presenter lays a residual dreamed earlier, carried onto its own camera frame, on that frame
+(``keep_camera``, then ``compose_residual`` and ``download``); each pace has a compositor of its own.
 
 Only the *residual* (dream − camera) is upsampled, so the camera stays sharp and the
 hallucination sits on it; ``mix`` scales the residual, which is a blend of camera and dream at
@@ -24,11 +28,12 @@ Two implementations, chosen by where the dream's tensors live:
   the shown frame.
 
 On CUDA nothing here waits for the GPU except :meth:`Compositor.download`, and that waits only
-for its own frame: :meth:`Compositor.compose` queues the shown frame's copy to pinned host memory
-(and the dream's finite flag with it) and records an event behind it, so the loop can launch
-the next frame's dream before it collects this one (docs/architecture.md, "One frame"). No
-Python list indexes a device tensor and no tensor is made from Python numbers per frame: either
-is a blocking host-to-device copy that waits for everything queued, i.e. the dream in flight.
+for its own frame: :meth:`Compositor.compose_residual` queues the shown frame's copy to pinned
+host memory (with a finite flag, where one is given) and records an event behind it on the
+caller's stream; the wait is for that event, never stream- or device-wide, so the presenter never
+waits for a dream running on the dreamer's stream (docs/architecture.md, "Two paces"). No Python
+list indexes a device tensor and no tensor is made from Python numbers per frame: either is a
+blocking host-to-device copy that waits for everything queued on the stream.
 
 Buffers are cached per size (a camera that changes resolution gets new ones, an LRU keeps a
 handful). The shown frame itself is a new array every frame: outputs keep frames (a recorder's
@@ -96,15 +101,15 @@ class Composed:
     """A shown frame between :meth:`Compositor.compose` and :meth:`Compositor.download`.
 
     ``frame``: the picture (on CUDA the pinned host buffer its download lands in; else the host
-    array or tensor, already complete); ``finite``: a
-    0-d bool tensor, whether the dream it was composed from was finite, on the host once the
-    frame is downloaded (on CUDA it travels with the download, so reading it never waits);
-    ``composed`` and ``ready``: CUDA events after the compose kernels and after the download copy
-    (None off CUDA), for the loop's GPU stage times.
+    array or tensor, already complete); ``finite``: a 0-d bool tensor, whether the dream it was
+    composed from was finite, on the host once the frame is downloaded (on CUDA it travels with
+    the download, so reading it never waits), or None where nobody asked (the presenter's
+    residuals were checked by the dreamer); ``composed`` and ``ready``: CUDA events after the
+    compose kernels and after the download copy (None off CUDA), for the GPU stage times.
     """
 
     frame: Any
-    finite: Tensor
+    finite: Tensor | None
     composed: Any = None
     ready: Any = None
 
@@ -112,7 +117,7 @@ class Composed:
 class Compositor:
     """Camera frame in at the output size, dream at the dream size, shown frame out at the output size.
 
-    Not thread-safe: the frame loop's thread only.
+    Not thread-safe: one pace's thread only (each pace makes its own).
     """
 
     def __init__(self, space: InputSpace, device: torch.device) -> None:
@@ -140,10 +145,22 @@ class Compositor:
         frame at the output size is kept for :meth:`compose`."""
         raise NotImplementedError
 
+    def keep_camera(self, bgr: np.ndarray, output_size: Size) -> None:
+        """Only keep the camera frame at the output size for :meth:`compose_residual` (the
+        presenter's path: it shows a residual dreamed elsewhere, so needs no dream-size copy)."""
+        raise NotImplementedError
+
     def compose(self, cam: Tensor, dreamed: Tensor, mix: float) -> Composed:
         """The shown frame: the uploaded camera at the output size plus ``mix`` times the upsampled
         residual ``dreamed - cam``, with whether ``dreamed`` was finite. Returns what
         :meth:`download` takes; on CUDA its copy to the host is already queued."""
+        return self.compose_residual(dreamed - cam, mix, torch.isfinite(dreamed).all())
+
+    def compose_residual(self, residual: Tensor, mix: float, finite: Tensor | None = None) -> Composed:
+        """The shown frame: the kept camera at the output size plus ``mix`` times ``residual``
+        (model space, (1, 3, dream h, dream w)) upsampled; ``finite`` (a 0-d bool tensor, or None)
+        rides along to the host. Returns what :meth:`download` takes; on CUDA its copy to the host
+        is already queued."""
         raise NotImplementedError
 
     def download(self, shown: Composed) -> np.ndarray:
@@ -162,9 +179,12 @@ class HostCompositor(Compositor):
         super().__init__(space, torch.device("cpu"))
         self._cam_out: np.ndarray | None = None
 
+    def keep_camera(self, bgr: np.ndarray, output_size: Size) -> None:
+        self._cam_out, self.output_size = self._at_output_size(bgr, output_size), output_size
+
     def upload(self, bgr: np.ndarray, output_size: Size, dream_size: Size) -> Tensor:
-        cam_out = self._at_output_size(bgr, output_size)
-        self._cam_out, self.output_size = cam_out, output_size
+        self.keep_camera(bgr, output_size)
+        cam_out = self._cam_out
         if output_size == dream_size:
             small = cam_out
         else:
@@ -175,26 +195,44 @@ class HostCompositor(Compositor):
         return self.space.to_model(rgb01)
 
     def compose(self, cam: Tensor, dreamed: Tensor, mix: float) -> Composed:
-        if self._cam_out is None or self.output_size is None:
-            raise RuntimeError("compose() before upload()")
         dh, dw = cam.shape[-2:]
         diff = self._buffers.get(("diff", dw, dh), lambda: torch.empty(3, dh, dw))
         torch.sub(dreamed[0], cam[0], out=diff)
-        # the residual in BGR grey levels, laid out (h, w, 3) for OpenCV
-        residual = self._buffers.get(("residual", dw, dh), lambda: np.empty((dh, dw, 3), np.float32))
-        planes = torch.from_numpy(residual).permute(2, 0, 1)
+        return self.compose_residual(diff[None], mix, torch.isfinite(dreamed).all())
+
+    def compose_residual(self, residual: Tensor, mix: float, finite: Tensor | None = None) -> Composed:
+        dh, dw = residual.shape[-2:]
+        out = self._buffers.get(("residual", dw, dh), lambda: np.empty((dh, dw, 3), np.float32))
+        return Composed(self.compose_levels(self.levels(residual, mix, out)), finite)
+
+    def levels(self, residual: Tensor, mix: float = 1.0, out: np.ndarray | None = None) -> np.ndarray:
+        """``mix`` times ``residual`` (model space, (1, 3, h, w)) in BGR grey levels, laid out
+        (h, w, 3) float32 for OpenCV (into ``out`` when given): what :meth:`compose_levels` adds.
+        The presenter converts a dream once and moves it onto many camera frames in this form."""
+        diff = residual[0]
+        dh, dw = diff.shape[-2:]
+        levels = np.empty((dh, dw, 3), np.float32) if out is None else out
+        planes = torch.from_numpy(levels).permute(2, 0, 1)
         scale = self._residual_scale(mix)
         for out_c in range(3):  # host tensors: indexing by a Python int costs nothing here
             model_c = 2 - out_c if self._flip_to_bgr else out_c
             torch.mul(diff[model_c], scale[model_c], out=planes[out_c])
+        return levels
+
+    def compose_levels(self, levels: np.ndarray) -> np.ndarray:
+        """The kept camera frame plus ``levels`` ((h, w, 3) float32 BGR grey levels, any size)
+        upsampled to the output size: a new uint8 frame."""
+        if self._cam_out is None or self.output_size is None:
+            raise RuntimeError("compose() before upload() or keep_camera()")
+        dh, dw = levels.shape[:2]
         ow, oh = self.output_size
         if (ow, oh) != (dw, dh):
             up = self._buffers.get(("up", ow, oh), lambda: np.empty((oh, ow, 3), np.float32))
-            residual = cv2.resize(residual, (ow, oh), dst=up, interpolation=cv2.INTER_LINEAR)
+            levels = cv2.resize(levels, (ow, oh), dst=up, interpolation=cv2.INTER_LINEAR)
         shown = np.empty((oh, ow, 3), np.uint8)
         # uint8 + float32 -> uint8: rounded and saturated at 0 and 255, i.e. clamped to valid pixels
-        cv2.add(self._cam_out, residual, dst=shown, dtype=cv2.CV_8U)
-        return Composed(shown, torch.isfinite(dreamed).all())
+        cv2.add(self._cam_out, levels, dst=shown, dtype=cv2.CV_8U)
+        return shown
 
     def download(self, shown: Composed) -> np.ndarray:
         return shown.frame
@@ -225,8 +263,9 @@ class DeviceCompositor(Compositor):
 
     On CUDA the host never waits here except in :meth:`download`, for its own frame: uploads go
     through two pinned slots used in turn (so the next frame's upload never overwrites memory a
-    queued copy still reads), and :meth:`compose` queues the download into one of two pinned
-    slots, so frame *k* can be collected after frame *k + 1*'s dream is launched.
+    queued copy still reads), and :meth:`compose_residual` queues the download into one of two
+    pinned slots behind an event on the caller's stream. Each pace has its own compositor, so
+    slots and the device buffers they fill are only ever used on one stream and one thread.
     """
 
     def __init__(self, space: InputSpace, device: torch.device) -> None:
@@ -234,7 +273,11 @@ class DeviceCompositor(Compositor):
         self._cam_out: Tensor | None = None
         self._cuda = device.type == "cuda"
 
-    def upload(self, bgr: np.ndarray, output_size: Size, dream_size: Size) -> Tensor:
+    def keep_camera(self, bgr: np.ndarray, output_size: Size) -> None:
+        self._keep(bgr, output_size)
+
+    def _keep(self, bgr: np.ndarray, output_size: Size) -> Tensor:
+        """The camera frame at the output size on the device (uint8 BGR), kept for composing."""
         host = torch.from_numpy(np.ascontiguousarray(self._at_output_size(bgr, output_size)))
         ow, oh = output_size
         if self._cuda:
@@ -251,6 +294,11 @@ class DeviceCompositor(Compositor):
         else:
             dev = host
         self._cam_out, self.output_size = dev, output_size
+        return dev
+
+    def upload(self, bgr: np.ndarray, output_size: Size, dream_size: Size) -> Tensor:
+        dev = self._keep(bgr, output_size)
+        ow, oh = output_size
         full = dev.permute(2, 0, 1)[None].float()  # BGR 0..255
         if output_size != dream_size:
             shrinking = dream_size[0] * dream_size[1] < ow * oh
@@ -258,10 +306,10 @@ class DeviceCompositor(Compositor):
                                  antialias=shrinking)
         return self.space.to_model(full.flip(1).div_(255.0))
 
-    def compose(self, cam: Tensor, dreamed: Tensor, mix: float) -> Composed:
+    def compose_residual(self, residual: Tensor, mix: float, finite: Tensor | None = None) -> Composed:
         if self._cam_out is None or self.output_size is None:
-            raise RuntimeError("compose() before upload()")
-        residual = (dreamed - cam) * self._residual_scale(mix).view(1, 3, 1, 1)
+            raise RuntimeError("compose() before upload() or keep_camera()")
+        residual = residual * self._residual_scale(mix).view(1, 3, 1, 1)
         if self._flip_to_bgr:
             residual = residual.flip(1)
         ow, oh = self.output_size
@@ -271,7 +319,6 @@ class DeviceCompositor(Compositor):
                                   lambda: torch.empty((oh, ow, 3), dtype=torch.uint8, device=self.device))
         # +0.5 then truncation: rounded to the nearest level, as OpenCV's add on the host path
         shown.copy_(residual[0].permute(1, 2, 0).add(self._cam_out).clamp_(0.0, 255.0).add_(0.5))
-        finite = torch.isfinite(dreamed).all()
         if not self._cuda:
             # nothing is asynchronous here: take the frame now (``shown`` is reused next frame)
             return Composed(shown.to("cpu", copy=True), finite)
@@ -285,9 +332,11 @@ class DeviceCompositor(Compositor):
         # The frame's one device-to-host copy, queued now and waited for in download(); the
         # finite flag rides along, so reading it afterwards costs no second wait.
         slot["staging"].copy_(shown, non_blocking=True)
-        slot["finite"].copy_(finite, non_blocking=True)
+        if finite is not None:
+            slot["finite"].copy_(finite, non_blocking=True)
         slot["done"].record()
-        return Composed(slot["staging"], slot["finite"], slot["composed"], slot["done"])
+        return Composed(slot["staging"], slot["finite"] if finite is not None else None, slot["composed"],
+                        slot["done"])
 
     def download(self, shown: Composed) -> np.ndarray:
         if shown.ready is not None:

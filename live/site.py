@@ -8,7 +8,7 @@ A gallery machine runs for weeks from one file (``site.toml``, see ``live/site-e
     [outputs]     window, fullscreen, monitor, vcam, vcam_device, vcam_backend, record, overlay, screenshot_dir,
                   record_dir, record_codec, record_bitrate, stream = [URLs], stream_bitrate,
                   keyframe_interval, encoder_preset, ndi,
-                  size (of every output; left out: the source's own)
+                  size (of every output; left out: the source's own), present = camera|dream
     [osc]         enabled, host, port, allow = [CIDRs], feedback = ["host:port", …]
     [web]         enabled, host, port, mdns, token_file (the page, preview and OSCQuery)
     [midi]        enabled, mapping, api = alsa|jack
@@ -122,6 +122,7 @@ class OutputsSection:
     encoder_preset: str | None = None
     ndi: str | None = None
     size: tuple[int, int] | None = None  # every output's size; None: the source's own
+    present: str | None = None  # camera (every camera frame) or dream (each dream); None: camera
 
 
 @dataclass(frozen=True)
@@ -283,6 +284,7 @@ class Site:
             "encoder_preset": o.encoder_preset,
             "ndi": o.ndi,
             "output_size": o.size,
+            "present": o.present,
         }
         return {k: v for k, v in values.items() if v is not None}
 
@@ -495,6 +497,7 @@ SCHEMA: dict[str, dict[str, Check | str]] = {
         "record_dir": PATH, "record_codec": _text, "record_bitrate": _bitrate, "stream": _streams,
         "stream_bitrate": _bitrate, "keyframe_interval": _float(0.1, 60), "ndi": _text,
         "encoder_preset": _choice("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow"), "size": _output_size,
+        "present": _choice("camera", "dream"),
     },
     # port 0: any free one, named in the log (as --osc-port 0 / --web-port 0)
     "osc": {"enabled": _bool, "host": _host, "port": _int(0, 65535), "allow": _cidrs, "feedback": _hostports},

@@ -1,4 +1,4 @@
-"""Temporal feedback for the live loop (docs/architecture.md, "One frame", step 4).
+"""Temporal feedback for the live loop (docs/architecture.md, "Two paces": the dreamer, step 2).
 
 Per frame::
 
@@ -216,7 +216,10 @@ class _GridCache:
     """Small LRU of sampling grids keyed by (shape, device, dtype, ...), safe across threads.
 
     A grid is made once per size, not per frame; the LRU bound keeps a camera that changes
-    resolution from leaking grids.
+    resolution from leaking grids. On CUDA each stream gets its own copy (the dreamer and the
+    presenter each have a stream; docs/architecture.md, "Two paces"): a grid is copied up
+    asynchronously on the stream that first asks, so only that stream's order guarantees it is
+    there, and only there is its memory safe from reuse while it is read.
     """
 
     def __init__(self, size: int = 8) -> None:
@@ -224,7 +227,9 @@ class _GridCache:
         self._size = size
         self._lock = threading.Lock()
 
-    def get(self, key: tuple, make: Callable[[], Tensor]) -> Tensor:
+    def get(self, key: tuple, make: Callable[[], Tensor], device: torch.device | None = None) -> Tensor:
+        if device is not None and device.type == "cuda":
+            key = (*key, torch.cuda.current_stream(device).stream_id)
         with self._lock:
             grid = self._grids.get(key)
             if grid is not None:
@@ -248,9 +253,9 @@ def _base_grid(h: int, w: int, device: torch.device, dtype: torch.dtype) -> Tens
         ys = torch.linspace(-1.0, 1.0, h, dtype=torch.float64) if h > 1 else torch.zeros(1, dtype=torch.float64)
         xs = torch.linspace(-1.0, 1.0, w, dtype=torch.float64) if w > 1 else torch.zeros(1, dtype=torch.float64)
         grid = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), dim=-1)  # (h, w, 2) as (x, y)
-        return _to_device(grid[None].to(dtype), device)
+        return to_device(grid[None].to(dtype), device)
 
-    return _BASE_GRIDS.get((h, w, device, dtype), make)
+    return _BASE_GRIDS.get((h, w, device, dtype), make, device)
 
 
 def warp(image: Tensor, flow: Tensor) -> Tensor:
@@ -284,9 +289,9 @@ def warp(image: Tensor, flow: Tensor) -> Tensor:
 
 def _pixel_scale(h: int, w: int, device: torch.device, dtype: torch.dtype) -> Tensor:
     def make() -> Tensor:
-        return _to_device(torch.tensor([2.0 / max(w - 1, 1), 2.0 / max(h - 1, 1)], dtype=dtype), device)
+        return to_device(torch.tensor([2.0 / max(w - 1, 1), 2.0 / max(h - 1, 1)], dtype=dtype), device)
 
-    return _BASE_GRIDS.get(("scale", h, w, device, dtype), make)
+    return _BASE_GRIDS.get(("scale", h, w, device, dtype), make, device)
 
 
 def flow_to_tensor(flow: np.ndarray, device: torch.device | str) -> Tensor:
@@ -298,13 +303,13 @@ def flow_to_tensor(flow: np.ndarray, device: torch.device | str) -> Tensor:
     if flow.ndim != 3 or flow.shape[2] != 2:
         raise UsageError(f"a flow field is (H, W, 2) of (dx, dy); got shape {tuple(flow.shape)}")
     host = torch.from_numpy(np.ascontiguousarray(flow, dtype=np.float32)).permute(2, 0, 1)[None]
-    return _to_device(host, torch.device(device))
+    return to_device(host, torch.device(device))
 
 
-def _to_device(host: Tensor, device: torch.device) -> Tensor:
+def to_device(host: Tensor, device: torch.device) -> Tensor:
     """A host tensor, contiguous, on ``device`` without waiting for the device's queued work: on
-    CUDA through pinned memory, asynchronously (a plain copy from pageable memory waits for the
-    whole stream, which is the dream in flight). The pinned block comes from PyTorch's caching
+    CUDA through pinned memory, asynchronously on the current stream (a plain copy from pageable
+    memory waits for the whole stream: on the dreamer's, the dream in flight). The pinned block comes from PyTorch's caching
     host allocator, which hands it out again only once its copy has run."""
     if device.type == "cuda":
         pinned = torch.empty(host.shape, dtype=host.dtype, pin_memory=True)
@@ -448,7 +453,7 @@ def zoom_rotate_drift(
         theta[:, :2] = (s[:, None] * m) / s[None, :]
         theta[:, 2] = s * t
         th = torch.tensor(theta, dtype=torch.float64)[None].expand(n, 2, 3)
-        return _to_device(F.affine_grid(th, [n, 1, h, w], align_corners=False).to(x.dtype), x.device)
+        return to_device(F.affine_grid(th, [n, 1, h, w], align_corners=False).to(x.dtype), x.device)
 
-    grid = _AFFINE_GRIDS.get(key, make)
+    grid = _AFFINE_GRIDS.get(key, make, x.device)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)

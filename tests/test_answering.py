@@ -77,17 +77,17 @@ def test_during_a_10_s_frame_status_and_pings_keep_coming_and_a_stop_lands_withi
             def lines() -> list[str]:
                 return [r.getMessage() for r in caplog.records if "fps, latency" in r.getMessage()]
 
-            # Three status lines and three pings, a line every 0.5 s, not one per (10 s) frame: they
-            # must all come while the first frame is still dreaming.
-            assert _wait(lambda: (len(lines()) >= 3 and notify_socket.pings(started) >= 3) or loop.clock.frames > 0)
-            assert loop.clock.frames == 0, "the first 10 s frame ended before three status lines and pings"
-            assert any(re.search(r"this frame: \d+ steps in \d+\.\d s so far", line) for line in lines()), lines()
+            # Three status lines and three pings, a line every 0.5 s, not one per (10 s) dream: they
+            # must all come while the first dream is still running (the camera goes out meanwhile).
+            assert _wait(lambda: (len(lines()) >= 3 and notify_socket.pings(started) >= 3) or loop.dream_clock.frames > 0)
+            assert loop.dream_clock.frames == 0, "the first 10 s dream ended before three status lines and pings"
+            assert any(re.search(r"this dream: \d+ steps in \d+\.\d s so far", line) for line in lines()), lines()
         finally:
             asked = time.time()  # the clock log records are stamped by
             stop.set()
             thread.join(timeout=60)
     assert not thread.is_alive()
-    assert result["report"].stopped_because == "stopped" and result["report"].frames == 0  # abandoned, not finished
+    assert result["report"].stopped_because == "stopped" and result["report"].dreams == 0  # abandoned, not finished
     # from the stop to the loop's own "stopped" line: the step in hand (0.25 s) and the wind-down
     stopped = next(r for r in caplog.records if r.getMessage().startswith("stopped (stopped)"))
     took = stopped.created - asked
@@ -171,9 +171,9 @@ def test_ctrl_c_stops_the_real_show_within_a_second_in_the_middle_of_a_10_s_fram
                  WATCHDOG_USEC="2000000", NOTIFY_SOCKET=notify_socket.path)
     seen: list[str] = []
     try:
-        _read_until(proc, r"this frame: \d+ steps", seen)  # a status line during the first, 10 s frame
-        _read_until(proc, r"this frame: \d+ steps", seen)  # and another one
-        assert _wait(lambda: notify_socket.pings() >= 2)  # pinged while the long frame runs
+        _read_until(proc, r"this dream: \d+ steps", seen)  # a status line during the first, 10 s dream
+        _read_until(proc, r"this dream: \d+ steps", seen)  # and another one
+        assert _wait(lambda: notify_socket.pings() >= 2)  # pinged while the long dream runs
         proc.send_signal(signal.SIGINT)
         rest = proc.communicate(timeout=120)[1]
     finally:
@@ -183,7 +183,7 @@ def test_ctrl_c_stops_the_real_show_within_a_second_in_the_middle_of_a_10_s_fram
     assert "SIGINT: stopping after the current dream step" in log
     took = float(re.search(r"stopped (\d+\.\d+) s after SIGINT", log).group(1))
     assert took < 1.0, log  # outputs closed too
-    assert "stopped (stopped) after 0 frames" in log  # the 10 s frame was abandoned, not finished
+    assert re.search(r"stopped \(stopped\) after \d+ frames .*; 0 dreams", log)  # the 10 s dream was abandoned
 
 
 def test_a_second_ctrl_c_abandons_a_hung_step_and_still_finalises_the_recording(tmp_path: Path) -> None:

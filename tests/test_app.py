@@ -14,6 +14,7 @@ import threading
 import time
 from pathlib import Path
 
+import av
 import cv2
 import numpy as np
 import pytest
@@ -70,6 +71,9 @@ def test_a_real_clip_through_the_whole_loop_to_the_recorder(checkpoint: Path, tm
     assert video.isOpened()
     # recorded at the clip's own size, not the 128x96 the dream ran at
     assert (int(video.get(cv2.CAP_PROP_FRAME_WIDTH)), int(video.get(cv2.CAP_PROP_FRAME_HEIGHT))) == (192, 144)
+    # ...and at its rate: every camera frame goes out, so the recording declares the clip's 6 fps (not fps_cap)
+    with av.open(str(out)) as container:
+        assert container.streams.video[0].codec_context.framerate == 6
     decoded = []
     while True:
         ok, frame = video.read()
@@ -85,7 +89,9 @@ def test_parameter_change_takes_effect_on_the_next_frame(model) -> None:
     registry = small_registry()
     out = Collect()
     photo = ImageSource(photo_path("coffee.png"), fps=240).start()
-    loop = loop_for(model, photo, registry, out)
+    # each dream when it finishes: every frame out is a dreamed one (at the camera's pace the first
+    # frames would be the camera, before any dream is done)
+    loop = loop_for(model, photo, registry, out, present="dream")
     camera = cv2.imread(str(photo_path("coffee.png")))  # outputs run at the photo's own 600x400
 
     def change(n: int) -> None:
@@ -102,14 +108,21 @@ def test_parameter_change_takes_effect_on_the_next_frame(model) -> None:
     assert diffs[5] < 1.0 and diffs[6] < 1.0  # mix 0: camera (within rounding)
 
 
-def test_pipelined_download_delivers_every_frame(model) -> None:
-    # The CUDA path downloads one frame late so flow overlaps the dream; check its bookkeeping on CPU.
+def test_the_device_frame_path_delivers_every_frame_dreamed(model) -> None:
+    # CUDA's frame path, its bookkeeping checked on CPU tensors: the device compositor in both paces
+    # (the dreamer's upload through its ring, the presenter's compose into a Composed record and its
+    # download), every frame waiting for its own dream (dream mode), so every frame out is dreamed.
+    from live.compose import DeviceCompositor
+
     out = Collect()
+    camera = cv2.imread(str(photo_path("coffee.png")))  # outputs at the photo's own size
     with ImageSource(photo_path("coffee.png"), fps=240) as photo:
-        loop = loop_for(model, photo, small_registry(), out)
-        loop.pipelined = True
+        loop = loop_for(model, photo, small_registry(), out, present="dream")
+        loop.dream_loop.compositor = DeviceCompositor(model.space, torch.device("cpu"))
+        loop.presenter.compositor = DeviceCompositor(model.space, torch.device("cpu"))
         report = loop.run(max_frames=5)
-    assert report.frames == len(out.frames) == 5
+    assert report.frames == len(out.frames) == 5 and report.dreams >= 5
+    assert all(f.shape == camera.shape and np.abs(f.astype(int) - camera).mean() > 1 for f in out.frames)
 
 
 def test_keys_change_layer_freeze_screenshot_and_quit(model, tmp_path: Path) -> None:
@@ -241,7 +254,7 @@ def test_temporal_feedback_makes_a_panning_clip_steadier(model, tmp_path: Path) 
         out = Collect()
         registry = small_registry(steps=2, jitter=0, **values)
         registry.update({"width": 192, "height": 128})
-        loop = loop_for(model, EveryFrame(clip), registry, out)
+        loop = loop_for(model, EveryFrame(clip), registry, out, present="dream")  # every frame dreamed, in step
         assert loop.run().frames == 16
         frames = [f.astype(int) for f in out.frames]
         # 4 px per frame at 192 wide stays 4 px at the dream's 192 width: compare shifted overlaps
@@ -347,34 +360,42 @@ def test_out_of_memory_shrinks_the_dream_and_the_show_goes_on(model, caplog) -> 
     registry = small_registry()
     registry.update({"width": 320, "height": 192})
     out = Collect()
+    camera = cv2.imread(str(photo_path("coffee.png")))  # outputs at the photo's own size
+    stop = threading.Event()
+
+    def dreamed_again(_n: int) -> None:  # camera frames go out all along; stop once one carries a dream
+        if out.frames and np.abs(out.frames[-1].astype(int) - camera).mean() > 1:
+            stop.set()
+
     with ImageSource(photo_path("coffee.png"), fps=240) as photo:
         fan = Fanout([out])
         fan.open(320, 192, 30)
         loop = LiveLoop(photo, model, Flaky(model, oom_above=200), registry, fan, status_every=3600)
-        report = loop.run(max_frames=6)
-    assert report.frames == 6
+        report = loop.run(stop, duration=300, on_frame=dreamed_again)
+    assert report.stopped_because == "stopped", "no dream within 300 s"
     assert (registry.get("width"), registry.get("height")) == (192, 96)  # 320 -> 224 -> 160 ... fits
     assert "out of memory dreaming at 320x192" in caplog.text
-    camera = cv2.resize(cv2.imread(str(photo_path("coffee.png"))), out.frames[-1].shape[1::-1],
-                        interpolation=cv2.INTER_AREA)
-    assert np.abs(out.frames[-1].astype(int) - camera).mean() > 1  # dreaming again
 
 
 def test_a_failing_backend_passes_the_camera_through_then_recovers(model, caplog, monkeypatch) -> None:
-    monkeypatch.setattr("live.app.RETRY_SECONDS", 0.3)
+    monkeypatch.setattr("live.dream_loop.RETRY_SECONDS", 0.3)
     registry = small_registry()
     out = Collect()
     backend = Flaky(model, fail_until=math.inf)  # down until the test has seen the camera shown
     camera = cv2.imread(str(photo_path("coffee.png")))  # outputs at the photo's own size
     top = slice(0, camera.shape[0] * 2 // 3)  # above the one-line notice at the bottom
+    bottom = slice(camera.shape[0] * 2 // 3, None)
 
     def passthrough(frame: np.ndarray) -> bool:
         return np.abs(frame[top].astype(int) - camera[top]).mean() < 1
 
+    def noticed(frame: np.ndarray) -> bool:  # the camera with a notice along the bottom
+        return passthrough(frame) and np.abs(frame[bottom].astype(int) - camera[bottom]).mean() > 1
+
     stop = threading.Event()
 
     def script(n: int) -> None:
-        if backend.fail_until and sum(map(passthrough, out.frames)) >= 3:
+        if backend.fail_until and sum(map(noticed, out.frames)) >= 3:
             backend.fail_until = 0.0  # repaired; the next retry (after 0.3 s, or 0.6 s …) dreams
         elif not backend.fail_until and not passthrough(out.frames[-1]):
             stop.set()
@@ -386,7 +407,6 @@ def test_a_failing_backend_passes_the_camera_through_then_recovers(model, caplog
         report = loop.run(stop, duration=300, on_frame=script)
     assert report.stopped_because == "stopped", "the dream never came back within 300 s"
     shown = [passthrough(f) for f in out.frames]
-    assert shown[0] and sum(shown) >= 3 and not shown[-1]  # down at first, frames kept flowing, dreaming at the end
-    bottom = slice(camera.shape[0] * 2 // 3, None)
-    assert np.abs(out.frames[0][bottom].astype(int) - camera[bottom]).mean() > 1  # the camera came with a notice
+    # the camera at first (no dream yet, then the failure with its notice), frames kept flowing, dreaming at the end
+    assert shown[0] and sum(map(noticed, out.frames)) >= 3 and not shown[-1]
     assert "the dream failed (RuntimeError: CUDA error" in caplog.text

@@ -185,7 +185,7 @@ def test_live_loop_dreams_on_bvlc(bvlc_model: Model) -> None:
     camera = cv2.imread(str(photo_path("coffee.png")))  # outputs at the photo's own size, the dream at 128x96
     with ImageSource(photo_path("coffee.png"), fps=240) as photo:
         loop = LiveLoop(photo, bvlc_model, TorchBackend(bvlc_model, torch.device("cpu")), registry, fan, seed=0,
-                        status_every=3600)  # fmt: skip
+                        status_every=3600, present="dream")  # fmt: skip  (each frame out its own dream)
         report = loop.run(max_frames=4)
     assert report.frames == 4 and len(out.frames) == 4
     assert all(f.shape == camera.shape for f in out.frames)

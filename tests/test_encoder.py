@@ -91,6 +91,24 @@ def test_a_slow_show_records_real_time_not_the_nominal_rate(tmp_path: Path) -> N
     assert [round(float(f.time), 2) for f in frames] == [0.0, 0.2, 0.6, 0.8]
 
 
+def test_each_packet_lasts_the_real_gap_before_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A receiver that probes by packet durations (FFmpeg) counts real seconds: a packet lasts the
+    gap between its frame and the one before, not 1/rate (docs/architecture.md, "Two paces")."""
+    from live.outputs import encoder
+
+    muxed: list[float] = []
+    real_mux = encoder._Session._mux
+
+    def spy(self, packets):
+        size = real_mux(self, packets)
+        muxed.extend(float(p.duration * p.time_base) for p in packets)
+        return size
+
+    monkeypatch.setattr(encoder._Session, "_mux", spy)
+    record(tmp_path / "gaps.mkv", [10.0, 10.2, 10.4, 10.5, 10.6], fps=30)
+    assert muxed == pytest.approx([1 / 30, 0.2, 0.2, 0.1, 0.1], abs=1e-3)  # Matroska counts milliseconds
+
+
 def test_odd_sizes_are_cropped_to_even(tmp_path: Path) -> None:
     path = tmp_path / "odd.mkv"
     out = EncoderOutput(path)

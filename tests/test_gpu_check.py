@@ -73,8 +73,19 @@ def test_quick_cpu_run_writes_the_json_and_the_table(tmp_path: Path) -> None:
     assert set(cos) == {("torch", "inception3b"), ("onnx", "inception3b")}
     assert all(0.99 <= c <= 1.0 for c in cos.values())  # fp16 against float64, on both backends
     assert "| torch on cpu (float32) | 96x64 | 1 | recorder |" in table and "fp16 cosine to float64" in table
-    assert "host ms capture/flow/upload/dream/compose/download/output" in table
-    assert "GPU ms upload/dream/compose/download" in table and "× plain (TF32 off)" in table
+    # the host's stages of both paces, and the GPU's (CUDA events) of both: the dreamer's and the presenter's
+    assert "host ms capture/flow/upload/dream/carry/compose/download/output" in table
+    assert "GPU ms upload/dream/carry/compose/download" in table and "× plain (TF32 off)" in table
+    # the two paces: the show at the camera's pace against the scene published in real time
+    [paced] = result["paces"]
+    assert paced["size"] == "96x64" and paced["camera_fps"] == 30 and paced["dream"] == "96x64"
+    assert paced["presented"] > 0 and paced["presented_fps"] > 0 and 0 < paced["presented_share"] <= 1.05
+    assert paced["dream_fps"] > 0 and paced["latency_p50_frames"] > 0
+    assert set(paced["stages_ms"]["shown"]) == {"capture", "carry", "compose", "download", "output"}
+    assert set(paced["stages_ms"]["dream"]) == {"flow", "upload", "dream"}
+    assert paced["gpu_stages_ms"] == {} and paced["graph_failures"] == 0  # no CUDA events on the CPU
+    assert "GPU ms shown carry/compose/download | GPU ms dream upload/dream" in table
+    assert "| torch on cpu (float32) | 96x64 @ 30 fps | 96x64 | 1 |" in table
 
 
 def _fake_tests(folder: Path, conftest: str = "", tests: str = "") -> Path:
@@ -139,6 +150,29 @@ def test_parts_that_do_not_fit_the_deadline_fail_the_check(tmp_path: Path) -> No
         "tests": "did not run", "image": "did not run", "loop": "did not run"}
     assert verdict(done) == ("gpu-check: FAILED: CUDA tests: time budget: 0 s left, about 30 s needed for the "
                              "CUDA tests (+2 more, see gpu-check.md)")
+
+
+def test_a_two_paces_run_that_makes_no_dream_fails_the_loop(model) -> None:
+    """The two paces' row cannot pass by mistake: a show that sends the camera out but makes no
+    dream (every dream raises here) raises the part's failure, with the reason, instead of a row
+    of figures (the loop part then fails, as for any row that raised)."""
+    import importlib.util
+
+    from live.backends.torch_backend import TorchBackend
+    from live.benchmark import scene_frames
+
+    spec = importlib.util.spec_from_file_location("gpu_check_script", SCRIPT)
+    assert spec is not None and spec.loader is not None
+    gpu_check = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gpu_check)
+
+    class Broken(TorchBackend):
+        def ascend(self, *args, **kwargs):
+            raise RuntimeError("CUDA error: an illegal memory access was encountered")
+
+    with pytest.raises(gpu_check.PartFailed, match=r"^the two paces: no dream was made in 1 s$"):
+        gpu_check.two_paces(model, Broken(model, torch.device("cpu")), scene_frames(96, 64, frames=4), 30.0,
+                            (96, 64), 1, 1.0)
 
 
 def _env() -> dict[str, str]:

@@ -61,7 +61,8 @@ def test_a_non_finite_dream_shows_the_camera_for_that_frame_and_the_next_frame_d
             cleared.append(loop.feedback)
 
     with ImageSource(photo_path("coffee.png"), fps=240) as photo:
-        loop = LiveLoop(photo, model, backend, registry, fan, seed=0, status_every=3600, output_size=(W, H))
+        loop = LiveLoop(photo, model, backend, registry, fan, seed=0, status_every=3600, output_size=(W, H),
+                        present="dream")  # frame by frame: each frame out is its own dream
         report = loop.run(max_frames=9, on_frame=script)
     assert report.frames == 9
     camera = _camera()
@@ -84,7 +85,8 @@ def test_a_stretch_of_non_finite_dreams_is_logged_once_and_counted(model, caplog
     fan = Fanout([out])
     fan.open(W, H, 30)
     with ImageSource(photo_path("coffee.png"), fps=240) as photo:
-        loop = LiveLoop(photo, model, backend, registry, fan, seed=0, status_every=3600, output_size=(W, H))
+        loop = LiveLoop(photo, model, backend, registry, fan, seed=0, status_every=3600, output_size=(W, H),
+                        present="dream")  # frame by frame: each frame out is its own dream
         loop.run(max_frames=8)
     assert loop.nonfinite == 6
     assert all(f.mean() > 40 for f in out.frames)
@@ -100,7 +102,7 @@ def test_a_carried_dream_gone_bad_is_named_as_the_cause(model, caplog) -> None:
     fan.open(W, H, 30)
     with ImageSource(photo_path("coffee.png"), fps=240) as photo:
         loop = LiveLoop(photo, model, TorchBackend(model, torch.device("cpu")), registry, fan, seed=0,
-                        status_every=3600)
+                        status_every=3600, present="dream")
         real_start = loop.feedback.start
 
         def spoilt_start(cam, *args, **kwargs):

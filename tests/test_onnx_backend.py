@@ -241,7 +241,8 @@ def test_bvlc_live_loop_on_the_onnx_backend(bvlc_model, engines) -> None:
     backend = OnnxBackend(bvlc_model, torch.device("cpu"))
     backend.prepare((1, 3, 64, 96), registry.get("objective").layers)
     with ImageSource(photo_path("coffee.png"), fps=240) as photo:
-        report = LiveLoop(photo, bvlc_model, backend, registry, fan, status_every=3600).run(max_frames=3)
+        report = LiveLoop(photo, bvlc_model, backend, registry, fan, status_every=3600,
+                          present="dream").run(max_frames=3)  # each frame out its own dream
     assert report.frames == 3 and backend.stats.net_builds == 1  # prepared once, never re-exported
     camera = cv2.imread(str(photo_path("coffee.png")))  # outputs at the photo's size, the dream at 96x64
     assert frames[-1].shape == camera.shape and np.abs(frames[-1].astype(int) - camera).mean() > 1

@@ -88,7 +88,7 @@ def test_outputs_run_at_the_source_size_and_the_camera_stays_sharp(model) -> Non
     camera = cv2.imread(str(photo_path("coffee.png")))  # 600x400
     out, spy = Keep(), ShapeSpy(model)
     with ImageSource(photo_path("coffee.png"), fps=240) as photo:
-        loop(model, photo, registry(steps=2), out, backend=spy).run(max_frames=4)
+        loop(model, photo, registry(steps=2), out, backend=spy, present="dream").run(max_frames=4)  # each dreamed
     assert spy.shapes and all(s[-2:] == (DH, DW) for s in spy.shapes)  # the dream at its own size
     assert all(f.shape == camera.shape for f in out.frames)  # the picture at the camera's
     last = out.frames[-1]
@@ -114,7 +114,8 @@ def test_a_named_output_size_holds_for_every_kind_of_frame(model) -> None:
                 reg.set("pause", True)
             if n == 3:
                 reg.set("pause", False)
-                lp._degraded_until, lp._degraded_reason = time.monotonic() + 0.5, "test notice"
+                lp.dream_loop._degraded_until = time.monotonic() + 0.5
+                lp.dream_loop._degraded_reason = "test notice"
 
         lp.run(max_frames=5, on_frame=script)
         closed = loop(model, photo, reg, out, output_size=size,
@@ -151,7 +152,7 @@ def test_mix_blends_camera_and_dream_at_the_output_size(model) -> None:
     for mix in (1.0, 0.5, 0.0):
         out = Keep()
         with ImageSource(photo_path("coffee.png"), fps=240) as photo:
-            loop(model, photo, registry(mix=mix), out).run(max_frames=1)
+            loop(model, photo, registry(mix=mix), out, present="dream").run(max_frames=1)  # its own dream
         residuals[mix] = out.frames[0].astype(float) - camera
     assert np.array_equal(residuals[0.0], np.zeros_like(residuals[0.0]))  # the camera itself, full size
     assert np.abs(residuals[1.0]).mean() > 1.0
@@ -181,7 +182,7 @@ def test_the_governor_and_recovery_trim_the_dream_never_the_output(model) -> Non
     governor = Governor(8.0, window_seconds=0.3, min_frames=3, down_cooldown=0.1, min_steps=1)
     with ImageSource(photo_path("coffee.png"), fps=240) as photo:
         lp = loop(model, photo, reg, out, backend=Slow(model, torch.device("cpu")), governor=governor,
-                  output_size=(600, 400))
+                  output_size=(600, 400), present="dream")  # runs of 3 frames are 3 dreams
         deadline = time.monotonic() + 60
         while reg.get("width") == 256 and time.monotonic() < deadline:
             lp.run(max_frames=3)

@@ -5,6 +5,7 @@ binding's boundary (a fake NDIlib: a real sender would announce itself beyond lo
 from __future__ import annotations
 
 import logging
+import re
 import sys
 import threading
 import time
@@ -134,6 +135,9 @@ def test_status_and_check_list_each_output_without_its_key(tmp_path: Path, check
             stop.set()
             show.join(60)
     text = "\n".join(lines)
+    # both paces: frames out and dreams made a second, the dream's age, the latency
+    assert re.search(r"running: show: every camera frame: [\d.]+ fps out, dreaming [\d.]+ a second, dream age "
+                     r"(-|\d+ ms), latency \d+ ms", text), text
     assert "running: recording show.mkv" in text and "kb/s" in text and "dropped" in text
     assert "stream 1: rtmp://127.0.0.1" in text and "/app/****" in text
     assert KEY not in text and KEY not in caplog.text, "no check line or log line holds the key"

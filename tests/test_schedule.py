@@ -99,10 +99,10 @@ def test_idle_overrides_reach_the_dream_in_the_loop(model) -> None:
     registry.update({"width": 128, "height": 96, "steps": 1})
     clock = Clock()
     idle = IdleWatcher(after_seconds=0.0, overrides={"steps": 0}, clock=clock)  # idle at once: a still photo
-    loop, out, source = _loop(model, registry, idle=idle)
+    loop, out, source = _loop(model, registry, idle=idle, present="dream")  # each frame its own dream
     seen = []
-    real = loop.step
-    loop.step = lambda snap: (seen.append(snap.steps), real(snap))  # type: ignore[method-assign]
+    real = loop.dream_loop.snapshot
+    loop.dream_loop.snapshot = lambda: (snap := real(), seen.append(snap.steps))[0]  # type: ignore[method-assign]
     with source:
         loop.run(max_frames=4)
     assert seen[0] == 1 and seen[-1] == 0 and registry.get("steps") == 1  # the registry is untouched

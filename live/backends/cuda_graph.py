@@ -67,7 +67,9 @@ def capture_ascent(
             run()
     torch.cuda.current_stream(device).wait_stream(side)
     graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
+    # thread_local: the presenter keeps working on its own stream and thread while the dreamer
+    # captures (docs/architecture.md, "Two paces"); only this thread's calls must be capture-safe.
+    with torch.cuda.graph(graph, capture_error_mode="thread_local"):
         out = run()
     return CapturedAscent(graph, x, step, jitter, lo, hi, out)
 

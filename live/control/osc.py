@@ -96,7 +96,8 @@ MAX_LOG_LINE = 400  # characters of one log line about a datagram (a quoted 8 KB
 MAX_REASON = 200  # characters of the reason in a /dream/error reply
 REPORTS_PER_SECOND = 2.0  # dumps and status replies a sender may ask for (a burst of 4), each many datagrams
 STATUS_EVERY = 1.0  # s between status pushes to the feedback targets
-STATUS_FIELDS = ("fps", "layer", "backend", "size", "outputs")  # what the app's status() is expected to return
+# among what the app's status() returns: both paces' rates, latency and the dream's age first
+STATUS_FIELDS = ("fps", "dream_fps", "dream_age_ms", "layer", "backend", "size", "outputs")
 ACTIONS = ("preset/load", "preset/save", "morph", "learn", "record/start", "record/stop")
 STREAM_ENABLE = re.compile(r"stream/([1-9][0-9]?)/enable")  # one action per configured stream
 ERROR_ADDRESS = f"{PREFIX}/error"  # the answer to a refused message: /dream/error <address> <reason>

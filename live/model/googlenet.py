@@ -220,7 +220,8 @@ class InputSpace:
 
     # (device, dtype) -> (mean, std) as (1, 3, 1, 1) tensors: made once, because building them
     # from Python numbers is a blocking host-to-device copy that waits for all queued GPU work
-    # (docs/architecture.md, "One frame"). Not part of the value: two equal spaces compare equal.
+    # (docs/architecture.md, "No host synchronisation on the frame path"). Not part of the
+    # value: two equal spaces compare equal.
     _stats_cache: dict[tuple[torch.device, torch.dtype], tuple[Tensor, Tensor]] = field(
         default_factory=dict, init=False, compare=False, repr=False)
 

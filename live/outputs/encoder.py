@@ -5,8 +5,9 @@ One class, :class:`EncoderOutput`, serves both: ``--record show.mp4`` and ``--st
 - **Never slows the show.** ``send`` copies the frame into one of a fixed set of buffers and
   queues it; when the encoder or the network is behind, the frame is dropped and counted.
 - **Real time.** Every frame carries its capture time. Presentation times are those times on a
-  grid of ``1/rate`` s (the show's rate), so a 5 fps dream records 5 frames per second of real
-  time, and a slow frame is held on screen for as long as it was shown, not squeezed.
+  grid of ``1/rate`` s (the rate frames come at: the source's), so a 5 fps dream records 5 frames
+  per second of real time, and a slow frame is held on screen for as long as it was shown, not
+  squeezed. Each packet lasts the real gap before it.
 - **Crash-safe files.** Fragmented MP4 or Matroska written every 0.5 s, and an encoder with no
   frame delay (no B-frames, no look-ahead): a SIGKILL costs at most the last half second.
 - **Streams survive the network.** A server that goes away is retried with backoff (2 s,
@@ -447,6 +448,7 @@ class _Session:
         self._closer = closer
         self._t0: float | None = None
         self._last_pts = -1
+        self._gap = 1  # ticks (of 1/rate) between the last two frames
         self._last_key = float("-inf")
         self._frame: Any = None
 
@@ -501,6 +503,11 @@ class _Session:
             if pts < self._last_pts:
                 return 0  # faster than the file's rate: this frame would only push time ahead
             pts = self._last_pts + 1
+        if self._last_pts >= 0:
+            # Each packet lasts the real gap before it, the best guess of the gap after it: a
+            # receiver that probes by packet durations counts real seconds, not 1/rate per frame
+            # (FFmpeg's probe took 65 s to start on a 4.6 fps show declared at 60; README, *Two paces*).
+            self._gap = pts - self._last_pts
         self._last_pts = pts
         frame = av.VideoFrame.from_ndarray(bgr, format="bgr24")
         frame = frame.reformat(format="yuv420p", dst_colorspace="ITU709")
@@ -525,6 +532,8 @@ class _Session:
         size = 0
         for packet in packets:
             size += packet.size
+            if not packet.duration:
+                packet.duration = self._gap
             self.container.mux(packet)
         return size
 

@@ -61,7 +61,7 @@ def status_path(target: Path) -> Path:
 
 def settle_frames(feedback: float, decay: float = temporal.TemporalFeedback().decay) -> int:
     """Warm-up frames for the feedback to settle: each frame keeps ``decay · feedback`` of the
-    carried dream (docs/architecture.md, *One frame*), so after ``n`` frames what a segment's
+    carried dream (docs/architecture.md, *Two paces*), so after ``n`` frames what a segment's
     empty start contributes has shrunk to ``(decay · feedback)ⁿ``; enough frames for that to fall
     below :data:`SETTLED`. With no feedback nothing is carried and no warm-up is needed.
     ``bench/render_farm.py`` measures the seams this gives."""

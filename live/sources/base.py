@@ -102,6 +102,8 @@ class Source(ABC):
     a source never raises into the loop: it logs, changes ``status`` and shows placeholders.
     """
 
+    fps: float | None = None  # the rate the input runs at, where a kind of source knows it
+
     def __init__(
         self,
         name: str,
@@ -164,6 +166,13 @@ class Source(ABC):
     def dropped(self) -> int:
         """Real frames replaced in the buffer before anyone took them."""
         return self._dropped
+
+    @property
+    def nominal_fps(self) -> float | None:
+        """The rate the input says it delivers (a camera's mode, a video file's own rate, the rate
+        a still or the test scene is handed out at), or None where it says none. Outputs declare it
+        as their frame rate (docs/architecture.md, "Two paces")."""
+        return self.fps
 
     @property
     def size(self) -> tuple[int, int] | None:

@@ -89,6 +89,9 @@ class CaptureSource(Source):
             # 69, not 66: a device that is not there yet is retried by the service (live/errors.py)
             raise DeviceMissingError(f"{self._open_error} ({reason})" if reason != "it did not open"
                                      else self._open_error)
+        get = getattr(self._cap, "get", None)  # what the driver says the mode's rate is (0: it does not say)
+        rate = float(get(cv2.CAP_PROP_FPS)) if get is not None else 0.0
+        self.fps = rate if 0 < rate <= 240 else None
 
     def _run(self) -> None:
         delay, failures = self._retry_initial, 0

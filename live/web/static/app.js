@@ -376,7 +376,12 @@
     const fields = [
       ["state", status.state],
       ["fps", status.fps !== undefined ? Number(status.fps).toFixed(1) : undefined],
+      ["dream fps", status.dream_fps !== undefined ? Number(status.dream_fps).toFixed(1) : undefined],
       ["latency", status.latency_ms !== undefined ? `${Math.round(status.latency_ms)} ms` : undefined],
+      ["dream age", status.dream_age_ms !== undefined && status.dream_age_ms >= 0
+        ? `${Math.round(status.dream_age_ms)} ms` : undefined],
+      ["presenting", status.present === "dream" ? "each dream" : status.present === "camera"
+        ? "every camera frame" : undefined],
       ["backend", status.backend],
       ["dream size", status.size],
       ["output size", status.output_size],
