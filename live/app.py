@@ -521,6 +521,7 @@ def run_show(
     ``finishing`` is set once the loop has stopped and the outputs are being closed (a
     recording finalised): the command line then lets a second Ctrl-C wait for it.
     """
+    from concurrent import futures
     from concurrent.futures import ThreadPoolExecutor
 
     from live import limits
@@ -583,9 +584,15 @@ def run_show(
         with notify.extending(120, status_text="loading the network"), ThreadPoolExecutor(1, "load") as pool:
             loading = pool.submit(prepare)
             while not loading.done():
+                if stop.is_set():
+                    # The load cannot be abandoned; wait for it quietly. (Looping on here without
+                    # waiting held the GIL from the loading thread: a stop made the load 10x slower.)
+                    futures.wait([loading])
+                    break
                 outputs.send_placeholder("deepdream-live: loading the network...")
-                if "quit" in outputs.poll_keys() or stop.wait(0.2):
+                if "quit" in outputs.poll_keys():
                     stop.set()
+                stop.wait(0.2)
             model, backend = loading.result()  # re-raises a loading error with its own message
         if stop.is_set():
             if finishing is not None:

@@ -315,6 +315,37 @@ def test_sigterm_finalises_the_recording(tmp_path: Path) -> None:
     assert ok and frame.shape == (64, 96, 3)
 
 
+def test_a_stop_while_the_network_loads_does_not_slow_the_load(checkpoint: Path, monkeypatch) -> None:
+    """Ctrl-C during the load: the show waits for the load (it cannot be abandoned) without
+    competing with it. The wait loop used to spin once stopped, holding the GIL the loading
+    thread needs after each of its small tensor operations: a 0.1 s load took 10 s and more."""
+    import live.model
+
+    real_load = live.model.load_model
+    stop = threading.Event()
+
+    def gil_hungry_load(*args, **kwargs):  # many short operations, each releasing the GIL
+        stop.set()  # the operator stops the show while the network loads
+        x = torch.zeros(8)
+        for _ in range(2000):
+            x = x + 1
+        return real_load(*args, **kwargs)
+
+    began = time.process_time()
+    torch_ops = torch.zeros(8)
+    for _ in range(2000):
+        torch_ops = torch_ops + 1
+    alone = time.process_time() - began
+    monkeypatch.setattr(live.model, "load_model", gil_hungry_load)
+    opts = ShowOptions(source="test-scene", window=False, weights=str(checkpoint), status_every=3600, osc=False,
+                       midi=False, web=False, output_size=(64, 48))
+    began = time.monotonic()
+    report = run_show(opts, small_registry(), stop)
+    took = time.monotonic() - began
+    assert report.stopped_because == "stopped while loading"
+    assert took < 5.0 + 20 * alone, f"a stop during a {alone:.3f} s load took {took:.1f} s to end the show"
+
+
 def test_virtual_camera_gets_placeholders_while_loading_then_the_dream(checkpoint: Path, fake_vcam, monkeypatch) -> None:
     """A video-call app keeps a device that never goes silent: placeholders first, then frames."""
     import live.model
