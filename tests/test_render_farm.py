@@ -384,3 +384,23 @@ def test_a_restart_is_counted_when_the_driver_first_reads_the_segment_after_its_
     assert "its worker (pid 11 on a)" in monitor.events[-1]["text"] and "pid 12 on b" in monitor.events[-1]["text"]
     monitor.refresh(force=True)  # read again, nothing new: counted once
     assert monitor.restarts == 1
+
+
+def test_a_restart_is_counted_when_the_retry_finished_before_the_driver_looked(tmp_path: Path) -> None:
+    """A retry of a short segment can start and finish between two looks of the driver: the
+    segment is reported done first, and its worker's death is still counted and said."""
+    from types import SimpleNamespace
+
+    from live.render.status import Monitor
+
+    segment = SimpleNamespace(index=0, start=0, end=8, warmup=0, boundary="start", frames=8)
+    plan = SimpleNamespace(segments=(segment,), frames=8, source="film.mkv", scan=SimpleNamespace(unreadable=None))
+    folder = tmp_path / "segments"
+    folder.mkdir()
+    monitor = Monitor(plan, folder, tmp_path / "status.json", [], progress=False)  # type: ignore[arg-type]
+    (folder / "seg-0000.attempts").write_text(
+        json.dumps({"pid": 11, "host": "a"}) + "\n" + json.dumps({"pid": 12, "host": "a"}) + "\n")
+    monitor.done(0, None)
+    assert monitor.restarts == 1
+    assert "its worker (pid 11 on a)" in monitor.events[-1]["text"]
+    assert json.loads((tmp_path / "status.json").read_text())["restarted_segments"] == 1

@@ -97,11 +97,11 @@ class Monitor:
             log.debug("segment folder %s: %s", self.folder, e)
         for index, kind in sorted(changed, key=lambda c: (c[0], c[1] != "attempts")):  # attempts first
             st = self.state.get(index)
-            if st is None or st["state"] in ("kept", "done", "failed"):
+            if st is None or st["state"] == "kept":
                 continue
-            if kind == "attempts":
+            if kind == "attempts":  # read also once the segment is done: a quick retry can finish between two looks
                 self._attempts_changed(index, st)
-            else:
+            elif st["state"] not in ("done", "failed"):
                 self._progress_changed(index, st)
         self.bar.n = sum(st["frames"] for st in self.state.values())
         rates = [f"{st['fps']:.2f}" for st in self.state.values() if st["state"] == "running" and st.get("fps")]
