@@ -34,6 +34,22 @@ def _isolated_caches(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pyte
     monkeypatch.setenv("DEEPDREAM_LIVE_BVLC_URL", "http://127.0.0.1:9/no-weights-here.caffemodel")
 
 
+@pytest.fixture(autouse=True)
+def _root_logging_restored() -> object:
+    """A test that runs the command line sets up logging to the stderr pytest captured for that
+    test; the stream is closed after it, so later tests' log lines would fail with "I/O operation
+    on closed file". Remove the handlers a test added (never pytest's own) and put the level back."""
+    import logging
+
+    root = logging.getLogger()
+    before, level = list(root.handlers), root.level
+    yield
+    for handler in list(root.handlers):
+        if handler not in before and type(handler) is logging.StreamHandler:
+            root.removeHandler(handler)
+    root.setLevel(level)
+
+
 @pytest.fixture(scope="session")
 def reference() -> torch.nn.Module:
     """An untrained torchvision-layout GoogLeNet with non-trivial batch-norm statistics."""
