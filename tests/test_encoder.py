@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import signal
 import struct
 import subprocess
@@ -261,9 +262,12 @@ def test_sigterm_mid_show_leaves_a_finished_playable_recording(tmp_path: Path) -
     )
     try:
         deadline = time.monotonic() + 120
+        recorded = False  # a status line whose recording has frames ("30 frames" counts, "0 frames" not)
         for line in proc.stderr:
-            if ("fps" in line and "latency" in line and "0 frames" not in line) or time.monotonic() > deadline:
+            recorded = re.search(r"recording show\.mp4: \w+, \d+ kb/s, [1-9]\d* frames", line) is not None
+            if recorded or time.monotonic() > deadline:
                 break
+        assert recorded, "no status line counted a recorded frame in 120 s"
         time.sleep(1.0)
         proc.send_signal(signal.SIGTERM)
         rest = proc.communicate(timeout=60)[1]
