@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 import threading
 import time
@@ -187,20 +188,21 @@ def test_a_browser_on_loopback_finds_the_show_over_mdns() -> None:
         pytest.skip(f"no multicast on loopback here ({e}); the advertisement plan is tested above")
     found: dict[str, Any] = {}
     seen = threading.Event()
-    name = f"deepdream-live test {socket.gethostname()} {time.monotonic_ns()}"
+    mine = f"deepdream-live test {socket.gethostname()} {os.getpid()} {time.monotonic_ns()}"
 
     def changed(zeroconf: Zeroconf, service_type: str, name: str, state_change: ServiceStateChange) -> None:
-        if state_change is ServiceStateChange.Added and name.startswith("deepdream-live test"):
+        # Only this show: another show (another test run) on the machine advertises too.
+        if state_change is ServiceStateChange.Added and name.startswith(mine):
             found[name] = service_type
             seen.set()
 
     reg = Registry()
     try:
-        with OscServer(reg, port=0) as osc, WebServer(reg, port=0, osc=osc.address, mdns=True, name=name) as web:
+        with OscServer(reg, port=0) as osc, WebServer(reg, port=0, osc=osc.address, mdns=True, name=mine) as web:
             ServiceBrowser(browser_zc, "_oscjson._tcp.local.", handlers=[changed])
             if not seen.wait(20):
                 pytest.skip("mDNS on loopback did not deliver within 20 s here (multicast filtered)")
-            full = next(n for n in found if n.startswith(name))
+            full = next(iter(found))
             info = browser_zc.get_service_info("_oscjson._tcp.local.", full, timeout=5000)
             assert info is not None and info.port == web.address[1]
             status, host_info = _get(f"http://{info.parsed_addresses()[0]}:{info.port}/?HOST_INFO")
