@@ -23,8 +23,12 @@ Columns, each named for what it is:
 - flow for carrying, measured directly vs accumulated frame to frame: end-point error against
   the full-resolution flow, and milliseconds per presented frame;
 - receiver start-up: seconds from starting a receiver on a UDP MPEG-TS stream of the show until
-  its first decoded frame, Debian's ``ffmpeg`` (5.1 on Debian 12) and PyAV, for the camera's pace,
-  the dream's pace, and the dream's pace declared at 60 fps (how every stream was opened before).
+  its first decoded frame, Debian's ``ffmpeg`` (5.1 on Debian 12) as it starts by default and with
+  ``-scan_all_pmts 0``, and PyAV, for the camera's pace, the dream's pace, and the dream's pace
+  declared at 60 fps (how every stream was opened before); the baseline is a stream FFmpeg makes
+  itself at the same size, rate, keyframe interval and bitrate, received the same way.
+
+``--receivers-only`` runs only the receivers' table (about two minutes).
 
 Run: ``python bench/two_paces.py [--seconds 8] [--rounds 2] [--device cpu] [--json FILE]``; the GPU
 case: ``--device cuda --camera 1920x1080 --fps 60 --dream 960x544 --steps 4``.
@@ -214,17 +218,55 @@ def free_udp_port() -> int:
         return s.getsockname()[1]
 
 
-def ffmpeg_startup(url: str, timeout: float) -> float | None:
+def ffmpeg_version() -> str:
+    """"ffmpeg 5.1.9" from ``ffmpeg -version``, or "ffmpeg" when it will not say."""
+    exe = shutil.which("ffmpeg")
+    try:
+        first = subprocess.run([exe, "-version"], capture_output=True, text=True, timeout=30).stdout.split()
+        return f"ffmpeg {first[2].split('-')[0]}" if exe and len(first) > 2 else "ffmpeg"
+    except (OSError, subprocess.SubprocessError, TypeError):
+        return "ffmpeg"
+
+
+def ffmpeg_startup(url: str, timeout: float, *options: str) -> float | None:
+    """Seconds from starting the ``ffmpeg`` command line on ``url`` until it has decoded a frame.
+
+    The command line (and ffplay) set ``scan_all_pmts`` on every MPEG-TS input, which keeps
+    ``avformat_find_stream_info`` reading its whole analyze duration (5 s of stream) whatever the
+    sender does; ``options`` such as ``-scan_all_pmts 0`` go before ``-i``."""
     exe = shutil.which("ffmpeg")
     if exe is None:
         return None
     started = time.monotonic()
     try:
-        subprocess.run([exe, "-hide_banner", "-loglevel", "error", "-i", url, "-frames:v", "1", "-f", "null", "-"],
-                       timeout=timeout, capture_output=True, check=False)
+        subprocess.run([exe, "-hide_banner", "-loglevel", "error", *options, "-i", url, "-frames:v", "1", "-f", "null",
+                        "-"], timeout=timeout, capture_output=True, check=False)
     except subprocess.TimeoutExpired:
         return float("inf")
     return time.monotonic() - started
+
+
+def ffmpeg_made_stream(url: str) -> subprocess.Popen | None:
+    """The baseline: a stream FFmpeg itself makes for the same receivers, 1280x720 at the camera's
+    rate, libx264 ``veryfast``/``zerolatency``, a keyframe every 2 s and 4500 kb/s as the show's."""
+    exe = shutil.which("ffmpeg")
+    if exe is None:
+        return None
+    return subprocess.Popen(
+        [exe, "-hide_banner", "-loglevel", "error", "-re", "-f", "lavfi", "-i",
+         f"testsrc2=s={CAMERA[0]}x{CAMERA[1]}:r={FPS:g}", "-c:v", "libx264", "-preset", "veryfast", "-tune",
+         "zerolatency", "-g", str(round(2 * FPS)), "-b:v", "4500k", "-f", "mpegts", url],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def receivers_of(port: int, name: str, timeout: float) -> dict:
+    """Each receiver joins the running stream in turn, as a venue's receiver joins a show."""
+    url = f"udp://127.0.0.1:{port}"
+    got = {"receivers": name, "ffmpeg": ffmpeg_startup(url, timeout),
+           "ffmpeg_no_scan": ffmpeg_startup(url, timeout, "-scan_all_pmts", "0"), "pyav": pyav_startup(url, timeout)}
+    print(f"  receivers, {name}: ffmpeg {got['ffmpeg']} s, ffmpeg -scan_all_pmts 0 {got['ffmpeg_no_scan']} s, "
+          f"PyAV {got['pyav']} s", file=sys.stderr, flush=True)
+    return got
 
 
 def pyav_startup(url: str, timeout: float) -> float:
@@ -248,10 +290,20 @@ def pyav_startup(url: str, timeout: float) -> float:
 
 
 def receiver_startup(model, backend, source: PacedFrames, look: dict, timeout: float) -> list[dict]:
-    """Start-up of each receiver on the show's UDP stream, per presentation."""
+    """Start-up of each receiver on the show's UDP stream, per presentation, and on a stream
+    FFmpeg makes itself (the baseline, in the same run)."""
     from live.outputs.encoder import EncoderOutput
 
     rows = []
+    port = free_udp_port()
+    baseline = ffmpeg_made_stream(f"udp://127.0.0.1:{port}?pkt_size=1316")
+    if baseline is not None:
+        try:
+            time.sleep(3.0)  # the stream runs before anyone listens
+            rows.append(receivers_of(port, "made by ffmpeg itself (baseline)", timeout))
+        finally:
+            baseline.kill()
+            baseline.wait()
     for name, present, declared in (("camera's pace", "camera", FPS), ("dream's pace", "dream", FPS),
                                     ("dream's pace declared at 60 fps (before)", "dream", 60.0)):
         port = free_udp_port()
@@ -267,13 +319,10 @@ def receiver_startup(model, backend, source: PacedFrames, look: dict, timeout: f
         thread = threading.Thread(target=show, daemon=True)
         thread.start()
         time.sleep(3.0)  # the stream runs before anyone listens, as a venue's receiver joins a show
-        got = {"receivers": name, "ffmpeg": ffmpeg_startup(f"udp://127.0.0.1:{port}", timeout),
-               "pyav": pyav_startup(f"udp://127.0.0.1:{port}", timeout)}
+        rows.append(receivers_of(port, name, timeout))
         stop.set()
         thread.join(60)
         stream.close()
-        rows.append(got)
-        print(f"  receivers, {name}: ffmpeg {got['ffmpeg']} s, PyAV {got['pyav']} s", file=sys.stderr, flush=True)
     return rows
 
 
@@ -290,6 +339,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=None, help="steps per dream (default: the look's)")
     parser.add_argument("--receiver-timeout", type=float, default=30.0)
     parser.add_argument("--no-receivers", action="store_true")
+    parser.add_argument("--receivers-only", action="store_true", help="only the stream receivers' start-up table")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     global CAMERA, DREAM, FPS  # noqa: PLW0603 - the run's sizes, read by the helpers above
@@ -314,6 +364,12 @@ def main() -> None:
     started = time.monotonic()
     runs: dict[str, list[PacedFigures]] = {"camera": [], "dream": [], "unwarped": [], "camera, medium flow": []}
     loops: dict[str, object] = {}
+    if args.receivers_only:
+        with source:
+            receivers = receiver_startup(model, backend, source, look, args.receiver_timeout)
+        print_receivers(receivers)
+        print(f"({time.monotonic() - started:.0f} s)")
+        return
     with source:
         for r in range(args.rounds):
             for name in runs:
@@ -420,12 +476,20 @@ def print_tables(results: dict, flows: dict, receivers: list[dict]) -> None:
     for way, f in flows.items():
         print(f"| {way} | " + " | ".join(_f(f[g]) for g in gaps) + f" | {_f(f['ms_per_frame'], '.1f')} | "
               f"{_f(f['cpu_ms_per_frame'], '.1f')} |")
-    if receivers:
-        print()
-        print("| stream (UDP, MPEG-TS, 1280x720) | ffmpeg 5.1: s to the first frame | PyAV: s to the first frame |")
-        print("|---|---|---|")
-        for row in receivers:
-            print(f"| {row['receivers']} | {_f(row['ffmpeg'], '.1f')} | {_f(row['pyav'], '.1f')} |")
+    print_receivers(receivers)
+
+
+def print_receivers(receivers: list[dict]) -> None:
+    if not receivers:
+        return
+    ff = ffmpeg_version()
+    print()
+    print(f"| stream (UDP, MPEG-TS, {CAMERA[0]}x{CAMERA[1]}) | {ff}: s to the first frame | {ff} -scan_all_pmts 0: "
+          "s to the first frame | PyAV: s to the first frame |")
+    print("|---|---|---|---|")
+    for row in receivers:
+        print(f"| {row['receivers']} | {_f(row['ffmpeg'], '.1f')} | {_f(row.get('ffmpeg_no_scan'), '.1f')} | "
+              f"{_f(row['pyav'], '.1f')} |")
 
 
 if __name__ == "__main__":
