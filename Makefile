@@ -72,7 +72,9 @@ lock: test-system-deps
 	$(PYTHON) -m venv $(LOCK_VENV)
 	$(LOCK_VENV)/bin/python -m pip install --quiet --upgrade pip
 	$(LOCK_VENV)/bin/python -m pip install --quiet "$(TORCH)"
-	$(LOCK_VENV)/bin/python -m pip install --quiet --upgrade --upgrade-strategy eager -e ".[$(TEST_EXTRAS)]"
+	# The pin again: an eager upgrade would otherwise take PyTorch to PyPI's newest (a CUDA build).
+	$(LOCK_VENV)/bin/python -m pip install --quiet --upgrade --upgrade-strategy eager "$(TORCH)" -e ".[$(TEST_EXTRAS)]"
+	@case '$(TORCH)' in torch==*) $(LOCK_VENV)/bin/python -c "import sys, torch; v = torch.__version__; sys.exit(0 if v.split('+')[0] == '$(TORCH)'.split('==')[1] else 'make lock: torch ' + v + ' got installed, not $(TORCH)')";; esac
 	{ echo "# The tested set of versions: make test, make run and CI install from it (pip -c)."; \
 	  echo "# Written by make lock after the whole suite passed on them; torch is pinned in the Makefile."; \
 	  $(LOCK_VENV)/bin/python -m pip freeze --exclude-editable --exclude torch --exclude pip; } > $(LOCK).new
