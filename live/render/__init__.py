@@ -119,22 +119,24 @@ def fingerprint(job: RenderJob, snap: Snapshot, size: tuple[int, int]) -> str:
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
 
 
-class _Interrupt:
-    """Ctrl-C (SIGINT) or SIGTERM asks the render to stop after the frame in hand; a second
-    one stops at once."""
+class Interrupt:
+    """Ctrl-C (SIGINT) or SIGTERM sets ``asked`` and logs ``said``; a second one stops at once.
+    Signal handlers only on the main thread (elsewhere the event is the only way in)."""
 
-    def __init__(self) -> None:
-        self.asked = threading.Event()
+    def __init__(self, asked: threading.Event | None = None,
+                 said: str = "finishing this frame, then closing the file (again to stop at once)") -> None:
+        self.asked = asked if asked is not None else threading.Event()
+        self.said = said
         self._previous: dict[int, Any] = {}
 
-    def __enter__(self) -> _Interrupt:
+    def __enter__(self) -> Interrupt:
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
                 self._previous[sig] = signal.signal(sig, self._on_signal)
         return self
 
     def _on_signal(self, signum: int, _frame: object) -> None:
-        log.info("%s: finishing this frame, then closing the file (again to stop at once)", signal.Signals(signum).name)
+        log.info("%s: %s", signal.Signals(signum).name, self.said)
         self.asked.set()
         signal.signal(signum, signal.SIG_DFL if signum == signal.SIGTERM else signal.default_int_handler)
 
@@ -328,7 +330,7 @@ def _run(job, source, vin, audio_in, out, vout, encoder, audio_out, path, size, 
     started = time.monotonic()
     first_audio_pts = resume_time if resume_time is not None else float("-inf")
     rate = vin.average_rate or vin.guessed_rate or 30
-    with _Interrupt() as stop, tqdm(total=total, initial=start, desc="rendering", unit="frame",
+    with Interrupt() as stop, tqdm(total=total, initial=start, desc="rendering", unit="frame",
                                     disable=None if job.progress is None else not job.progress) as bar:
         for packet in source.demux(vin, *audio_in):
             if packet.stream is not vin:

@@ -30,7 +30,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
-import signal
 import threading
 import time
 from collections.abc import Callable
@@ -39,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from live.errors import InputError, LiveError, SoftwareError, UsageError
-from live.render import RenderJob, dream_size, fingerprint
+from live.render import Interrupt, RenderJob, dream_size, fingerprint
 from live.render.plan import (
     DEFAULT_SEGMENT_SECONDS,
     Plan,
@@ -144,7 +143,7 @@ def render_farm(job: FarmJob) -> FarmReport:
     outcomes: dict[int, Outcome] = {}
     interrupted = False
     try:
-        with _Interrupt(stop):
+        with Interrupt(stop, "stopping; finished segments are kept (again to stop at once)"):
             if todo:
                 runner.submit([_task(job, plan, folder, s) for s in todo])
                 monitor.runner = runner.describe()
@@ -361,30 +360,6 @@ def _remove_segments(folder: Path) -> None:
         folder.rmdir()
     except OSError:
         pass  # someone else's file in it: leave it
-
-
-class _Interrupt:
-    """Ctrl-C (SIGINT) or SIGTERM stops the render: the segments in hand are abandoned, the finished
-    ones kept; a second one stops at once."""
-
-    def __init__(self, stop: threading.Event) -> None:
-        self.stop = stop
-        self._previous: dict[int, Any] = {}
-
-    def __enter__(self) -> _Interrupt:
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self._previous[sig] = signal.signal(sig, self._on_signal)
-        return self
-
-    def _on_signal(self, signum: int, _frame: object) -> None:
-        log.info("%s: stopping; finished segments are kept (again to stop at once)", signal.Signals(signum).name)
-        self.stop.set()
-        signal.signal(signum, signal.SIG_DFL if signum == signal.SIGTERM else signal.default_int_handler)
-
-    def __exit__(self, *exc: object) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
 
 
 def _runner(job: FarmJob, stop: threading.Event, tick: Callable[[], None]) -> Runner:
