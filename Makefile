@@ -87,7 +87,7 @@ lock: test-system-deps
 # The doors' fuzz tests with fifty times the examples of `make test` (about an hour on 2 cores),
 # randomised rather than the suite's fixed sequence.
 fuzz: $(VENV)/.installed-test
-	DDL_FUZZ=long $(BIN)/python -m pytest tests/test_fuzz_doors.py -q
+	DDL_FUZZ=long $(BIN)/python -m pytest tests/test_fuzz_doors.py -q --hypothesis-show-statistics
 
 # The README's doors table: fuzz volumes and the show under an idle-connection and OSC flood.
 bench-doors: $(VENV)/.installed-test

@@ -22,13 +22,13 @@ import torch
 
 from live.app import LiveLoop
 from live.backends.torch_backend import TorchBackend
+from live.benchmark import PacedFrames
 from live.control.params import Registry
 from live.handoff import Dream, DreamHandoff, Shot
 from live.outputs import Fanout, Output
 from live.presenter import CARRY_PRESET
 from live.reproject import Reprojector
 from live.sources import Frame
-from live.sources.base import Pacer, Source
 from live.temporal import FlowEstimator
 from tests.conftest import photo_path
 from tests.slow_backend import SlowBackend
@@ -69,26 +69,15 @@ def square_frame(i: int) -> np.ndarray:
     return image
 
 
-class MovingSquare(Source):
-    """The square's frames in real time at ``fps``; remembers which frame each capture time was."""
+class MovingSquare(PacedFrames):
+    """The square's frames in real time at ``fps``, drawn for each index (the square moves on
+    rather than back and forth); remembers which frame each capture time was."""
 
     def __init__(self, fps: float = 30.0) -> None:
-        super().__init__("moving square", placeholder_size=(W, H))
-        self.fps = fps
-        self.index_at: dict[float, int] = {}
-        self.published: list[tuple[float, int]] = []
+        super().__init__([square_frame(0)], fps, "moving square")
 
-    def _open(self) -> None:
-        pass
-
-    def _run(self) -> None:
-        pacer, i = Pacer(self.fps), 0
-        while pacer.wait(self._stop):
-            stamp = time.monotonic()
-            self.index_at[stamp] = i
-            self.published.append((stamp, i))
-            self._publish(square_frame(i), stamp)
-            i += 1
+    def frame(self, index: int) -> np.ndarray:
+        return square_frame(index)
 
 
 class Marker(TorchBackend):
