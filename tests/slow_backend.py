@@ -12,6 +12,8 @@ Run a show with it: ``python -m tests.slow_backend run --backend slow ...`` (the
 from __future__ import annotations
 
 import os
+import re
+import subprocess
 import sys
 import threading
 import time
@@ -19,6 +21,20 @@ import time
 import torch
 
 from live.backends.torch_backend import TorchBackend
+
+
+def read_until(proc: subprocess.Popen, pattern: str, seen: list[str], timeout: float = 180.0) -> str:
+    """The first line of the show's log (its stderr) matching ``pattern``; every line read is
+    kept in ``seen``. Fails, with the log's tail, when the log ends or ``timeout`` passes first."""
+    deadline = time.monotonic() + timeout
+    assert proc.stderr is not None
+    for line in proc.stderr:
+        seen.append(line)
+        if re.search(pattern, line):
+            return line
+        if time.monotonic() > deadline:
+            break
+    raise AssertionError(f"no {pattern!r} in the show's log:\n" + "".join(seen[-30:]))
 
 
 class SlowBackend(TorchBackend):

@@ -27,7 +27,7 @@ from live.outputs import Fanout, NullOutput
 from live.service.heartbeat import Heartbeat
 from live.sources import ImageSource
 from tests.conftest import photo_path
-from tests.slow_backend import SlowBackend
+from tests.slow_backend import SlowBackend, read_until
 from tests.systemd_manager import FakeSystemd
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -154,25 +154,13 @@ def _show(args: list[str], **env: str) -> subprocess.Popen:
     )
 
 
-def _read_until(proc: subprocess.Popen, pattern: str, seen: list[str], timeout: float = 180.0) -> str:
-    deadline = time.monotonic() + timeout
-    assert proc.stderr is not None
-    for line in proc.stderr:
-        seen.append(line)
-        if re.search(pattern, line):
-            return line
-        if time.monotonic() > deadline:
-            break
-    raise AssertionError(f"no {pattern!r} in the show's log:\n" + "".join(seen[-30:]))
-
-
 def test_ctrl_c_stops_the_real_show_within_a_second_in_the_middle_of_a_10_s_frame(notify_socket: FakeSystemd) -> None:
     proc = _show(["--steps", "40", "--octaves", "1", "--status-every", "1"],
                  WATCHDOG_USEC="2000000", NOTIFY_SOCKET=notify_socket.path)
     seen: list[str] = []
     try:
-        _read_until(proc, r"this dream: \d+ steps", seen)  # a status line during the first, 10 s dream
-        _read_until(proc, r"this dream: \d+ steps", seen)  # and another one
+        read_until(proc, r"this dream: \d+ steps", seen)  # a status line during the first, 10 s dream
+        read_until(proc, r"this dream: \d+ steps", seen)  # and another one
         assert _wait(lambda: notify_socket.pings() >= 2)  # pinged while the long dream runs
         proc.send_signal(signal.SIGINT)
         rest = proc.communicate(timeout=120)[1]
@@ -194,10 +182,10 @@ def test_a_second_ctrl_c_abandons_a_hung_step_and_still_finalises_the_recording(
                  DEEPDREAM_TEST_STEP_SECONDS="0.05", DEEPDREAM_TEST_FREEZE_AFTER="12", WATCHDOG_USEC="2000000")
     seen: list[str] = []
     try:
-        _read_until(proc, r"running:", seen)
-        _read_until(proc, r"no progress for", seen)  # frozen after 12 frames
+        read_until(proc, r"running:", seen)
+        read_until(proc, r"no progress for", seen)  # frozen after 12 frames
         proc.send_signal(signal.SIGINT)
-        _read_until(proc, r"SIGINT: stopping", seen)
+        read_until(proc, r"SIGINT: stopping", seen)
         time.sleep(1.0)
         assert proc.poll() is None  # the first Ctrl-C waits for a step that never ends
         proc.send_signal(signal.SIGINT)
