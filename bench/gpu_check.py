@@ -158,6 +158,22 @@ def _line(text: str, limit: int = 240) -> str:
     return one if len(one) <= limit else one[: limit - 1] + "…"
 
 
+@contextlib.contextmanager
+def row_outcome(row: dict, what: str) -> Iterator[None]:
+    """One row's measurement: a row that would not fit the budget says ``not_run``, one that
+    failed says ``failed`` with its one-line reason (the traceback goes to the log), and the
+    other rows go on."""
+    try:
+        yield
+    except OutOfTime as e:
+        row["not_run"] = str(e)
+    except PartFailed as e:
+        row["failed"] = str(e)
+    except Exception as e:  # noqa: BLE001 - one broken row must not hide the others' figures
+        log.error("%s failed:\n%s", what, traceback.format_exc())
+        row["failed"] = _line(f"{type(e).__name__}: {e}")
+
+
 # ----------------------------------------------------------------------------- 1. the machine
 def machine(device: torch.device) -> dict[str, str]:
     info = {"python": platform.python_version(), "torch": torch.__version__, "cuda": str(torch.version.cuda),
@@ -871,17 +887,12 @@ def run_check(out: Path, device: torch.device, quick: bool, budget: Budget, weig
                     got = base.setdefault((f"{dw}x{dh}", steps), {})
                     for key, form, tf, make in baseline_forms(device, steps, (1, 3, dh, dw)):
                         row: dict = {"form": form, "key": key, "size": f"{dw}x{dh}", "steps": steps}
-                        try:
+                        with row_outcome(row, f"baseline {form}"):
                             budget.need(allow["baseline"], f"the {key} baseline at {dw}x{dh}")
                             with tf32(tf):
                                 fps = baseline_fps(make(), device, pictures[(w, h)], dw, dh, frames)
                             row["fps"] = round(fps, 2)
                             got[key] = fps
-                        except OutOfTime as e:
-                            row["not_run"] = str(e)
-                        except Exception as e:  # noqa: BLE001
-                            log.error("baseline %s failed:\n%s", form, traceback.format_exc())
-                            row["failed"] = _line(f"{type(e).__name__}: {e}")
                         base_rows.append(row)
 
     def loop_rows_of(names: Sequence[str]) -> None:
@@ -903,7 +914,7 @@ def run_check(out: Path, device: torch.device, quick: bool, budget: Budget, weig
                             row = {"backend": backend.describe(), "size": f"{dw}x{dh}", "steps": steps,
                                    "outputs": "recorder" if record else "off",
                                    "layout": "other" if name == "torch-layout" else "default"}
-                            try:
+                            with row_outcome(row, f"loop {name}"):
                                 budget.need(allow["tensorrt" if name == "tensorrt" else "loop"],
                                             f"the {name} loop at {dw}x{dh}")
                                 row.update(live_loop(model, backend, pictures[(w, h)], dw, dh, steps, frames, record))
@@ -911,11 +922,6 @@ def run_check(out: Path, device: torch.device, quick: bool, budget: Budget, weig
                                                  ("best", "vs_best_ordinary")):
                                     if key in base.get((f"{dw}x{dh}", steps), {}):
                                         row[col] = round(row["fps"] / base[(f"{dw}x{dh}", steps)][key], 2)
-                            except OutOfTime as e:
-                                row["not_run"] = str(e)
-                            except Exception as e:  # noqa: BLE001
-                                log.error("loop %s failed:\n%s", name, traceback.format_exc())
-                                row["failed"] = _line(f"{type(e).__name__}: {e}")
                             loop_rows.append(row)
         finally:
             shutil.rmtree(record_dir, ignore_errors=True)
@@ -930,16 +936,9 @@ def run_check(out: Path, device: torch.device, quick: bool, budget: Budget, weig
         (w, h), fps, (dw, dh), steps, seconds = paces
         row: dict = {"backend": backend.describe(), "size": f"{w}x{h}", "camera_fps": fps, "dream": f"{dw}x{dh}",
                      "steps": steps}
-        try:
+        with row_outcome(row, "the two paces"):
             budget.need(allow["paces"], "the two paces")
             row.update(two_paces(model, backend, pictures[(w, h)], fps, (dw, dh), steps, seconds))
-        except OutOfTime as e:
-            row["not_run"] = str(e)
-        except PartFailed as e:
-            row["failed"] = str(e)
-        except Exception as e:  # noqa: BLE001
-            log.error("the two paces failed:\n%s", traceback.format_exc())
-            row["failed"] = _line(f"{type(e).__name__}: {e}")
         paces_rows.append(row)
 
     cos_backends = ["torch", "onnx"] + (["tensorrt"] if "tensorrt" in backends else [])
