@@ -154,6 +154,7 @@ def render(job: RenderJob) -> RenderReport:
 
     from live.backends import open_backend
     from live.model import load_model
+    from live.render.plan import open_film
 
     target = parse_target(job.target)
     if target.network:
@@ -161,13 +162,7 @@ def render(job: RenderJob) -> RenderReport:
     check_record_path(target)
     if not job.source.is_file():
         raise InputError(f"cannot render {job.source}: no such file")
-    try:
-        source = av.open(str(job.source))
-    except av.FFmpegError as e:
-        raise InputError(f"cannot read {job.source}: {e}") from None
-    with source:
-        if not source.streams.video:
-            raise InputError(f"{job.source} has no video stream")
+    with open_film(job.source) as source:
         vin = source.streams.video[0]
         vin.thread_type = "AUTO"
         audio_in = list(source.streams.audio)

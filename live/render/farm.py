@@ -45,6 +45,7 @@ from live.render.plan import (
     Scan,
     load_plan,
     make_segments,
+    open_film,
     plan_path,
     scan,
     segment_dir,
@@ -259,16 +260,9 @@ def _plan(job: FarmJob, out: Path, plan_file: Path) -> Plan:
 
 
 def _video_size(source: Path) -> tuple[int, int]:
-    import av
-
-    try:
-        with av.open(str(source)) as c:
-            if not c.streams.video:
-                raise InputError(f"{source} has no video stream")
-            cc = c.streams.video[0].codec_context
-            return cc.width, cc.height
-    except (av.FFmpegError, OSError) as e:
-        raise InputError(f"cannot read {source}: {e}") from None
+    with open_film(source) as c:
+        cc = c.streams.video[0].codec_context
+        return cc.width, cc.height
 
 
 def _codec(codec: str | None) -> str:

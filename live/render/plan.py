@@ -115,6 +115,21 @@ class Scan:
     reason: str = ""
 
 
+def open_film(source: Path) -> Any:
+    """``source`` opened with PyAV (use it in ``with``), its first video stream there: a one-line
+    :class:`InputError` when it cannot be read or has no picture."""
+    import av
+
+    try:
+        container = av.open(str(source))
+    except (av.FFmpegError, OSError) as e:
+        raise InputError(f"cannot read {source}: {e}") from None
+    if not container.streams.video:
+        container.close()
+        raise InputError(f"{source} has no video stream")
+    return container
+
+
 def scan(source: Path, *, flow_width: int = 320, progress: Callable[[int], None] | None = None) -> Scan:
     """Decode every frame of ``source`` once: frame times and scene cuts, the latter exactly as the
     dream will see them (the same crop to even size, grey image and detector). A frame that cannot
@@ -122,13 +137,7 @@ def scan(source: Path, *, flow_width: int = 320, progress: Callable[[int], None]
     still be rendered."""
     import av
 
-    try:
-        container = av.open(str(source))
-    except (av.FFmpegError, OSError) as e:
-        raise InputError(f"cannot read {source}: {e}") from None
-    with container:
-        if not container.streams.video:
-            raise InputError(f"{source} has no video stream")
+    with open_film(source) as container:
         vin = container.streams.video[0]
         vin.thread_type = "AUTO"
         width, height = vin.codec_context.width, vin.codec_context.height
