@@ -1,5 +1,6 @@
 """Test helpers for encoders and streams: a moving test pattern that carries its own frame number,
-PSNR, free loopback ports, receivers made with PyAV, and an nginx-rtmp server started here.
+clips written with PyAV, PSNR, free loopback ports, receivers made with PyAV, and an nginx-rtmp
+server started here.
 
 Everything listens on 127.0.0.1 only; every wait is on a condition with a generous deadline.
 """
@@ -49,6 +50,39 @@ def frame_number(img: np.ndarray) -> int:
         if block.mean() > 128:
             n |= 1 << b
     return n
+
+
+def write_clip(path: Path, frames: list[np.ndarray], fps: int, *, sound: bool = True,
+               codec: str = "libx264") -> Path:
+    """``frames`` (BGR) as a clip at ``fps`` (``codec``: libx264 or mjpeg), with a 440 Hz AAC tone
+    as long as the picture when ``sound``."""
+    import av
+
+    with av.open(str(path), "w") as c:
+        v = c.add_stream(codec, rate=fps)
+        v.width, v.height = frames[0].shape[1], frames[0].shape[0]
+        v.pix_fmt = "yuvj420p" if codec == "mjpeg" else "yuv420p"
+        a = None
+        if sound:
+            a = c.add_stream("aac", rate=48000)
+            a.layout = "mono"
+        for i, bgr in enumerate(frames):
+            f = av.VideoFrame.from_ndarray(bgr, format="bgr24")
+            f.pts = i
+            for p in v.encode(f):
+                c.mux(p)
+        if a is not None:
+            samples = int(48000 * len(frames) / fps)
+            tone = (0.2 * np.sin(2 * np.pi * 440 * np.arange(samples) / 48000)).astype(np.float32)[None]
+            for start in range(0, samples, 1024):
+                af = av.AudioFrame.from_ndarray(tone[:, start : start + 1024], format="fltp", layout="mono")
+                af.sample_rate, af.pts = 48000, start
+                for p in a.encode(af):
+                    c.mux(p)
+        for stream in (v, a) if a is not None else (v,):
+            for p in stream.encode(None):
+                c.mux(p)
+    return path
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:

@@ -18,34 +18,14 @@ import pytest
 from live.control.params import Registry
 from live.errors import UsageError
 from live.render import RenderJob, render, state_path
-from tests.streaming import pattern
+from tests.streaming import pattern, write_clip
 
 W, H, FPS, FRAMES = 96, 64, 8, 16
 
 
 def clip_with_sound(path: Path, frames: int = FRAMES, fps: int = FPS) -> Path:
     """An H.264 clip of the moving test pattern with an AAC tone as long as the picture."""
-    with av.open(str(path), "w") as c:
-        v = c.add_stream("libx264", rate=fps)
-        v.width, v.height, v.pix_fmt = W, H, "yuv420p"
-        a = c.add_stream("aac", rate=48000)
-        a.layout = "mono"
-        for i in range(frames):
-            f = av.VideoFrame.from_ndarray(pattern(i, W, H), format="bgr24")
-            f.pts = i
-            for p in v.encode(f):
-                c.mux(p)
-        samples = int(48000 * frames / fps)
-        tone = (0.2 * np.sin(2 * np.pi * 440 * np.arange(samples) / 48000)).astype(np.float32)[None]
-        for start in range(0, samples, 1024):
-            af = av.AudioFrame.from_ndarray(tone[:, start : start + 1024], format="fltp", layout="mono")
-            af.sample_rate, af.pts = 48000, start
-            for p in a.encode(af):
-                c.mux(p)
-        for s in (v, a):
-            for p in s.encode(None):
-                c.mux(p)
-    return path
+    return write_clip(path, [pattern(i, W, H) for i in range(frames)], fps)
 
 
 def probe(path: Path) -> tuple[list[np.ndarray], Fraction, float, int]:

@@ -30,6 +30,7 @@ from live.render import RenderJob, render
 from live.render.farm import FarmJob, render_farm
 from live.render.plan import load_plan, plan_path, segment_dir, split, status_path
 from tests.conftest import photo_path
+from tests.streaming import write_clip
 
 W, H, FPS = 64, 48, 8
 SHOT1, SHOT2 = 20, 12  # frames of the two shots of FILM
@@ -47,30 +48,7 @@ def film(path: Path, shots: list[tuple[str, int, int]], *, sound: bool = True, c
             crop = picture[20 : 20 + H, pan * i : pan * i + W].astype(np.int16)
             noise = rng.integers(-2, 3, crop.shape) if pan == 0 else 0
             frames.append(np.clip(crop + noise, 0, 255).astype(np.uint8))
-    with av.open(str(path), "w") as c:
-        v = c.add_stream(codec, rate=FPS)
-        v.width, v.height, v.pix_fmt = W, H, "yuvj420p" if codec == "mjpeg" else "yuv420p"
-        a = None
-        if sound:
-            a = c.add_stream("aac", rate=48000)
-            a.layout = "mono"
-        for i, bgr in enumerate(frames):
-            f = av.VideoFrame.from_ndarray(bgr, format="bgr24")
-            f.pts = i
-            for p in v.encode(f):
-                c.mux(p)
-        if a is not None:
-            samples = int(48000 * len(frames) / FPS)
-            tone = (0.2 * np.sin(2 * np.pi * 440 * np.arange(samples) / 48000)).astype(np.float32)[None]
-            for start in range(0, samples, 1024):
-                af = av.AudioFrame.from_ndarray(tone[:, start : start + 1024], format="fltp", layout="mono")
-                af.sample_rate, af.pts = 48000, start
-                for p in a.encode(af):
-                    c.mux(p)
-        for s in (v, a) if a is not None else (v,):
-            for p in s.encode(None):
-                c.mux(p)
-    return path
+    return write_clip(path, frames, FPS, sound=sound, codec=codec)
 
 
 @pytest.fixture(scope="module")
