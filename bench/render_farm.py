@@ -177,24 +177,29 @@ def seams(frames: list[np.ndarray], report, shots: list[tuple[int, int]]) -> lis
 
 
 class Killer(threading.Thread):
-    """SIGKILLs the first worker seen mid-segment (from its progress file)."""
+    """SIGKILLs the first worker seen mid-segment (from its progress file), once it has made
+    ``after`` frames: as a machine dies, with no warning to anyone. Gives up after ``timeout`` s
+    or when ``stop`` is set; ``killed`` is (segment, pid) or None."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, after: int = 5, timeout: float = 300.0) -> None:
         super().__init__(daemon=True)
-        self.folder, self.killed, self.stop = folder, None, threading.Event()
+        self.folder, self.after, self.timeout = folder, after, timeout
+        self.killed: tuple[int, int] | None = None
+        self.stop = threading.Event()
 
     def run(self) -> None:
-        while not self.stop.is_set() and self.killed is None:
+        deadline = time.monotonic() + self.timeout
+        while not self.stop.is_set() and self.killed is None and time.monotonic() < deadline:
             for p in self.folder.glob("seg-*.progress") if self.folder.is_dir() else []:
                 try:
                     info = json.loads(p.read_text())
                 except (OSError, ValueError):
                     continue
-                if info["frames"] >= 5 and not info["done"] and info["pid"] != os.getpid():
+                if info["frames"] >= self.after and not info["done"] and info["pid"] != os.getpid():
                     os.kill(info["pid"], signal.SIGKILL)
                     self.killed = (info["segment"], info["pid"])
                     return
-            time.sleep(0.01)
+            time.sleep(0.005)
 
 
 class Lines(logging.Handler):

@@ -23,6 +23,7 @@ import cv2
 import numpy as np
 import pytest
 
+from bench.render_farm import Killer
 from live.cli import main
 from live.control.params import Registry
 from live.errors import InputError, UsageError
@@ -84,31 +85,6 @@ def times(path: Path) -> tuple[list[float], list[float], int]:
     with av.open(str(path)) as c:
         audio = [float(p.pts * p.time_base) for p in c.demux(*c.streams.audio) if p.pts is not None]
     return video, audio, len(audio)
-
-
-class Killer(threading.Thread):
-    """Kills (SIGKILL) the first worker seen mid-segment, from its progress file: as a machine
-    dies, with no warning to anyone."""
-
-    def __init__(self, folder: Path) -> None:
-        super().__init__(daemon=True)
-        self.folder = folder
-        self.killed: tuple[int, int] | None = None  # (segment, pid)
-        self.done = threading.Event()
-
-    def run(self) -> None:
-        deadline = time.monotonic() + 300
-        while not self.done.is_set() and self.killed is None and time.monotonic() < deadline:
-            for p in self.folder.glob("seg-*.progress") if self.folder.is_dir() else []:
-                try:
-                    info = json.loads(p.read_text())
-                except (OSError, ValueError):
-                    continue
-                if info["frames"] >= 1 and not info["done"] and info["pid"] != os.getpid():
-                    os.kill(info["pid"], signal.SIGKILL)
-                    self.killed = (info["segment"], info["pid"])
-                    return
-            time.sleep(0.005)
 
 
 def test_plan_cuts_at_scene_cuts_and_every_segment_seconds_with_warmups(two_shots: Path, tmp_path: Path,
@@ -179,13 +155,13 @@ def test_local_workers_give_the_sequential_frames_and_survive_a_killed_worker(
     reference = tmp_path / "sequential.mkv"
     render_farm(farm(two_shots, reference, checkpoint, segments=2, segment_seconds=None, warmup=None))
     out = tmp_path / "workers.mkv"
-    killer = Killer(segment_dir(out))
+    killer = Killer(segment_dir(out), after=1)
     killer.start()
     try:
         report = render_farm(farm(two_shots, out, checkpoint, segments=2, segment_seconds=None, warmup=None,
                                   workers=2))
     finally:
-        killer.done.set()
+        killer.stop.set()
     assert killer.killed is not None
     segment, pid = killer.killed
     assert report.frames == SHOT1 + SHOT2 and report.restarted == 1, "the killed worker's segment, done again"
@@ -216,12 +192,12 @@ def test_ray_runs_a_killed_workers_segment_again_and_says_so(ray_cluster: object
     """Several seconds: Ray starts a new worker process (PyTorch, the network) for the retry."""
     caplog.set_level(logging.INFO)
     out = tmp_path / "ray.mkv"
-    killer = Killer(segment_dir(out))
+    killer = Killer(segment_dir(out), after=1)
     killer.start()
     try:
         report = render_farm(farm(two_shots, out, checkpoint, segments=2, segment_seconds=None, ray="local"))
     finally:
-        killer.done.set()
+        killer.stop.set()
     assert killer.killed is not None
     segment, pid = killer.killed
     assert report.frames == SHOT1 + SHOT2 == len(decoded(out)), "100% of the frames"
