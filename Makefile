@@ -84,7 +84,7 @@ lock: test-system-deps
 	rm -rf $(LOCK_VENV)
 	@echo "$(LOCK) written: the suite passed on these versions"
 
-# The doors' fuzz tests with fifty times the examples of `make test` (about an hour on 2 cores),
+# The doors' fuzz tests with fifty times the examples of `make test` (22 min on 2 cores),
 # randomised rather than the suite's fixed sequence.
 fuzz: $(VENV)/.installed-test
 	DDL_FUZZ=long $(BIN)/python -m pytest tests/test_fuzz_doors.py -q --hypothesis-show-statistics
